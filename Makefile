@@ -1,0 +1,26 @@
+# Two commands: `make run` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: run test bench clean
+
+# torch is pinned here, before the project, so that the package's own range
+# (torch>=2.3) is already satisfied and pip never fetches a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/asyncps visualize
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/optim_bench.py
+
+clean:
+	rm -rf $(VENV) runs
