@@ -1,0 +1,39 @@
+"""asyncps's core single-node optimizer library.
+
+Every optimizer of Ruder's overview ("An overview of gradient descent
+optimization algorithms", 2016) with ``torch.optim``'s names, defaults and
+numbers: ``state = opt.init(param)``, ``opt.step(param, grad, state)``, and
+lazy sparse ``opt.step_rows(table, rows, grad_rows, state)``. Learning-rate
+schedules, gradient noise, clipping and early stopping live beside them.
+"""
+
+from optim.adadelta import Adadelta
+from optim.adagrad import Adagrad
+from optim.adam import Adam, AdamW
+from optim.adamax import Adamax
+from optim.base import Optimizer, State
+from optim.nadam import NAdam
+from optim.rmsprop import RMSprop
+from optim.sgd import SGD
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam)
+}
+
+
+def create(name: str, **hparams) -> Optimizer:
+    """An optimizer by its name (``"adam"``, ``"sgd"``, ...) and hyperparameters."""
+    try:
+        cls = OPTIMIZERS[name.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(f"Invalid optimizer name: {name!r} (choose one of {sorted(OPTIMIZERS)})") from None
+    try:
+        return cls(**hparams)
+    except TypeError as err:
+        raise ValueError(f"Invalid hyperparameters for {name!r}: {err}") from None
+
+
+__all__ = [
+    "OPTIMIZERS", "Optimizer", "State", "create",
+    "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
+]

@@ -1,0 +1,242 @@
+"""The optimizer contract shared by every algorithm in the library.
+
+An optimizer is a small object of validated hyperparameters with three verbs:
+``init(param) -> State``, an in-place dense ``step(param, grad, state)`` and a
+lazy sparse ``step_rows(table, rows, grad_rows, state)``. All mutable data lives
+in the explicit :class:`State` (a step count and named tensors), so a shard can
+checkpoint it, ship it or restore it without knowing which algorithm made it.
+
+Each algorithm writes its update twice, side by side: ``reference`` — the rule
+as the paper writes it, in torch ops that follow ``torch.optim``'s own order of
+operations — and ``fast``, a one-pass numba kernel over flat arrays that reads
+and writes each element once. ``step`` takes the fast kernel whenever the
+tensors allow it (contiguous, one dtype); tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Callable, ClassVar, Union
+
+import numpy as np
+import torch
+
+from optim.schedules import lr_at
+
+Schedule = Callable[[int], float]
+LearningRate = Union[float, Schedule]
+Array = Union[torch.Tensor, np.ndarray]
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+@dataclass
+class State:
+    """Everything an optimizer remembers about one tensor.
+
+    ``step`` counts the updates applied so far; ``tensors`` holds the named
+    slots (``exp_avg``, ``sum``, ...), each the shape of the parameter, plus any
+    0-d scalars an algorithm carries (NAdam's ``mu_product``).
+    """
+
+    step: int = 0
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        """A detached copy: later steps do not change what was saved."""
+        return {"step": self.step, "tensors": {k: v.clone() for k, v in self.tensors.items()}}
+
+    @classmethod
+    def from_state_dict(cls, saved: dict) -> "State":
+        if set(saved) != {"step", "tensors"}:
+            raise ValueError(f"Invalid state dict: keys {sorted(saved)} (expected ['step', 'tensors'])")
+        return cls(int(saved["step"]), {k: v.clone() for k, v in saved["tensors"].items()})
+
+    def __getitem__(self, slot: str) -> torch.Tensor:
+        return self.tensors[slot]
+
+
+def check(ok: bool, what: str, value, rule: str) -> None:
+    """Raise the library's uniform validation error, e.g.
+    ``Invalid learning rate: -1.0 (lr must be >= 0)``."""
+    if not ok:
+        raise ValueError(f"Invalid {what}: {value!r} ({rule})")
+
+
+def is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_lr(lr: LearningRate) -> None:
+    if callable(lr):
+        lr_at(lr, 0)  # a schedule that is negative from the start fails here, not mid-run
+        return
+    check(is_number(lr) and lr >= 0, "learning rate", lr, "lr must be a finite number >= 0 or a schedule step -> lr")
+
+
+def check_in(value, low: float, high: float, what: str, name: str, *, high_open: bool = True) -> None:
+    """``low <= value < high`` (or ``<= high`` when ``high_open`` is False)."""
+    inside = is_number(value) and low <= value and (value < high if high_open else value <= high)
+    bracket = ")" if high_open else "]"
+    check(inside, what, value, f"{name} must be in [{low}, {high}{bracket}")
+
+
+def check_nonnegative(value, what: str, name: str) -> None:
+    check(is_number(value) and value >= 0, what, value, f"{name} must be >= 0")
+
+
+def check_betas(betas) -> None:
+    check(isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", betas, "betas must be a pair (beta1, beta2)")
+    for i, beta in enumerate(betas):
+        check_in(beta, 0.0, 1.0, f"beta parameter at index {i}", f"betas[{i}]")
+
+
+def as_tensor(x: Array, what: str) -> torch.Tensor:
+    """A torch view of ``x`` sharing its memory (numpy arrays included)."""
+    if isinstance(x, np.ndarray):
+        if not x.flags.writeable and what in ("param", "table"):
+            raise ValueError(f"Invalid {what}: a read-only numpy array (pass a writeable copy, e.g. arr.copy())")
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"Invalid {what}: expected a torch tensor or numpy array, got {type(x).__name__}")
+    return x.detach()
+
+
+def check_pair(param: torch.Tensor, grad: torch.Tensor, what: str = "param") -> None:
+    if param.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"Invalid {what} dtype: {param.dtype} (expected torch.float32 or torch.float64)")
+    if grad.dtype != param.dtype:
+        raise ValueError(f"Invalid grad dtype: {grad.dtype} ({what} is {param.dtype}; pass a gradient of the same dtype)")
+    if grad.shape != param.shape:
+        raise ValueError(f"Invalid grad shape: {tuple(grad.shape)} ({what} has shape {tuple(param.shape)})")
+    if param.device.type != "cpu" or grad.device.type != "cpu":
+        raise ValueError("Invalid device: asyncps optimizers run on CPU tensors")
+
+
+class Optimizer:
+    """Base class: validated hyperparameters, explicit state, dense and lazy sparse steps.
+
+    Subclasses set ``name`` and ``slots`` (the per-element state tensors) and
+    implement ``reference(param, grad, state, lr)`` and ``fast(...)`` with the
+    same signature; both see ``state.step`` already advanced to the step being
+    taken (1 for the first update) and ``lr`` already read off the schedule.
+    """
+
+    name: ClassVar[str]
+    slots: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lr: LearningRate):
+        check_lr(lr)
+        self.lr = lr
+
+    def hparams(self) -> dict:
+        """The constructor arguments, so ``create(opt.name, **opt.hparams())`` rebuilds it."""
+        return dict(vars(self))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- state -----------------------------------------------------------------
+    def init(self, param: Array) -> State:
+        p = as_tensor(param, "param")
+        if p.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"Invalid param dtype: {p.dtype} (expected torch.float32 or torch.float64)")
+        return State(0, {slot: torch.zeros_like(p, memory_format=torch.contiguous_format) for slot in self.slots})
+
+    # -- dense -----------------------------------------------------------------
+    def step(self, param: Array, grad: Array, state: State) -> None:
+        """One update of ``param`` in place, with the fast kernel where it applies."""
+        p, g = as_tensor(param, "param"), as_tensor(grad, "grad")
+        check_pair(p, g)
+        self._check_state(p, state)
+        lr = lr_at(self.lr, state.step)
+        state.step += 1
+        if self._fast_ok(p, g, state):
+            self.fast(p, g, state, lr)
+        else:
+            self.reference(p, g, state, lr)
+
+    def reference_step(self, param: Array, grad: Array, state: State) -> None:
+        """The same update through the readable reference kernel only."""
+        p, g = as_tensor(param, "param"), as_tensor(grad, "grad")
+        check_pair(p, g)
+        self._check_state(p, state)
+        lr = lr_at(self.lr, state.step)
+        state.step += 1
+        self.reference(p, g, state, lr)
+
+    def _check_state(self, p: torch.Tensor, state: State) -> None:
+        missing = [s for s in self.slots if s not in state.tensors]
+        if missing:
+            raise ValueError(f"Invalid state: missing slots {missing} for {self.name} (create it with opt.init(param))")
+        for slot in self.slots:
+            if state.tensors[slot].shape != p.shape:
+                raise ValueError(
+                    f"Invalid state: slot {slot!r} has shape {tuple(state.tensors[slot].shape)}, "
+                    f"param has shape {tuple(p.shape)} (was the state made for another tensor?)"
+                )
+
+    def _fast_ok(self, p: torch.Tensor, g: torch.Tensor, state: State) -> bool:
+        tensors = [p, g] + [state.tensors[s] for s in self.slots]
+        return all(t.is_contiguous() and t.dtype == p.dtype for t in tensors)
+
+    def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+        raise NotImplementedError
+
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+        raise NotImplementedError
+
+    # -- sparse rows -----------------------------------------------------------
+    def step_rows(self, table: Array, rows: Array, grad_rows: Array, state: State) -> None:
+        """Lazy sparse update: only ``table[rows]`` and the same rows of the state change.
+
+        Duplicate row ids have their gradients summed first (the update is not
+        linear in the gradient). The touched rows are then updated exactly as
+        the dense rule would update them; untouched rows keep their values and
+        state (as ``torch.optim.SparseAdam``). ``state.step`` advances once.
+        """
+        t = as_tensor(table, "table")
+        idx = as_tensor(rows, "rows")
+        g = as_tensor(grad_rows, "grad_rows")
+        if t.dim() != 2:
+            raise ValueError(f"Invalid table: {t.dim()}-D (step_rows updates a 2-D table of rows)")
+        if idx.dtype != torch.int64 or idx.dim() != 1:
+            raise ValueError(f"Invalid rows: {idx.dim()}-D {idx.dtype} (expected a 1-D torch.int64 index vector)")
+        if g.shape != (idx.numel(), t.shape[1]):
+            raise ValueError(
+                f"Invalid grad_rows shape: {tuple(g.shape)} (expected ({idx.numel()}, {t.shape[1]}): one row per index)"
+            )
+        if t.dtype not in FLOAT_DTYPES or g.dtype != t.dtype:
+            raise ValueError(
+                f"Invalid dtypes: table {t.dtype}, grad_rows {g.dtype} (expected one of torch.float32/float64 for both)"
+            )
+        self._check_state(t, state)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= t.shape[0]):
+            raise ValueError(f"Invalid rows: ids must be in [0, {t.shape[0]}), got [{int(idx.min())}, {int(idx.max())}]")
+
+        touched, where = torch.unique(idx, return_inverse=True)
+        g_sum = torch.zeros(touched.numel(), t.shape[1], dtype=t.dtype).index_add_(0, where, g)
+        sub_table = t.index_select(0, touched)
+        sub_state = State(state.step, {
+            k: v.index_select(0, touched) if k in self.slots else v for k, v in state.tensors.items()
+        })
+        self.step(sub_table, g_sum, sub_state)
+        t.index_copy_(0, touched, sub_table)
+        for slot in self.slots:
+            state.tensors[slot].index_copy_(0, touched, sub_state.tensors[slot])
+        state.step = sub_state.step
+
+
+def flat(t: torch.Tensor) -> np.ndarray:
+    """The numpy view a fast kernel writes through (shares memory)."""
+    return t.view(-1).numpy()
+
+
+def scalars(dtype: torch.dtype, *values: float) -> tuple:
+    """Hyperparameters as scalars of the tensor's dtype, so that a float32 kernel
+    computes in float32 as torch does, rather than promoting to float64."""
+    kind = np.float32 if dtype == torch.float32 else np.float64
+    return tuple(kind(v) for v in values)

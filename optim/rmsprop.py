@@ -1,0 +1,95 @@
+"""RMSprop: Tieleman & Hinton, Lecture 6.5 of "Neural Networks for Machine
+Learning", 2012; the centered form is Graves, "Generating Sequences With
+Recurrent Neural Networks", 2013."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+from optim.base import LearningRate, Optimizer, State, check_in, check_nonnegative, flat, scalars
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, as ``torch.optim.RMSprop``.
+
+    .. math::
+        v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2 \qquad
+        \bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t \text{ (centered)} \\
+        d_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \text{ (centered) or } \sqrt{v_t} + \epsilon \\
+        b_t &= \mu b_{t-1} + g_t / d_t \qquad \theta_t = \theta_{t-1} - \eta b_t
+        \quad (\text{or } \theta_{t-1} - \eta g_t / d_t \text{ without momentum})
+
+    Epsilon is outside the square root (TensorFlow puts it inside); Hinton's
+    lecture used ``alpha = 0.9``, torch defaults to 0.99.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, lr: LearningRate = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        super().__init__(lr)
+        check_in(alpha, 0.0, 1.0, "alpha value", "alpha", high_open=False)
+        check_nonnegative(eps, "epsilon value", "eps")
+        check_nonnegative(weight_decay, "weight_decay value", "weight_decay")
+        check_nonnegative(momentum, "momentum value", "momentum")
+        self.alpha = alpha
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.centered = bool(centered)
+
+    @property
+    def slots(self):
+        return ("square_avg",) + (("grad_avg",) if self.centered else ()) + (
+            ("momentum_buffer",) if self.momentum > 0 else ())
+
+    def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+        if self.weight_decay != 0:
+            g = g.add(p, alpha=self.weight_decay)
+        square_avg = state["square_avg"]
+        square_avg.mul_(self.alpha).addcmul_(g, g, value=1 - self.alpha)
+        if self.centered:
+            grad_avg = state["grad_avg"].lerp_(g, 1 - self.alpha)
+            avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+        else:
+            avg = square_avg.sqrt()
+        avg.add_(self.eps)
+        if self.momentum > 0:
+            buf = state["momentum_buffer"].mul_(self.momentum).addcdiv_(g, avg)
+            p.add_(buf, alpha=-lr)
+        else:
+            p.addcdiv_(g, avg, value=-lr)
+
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+        unused = flat(p)[:0]
+        grad_avg = flat(state["grad_avg"]) if self.centered else unused
+        buf = flat(state["momentum_buffer"]) if self.momentum > 0 else unused
+        _rmsprop_kernel(flat(p), flat(g), flat(state["square_avg"]), grad_avg, buf,
+                        *scalars(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
+                                 self.momentum, -lr),
+                        self.centered, self.momentum > 0)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rmsprop_kernel(p, g, square_avg, grad_avg, buf, wd, alpha, one_minus_alpha, eps, momentum, neg_lr,
+                    centered, use_momentum):
+    small_weight = one_minus_alpha < 0.5
+    for i in range(p.size):
+        gi = g[i] + wd * p[i]
+        v = square_avg[i] * alpha + one_minus_alpha * gi * gi
+        square_avg[i] = v
+        if centered:
+            ga = grad_avg[i] + one_minus_alpha * (gi - grad_avg[i]) if small_weight \
+                else gi - (gi - grad_avg[i]) * alpha
+            grad_avg[i] = ga
+            avg = np.sqrt(v + -ga * ga) + eps
+        else:
+            avg = np.sqrt(v) + eps
+        if use_momentum:
+            b = buf[i] * momentum + gi / avg
+            buf[i] = b
+            p[i] = p[i] + neg_lr * b
+        else:
+            p[i] = p[i] + neg_lr * (gi / avg)
