@@ -1,0 +1,173 @@
+"""Every optimizer against torch.optim, the numerical oracle, from one table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import optim
+from optim import State
+from optim.schedules import CosineAnnealing
+
+from cases import CASES, NAMES
+
+STEPS = 300
+SHAPES = [(7,), (5, 3), (2, 3, 4)]
+# Relative agreement asked of every optimizer: max |ours - torch| / max |torch|.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def relative_error(ours: torch.Tensor, oracle: torch.Tensor) -> float:
+    return ((ours - oracle).abs().max() / oracle.abs().max()).item()
+
+
+def gradient_stream(shape, dtype, seed=0, steps=STEPS):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=gen, dtype=dtype) for _ in range(steps)]
+
+
+@pytest.fixture
+def default_dtype():
+    """torch keeps NAdam's mu_product in the default dtype; set it to the
+    parameter's so the float64 oracle is float64 throughout."""
+    saved = torch.get_default_dtype()
+    yield torch.set_default_dtype
+    torch.set_default_dtype(saved)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kernel", ["fast", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_matches_torch(case, kernel, shape, dtype, default_dtype):
+    default_dtype(dtype)
+    p0 = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    ours, theirs = p0.clone(), p0.clone().requires_grad_()
+    opt = optim.create(case.name, **case.hparams)
+    state = opt.init(ours)
+    step = opt.step if kernel == "fast" else opt.reference_step
+    torch_opt, scheduler = case.torch_optimizer(theirs)
+    for g in gradient_stream(shape, dtype):
+        g = g + 0.1 * ours  # a gradient that depends on where we are, like a real loss
+        step(ours, g, state)
+        theirs.grad = g.clone()
+        torch_opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    assert state.step == STEPS
+    assert relative_error(ours, theirs.detach()) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_non_contiguous_param_takes_reference_kernel_and_matches(case):
+    table = torch.randn(6, 4, dtype=torch.float64)
+    ours = table.t()  # a strided view: the fast kernel cannot walk it
+    expected = ours.contiguous()
+    opt = optim.create(case.name, **case.hparams)
+    s_view, s_copy = opt.init(ours), opt.init(expected)
+    for g in gradient_stream(ours.shape, torch.float64, steps=20):
+        opt.step(ours, g, s_view)
+        opt.step(expected, g, s_copy)
+    assert relative_error(ours, expected) <= 1e-12
+    assert relative_error(table.t(), expected) <= 1e-12  # the update went through the view
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_fast_kernel_equals_reference(case, dtype):
+    shape = (1000,)
+    p_fast = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    p_ref = p_fast.clone()
+    opt = optim.create(case.name, **case.hparams)
+    s_fast, s_ref = opt.init(p_fast), opt.init(p_ref)
+    for g in gradient_stream(shape, dtype, steps=50):
+        opt.step(p_fast, g, s_fast)
+        opt.reference_step(p_ref, g, s_ref)
+    tol = {torch.float32: 1e-6, torch.float64: 1e-13}[dtype]
+    assert relative_error(p_fast, p_ref) <= tol
+    for slot in opt.slots:
+        assert relative_error(s_fast[slot], s_ref[slot]) <= tol, slot
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_numpy_arrays_update_in_place_like_tensors(case):
+    arr = np.random.default_rng(0).standard_normal((4, 5))
+    tensor = torch.from_numpy(arr.copy())
+    opt = optim.create(case.name, **case.hparams)
+    s_np, s_t = opt.init(arr), opt.init(tensor)
+    for g in gradient_stream((4, 5), torch.float64, steps=10):
+        opt.step(arr, g.numpy(), s_np)
+        opt.step(tensor, g, s_t)
+    np.testing.assert_array_equal(arr, tensor.numpy())
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_state_round_trip_resumes_exactly(case):
+    opt = optim.create(case.name, **case.hparams)
+    grads = gradient_stream((50,), torch.float32, steps=40)
+    param = torch.randn(50)
+    state = opt.init(param)
+    for g in grads[:20]:
+        opt.step(param, g, state)
+    saved_param, saved = param.clone(), state.state_dict()
+    for g in grads[20:]:
+        opt.step(param, g, state)
+
+    resumed_param, resumed = saved_param.clone(), State.from_state_dict(saved)
+    assert resumed.step == 20
+    for g in grads[20:]:
+        opt.step(resumed_param, g, resumed)
+    assert torch.equal(resumed_param, param)
+    assert resumed.step == state.step
+    for name, tensor in state.tensors.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
+def test_state_dict_is_a_copy():
+    opt = optim.Adam()
+    param = torch.zeros(3)
+    state = opt.init(param)
+    saved = state.state_dict()
+    opt.step(param, torch.ones(3), state)
+    assert saved["step"] == 0
+    assert torch.equal(saved["tensors"]["exp_avg"], torch.zeros(3))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_hparams_rebuild_the_same_optimizer(case):
+    opt = optim.create(case.name, **case.hparams)
+    again = optim.create(opt.name, **opt.hparams())
+    assert type(again) is type(opt) and again.hparams() == opt.hparams()
+
+
+# A convex quadratic f(x) = 1/2 x'Ax - b'x with condition number 10. Each
+# optimizer starts at the rate that suits it and is annealed to zero: at a
+# constant rate the normalized methods (RMSprop, NAdam, Adadelta) only settle
+# into a ball around the minimum whose size is set by the rate.
+QUADRATIC_STEPS = 3000
+QUADRATIC_LR = {"sgd": 0.1, "adagrad": 0.5, "adadelta": 1.0, "rmsprop": 0.01, "adam": 0.05, "adamw": 0.05,
+                "adamax": 0.05, "nadam": 0.05}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_minimizes_a_convex_quadratic(name):
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(10, 10, generator=gen, dtype=torch.float64))
+    a = q @ torch.diag(torch.linspace(1, 10, 10, dtype=torch.float64)) @ q.t()
+    b = torch.randn(10, generator=gen, dtype=torch.float64)
+    x_star = torch.linalg.solve(a, b)
+
+    def f(x):
+        return 0.5 * x @ a @ x - b @ x
+
+    hparams = {"lr": CosineAnnealing(QUADRATIC_LR[name], T_max=QUADRATIC_STEPS)}
+    if name == "adamw":
+        hparams["weight_decay"] = 0.0  # decay would move the minimizer
+    opt = optim.create(name, **hparams)
+    x = torch.zeros(10, dtype=torch.float64)
+    state = opt.init(x)
+    gap0 = (f(x) - f(x_star)).item()
+    for _ in range(QUADRATIC_STEPS):
+        opt.step(x, a @ x - b, state)
+    assert (f(x) - f(x_star)).item() <= 1e-8 * gap0

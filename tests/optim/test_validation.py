@@ -1,0 +1,123 @@
+"""Invalid hyperparameters and inputs: refused at once, with a message that says the fix."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import optim
+
+INVALID_HPARAMS = [
+    ("sgd", {"lr": -1.0}, r"Invalid learning rate: -1.0 \(lr must be a finite number >= 0"),
+    ("adam", {"lr": math.nan}, r"Invalid learning rate: nan"),
+    ("adam", {"lr": "0.1"}, r"Invalid learning rate: '0.1'"),
+    ("sgd", {"momentum": -0.5}, r"Invalid momentum value: -0.5 \(momentum must be >= 0\)"),
+    ("sgd", {"dampening": -0.1}, r"Invalid dampening value: -0.1 \(dampening must be >= 0\)"),
+    ("sgd", {"weight_decay": -1e-4}, r"Invalid weight_decay value: -0.0001 \(weight_decay must be >= 0\)"),
+    ("sgd", {"nesterov": True}, r"Invalid nesterov: True \(Nesterov momentum requires momentum > 0 and dampening = 0\)"),
+    ("sgd", {"nesterov": True, "momentum": 0.9, "dampening": 0.1}, r"Invalid nesterov: True"),
+    ("adagrad", {"lr_decay": -1.0}, r"Invalid lr_decay value: -1.0 \(lr_decay must be >= 0\)"),
+    ("adagrad", {"initial_accumulator_value": -0.1},
+     r"Invalid initial_accumulator_value: -0.1 \(initial_accumulator_value must be >= 0\)"),
+    ("adagrad", {"eps": -1e-10}, r"Invalid epsilon value: -1e-10 \(eps must be >= 0\)"),
+    ("adagrad", {"weight_decay": -1.0}, r"Invalid weight_decay value: -1.0"),
+    ("adadelta", {"rho": 1.5}, r"Invalid rho value: 1.5 \(rho must be in \[0.0, 1.0\]\)"),
+    ("adadelta", {"eps": -1.0}, r"Invalid epsilon value: -1.0"),
+    ("adadelta", {"weight_decay": -1.0}, r"Invalid weight_decay value: -1.0"),
+    ("rmsprop", {"alpha": -0.1}, r"Invalid alpha value: -0.1 \(alpha must be in \[0.0, 1.0\]\)"),
+    ("rmsprop", {"momentum": -0.1}, r"Invalid momentum value: -0.1"),
+    ("rmsprop", {"eps": -1.0}, r"Invalid epsilon value: -1.0"),
+    ("rmsprop", {"weight_decay": -1.0}, r"Invalid weight_decay value: -1.0"),
+    ("adam", {"betas": (1.0, 0.999)}, r"Invalid beta parameter at index 0: 1.0 \(betas\[0\] must be in \[0.0, 1.0\)\)"),
+    ("adam", {"betas": (0.9, -0.1)}, r"Invalid beta parameter at index 1: -0.1"),
+    ("adam", {"betas": 0.9}, r"Invalid betas: 0.9 \(betas must be a pair \(beta1, beta2\)\)"),
+    ("adam", {"eps": -1e-8}, r"Invalid epsilon value: -1e-08"),
+    ("adam", {"weight_decay": -0.1}, r"Invalid weight_decay value: -0.1"),
+    ("adamw", {"betas": (0.9, 1.0)}, r"Invalid beta parameter at index 1: 1.0"),
+    ("adamw", {"weight_decay": -0.1}, r"Invalid weight_decay value: -0.1"),
+    ("adamax", {"betas": (-0.1, 0.9)}, r"Invalid beta parameter at index 0: -0.1"),
+    ("adamax", {"eps": -1.0}, r"Invalid epsilon value: -1.0"),
+    ("adamax", {"weight_decay": -1.0}, r"Invalid weight_decay value: -1.0"),
+    ("nadam", {"momentum_decay": -4e-3}, r"Invalid momentum_decay value: -0.004 \(momentum_decay must be >= 0\)"),
+    ("nadam", {"betas": (0.9, 1.5)}, r"Invalid beta parameter at index 1: 1.5"),
+    ("nadam", {"eps": -1.0}, r"Invalid epsilon value: -1.0"),
+    ("nadam", {"weight_decay": -1.0}, r"Invalid weight_decay value: -1.0"),
+]
+
+
+@pytest.mark.parametrize("name, hparams, message", INVALID_HPARAMS)
+def test_invalid_hyperparameter_is_refused_at_construction(name, hparams, message):
+    with pytest.raises(ValueError, match=message):
+        optim.create(name, **hparams)
+
+
+def test_every_optimizer_has_validation_rows():
+    assert {name for name, _, _ in INVALID_HPARAMS} == set(optim.OPTIMIZERS)
+
+
+def test_unknown_optimizer_name_lists_the_choices():
+    with pytest.raises(ValueError, match=r"Invalid optimizer name: 'adamm' \(choose one of \['adadelta', "):
+        optim.create("adamm")
+
+
+def test_unknown_hyperparameter_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match=r"Invalid hyperparameters for 'sgd': .*'betas'"):
+        optim.create("sgd", betas=(0.9, 0.99))
+
+
+def test_schedule_that_goes_negative_is_refused_at_the_step_it_does():
+    opt = optim.SGD(lr=lambda step: 0.1 - 0.06 * step)
+    param = torch.zeros(2)
+    state = opt.init(param)
+    opt.step(param, torch.ones(2), state)
+    opt.step(param, torch.ones(2), state)
+    with pytest.raises(ValueError, match="step 2"):
+        opt.step(param, torch.ones(2), state)
+    assert state.step == 2
+
+
+BAD_STEP_INPUT = [
+    (torch.zeros(3), torch.zeros(4), r"Invalid grad shape: \(4,\) \(param has shape \(3,\)\)"),
+    (torch.zeros(3), torch.zeros(3, dtype=torch.float64),
+     r"Invalid grad dtype: torch.float64 \(param is torch.float32; pass a gradient of the same dtype\)"),
+    (torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64),
+     r"Invalid param dtype: torch.int64 \(expected torch.float32 or torch.float64\)"),
+    (torch.zeros(3), [0.0, 0.0, 0.0], r"Invalid grad: expected a torch tensor or numpy array, got list"),
+]
+
+
+@pytest.mark.parametrize("param, grad, message", BAD_STEP_INPUT)
+def test_bad_step_input_is_refused_and_changes_nothing(param, grad, message):
+    opt = optim.Adam()
+    state = opt.init(torch.zeros(3))
+    with pytest.raises(ValueError if not isinstance(grad, list) else TypeError, match=message):
+        opt.step(param, grad, state)
+    assert state.step == 0 and torch.equal(state["exp_avg"], torch.zeros(3))
+
+
+def test_state_made_for_another_tensor_is_refused():
+    opt = optim.Adam()
+    state = opt.init(torch.zeros(5))
+    with pytest.raises(ValueError, match=r"slot 'exp_avg' has shape \(5,\), param has shape \(3,\)"):
+        opt.step(torch.zeros(3), torch.zeros(3), state)
+
+
+def test_state_of_another_optimizer_is_refused():
+    state = optim.SGD().init(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"missing slots \['exp_avg', 'exp_avg_sq'\] for adam"):
+        optim.Adam().step(torch.zeros(3), torch.zeros(3), state)
+
+
+def test_read_only_numpy_param_is_refused():
+    param = np.zeros(3)
+    param.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only numpy array"):
+        optim.SGD().step(param, np.zeros(3), optim.SGD().init(np.zeros(3)))
+
+
+def test_malformed_state_dict_is_refused():
+    with pytest.raises(ValueError, match=r"Invalid state dict: keys \['exp_avg'\]"):
+        optim.State.from_state_dict({"exp_avg": torch.zeros(2)})
