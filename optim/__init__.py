@@ -12,9 +12,13 @@ from optim.adagrad import Adagrad
 from optim.adam import Adam, AdamW
 from optim.adamax import Adamax
 from optim.base import Optimizer, State
+from optim.early_stopping import EarlyStopping
 from optim.nadam import NAdam
 from optim.rmsprop import RMSprop
+from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
+                              StepDecay, Triangular, Warmup, lr_at)
 from optim.sgd import SGD
+from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam)
@@ -36,4 +40,7 @@ def create(name: str, **hparams) -> Optimizer:
 __all__ = [
     "OPTIMIZERS", "Optimizer", "State", "create",
     "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
+    "Schedule", "lr_at", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
+    "Triangular", "Noam", "Warmup",
+    "GradientNoise", "clip_by_global_norm", "clip_by_value", "EarlyStopping",
 ]

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, check_nonnegative, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.validation import check_nonnegative
 
 
 class Adagrad(Optimizer):

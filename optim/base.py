@@ -15,17 +15,15 @@ tensors allow it (contiguous, one dtype); tests hold the two equal.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from numbers import Real
-from typing import Callable, ClassVar, Union
+from typing import ClassVar, Union
 
 import numpy as np
 import torch
 
-from optim.schedules import lr_at
+from optim.schedules import Schedule, lr_at
+from optim.validation import check, is_number
 
-Schedule = Callable[[int], float]
 LearningRate = Union[float, Schedule]
 Array = Union[torch.Tensor, np.ndarray]
 
@@ -58,39 +56,11 @@ class State:
         return self.tensors[slot]
 
 
-def check(ok: bool, what: str, value, rule: str) -> None:
-    """Raise the library's uniform validation error, e.g.
-    ``Invalid learning rate: -1.0 (lr must be >= 0)``."""
-    if not ok:
-        raise ValueError(f"Invalid {what}: {value!r} ({rule})")
-
-
-def is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_lr(lr: LearningRate) -> None:
     if callable(lr):
         lr_at(lr, 0)  # a schedule that is negative from the start fails here, not mid-run
         return
     check(is_number(lr) and lr >= 0, "learning rate", lr, "lr must be a finite number >= 0 or a schedule step -> lr")
-
-
-def check_in(value, low: float, high: float, what: str, name: str, *, high_open: bool = True) -> None:
-    """``low <= value < high`` (or ``<= high`` when ``high_open`` is False)."""
-    inside = is_number(value) and low <= value and (value < high if high_open else value <= high)
-    bracket = ")" if high_open else "]"
-    check(inside, what, value, f"{name} must be in [{low}, {high}{bracket}")
-
-
-def check_nonnegative(value, what: str, name: str) -> None:
-    check(is_number(value) and value >= 0, what, value, f"{name} must be >= 0")
-
-
-def check_betas(betas) -> None:
-    check(isinstance(betas, (tuple, list)) and len(betas) == 2, "betas", betas, "betas must be a pair (beta1, beta2)")
-    for i, beta in enumerate(betas):
-        check_in(beta, 0.0, 1.0, f"beta parameter at index {i}", f"betas[{i}]")
 
 
 def as_tensor(x: Array, what: str) -> torch.Tensor:
