@@ -45,17 +45,17 @@ class Adadelta(Optimizer):
         acc_delta.mul_(self.rho).addcmul_(delta, delta, value=1 - self.rho)
         p.add_(delta, alpha=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
-        _adadelta_kernel(flat(p), flat(g), flat(state["square_avg"]), flat(state["acc_delta"]),
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+        _adadelta_kernel(flat(p), flat(out), flat(g), flat(state["square_avg"]), flat(state["acc_delta"]),
                          *scalars(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps, -lr))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _adadelta_kernel(p, g, square_avg, acc_delta, wd, rho, one_minus_rho, eps, neg_lr):
+def _adadelta_kernel(p, out, g, square_avg, acc_delta, wd, rho, one_minus_rho, eps, neg_lr):
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         v = square_avg[i] * rho + one_minus_rho * gi * gi
         square_avg[i] = v
         delta = np.sqrt(acc_delta[i] + eps) / np.sqrt(v + eps) * gi
         acc_delta[i] = acc_delta[i] * rho + one_minus_rho * delta * delta
-        p[i] = p[i] + neg_lr * delta
+        out[i] = p[i] + neg_lr * delta

@@ -53,15 +53,15 @@ class Adagrad(Optimizer):
         std = state["sum"].sqrt().add_(self.eps)
         p.addcdiv_(g, std, value=-self._clr(lr, state.step))
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
-        _adagrad_kernel(flat(p), flat(g), flat(state["sum"]),
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+        _adagrad_kernel(flat(p), flat(out), flat(g), flat(state["sum"]),
                         *scalars(p.dtype, self.weight_decay, self.eps, -self._clr(lr, state.step)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _adagrad_kernel(p, g, s, wd, eps, neg_clr):
+def _adagrad_kernel(p, out, g, s, wd, eps, neg_clr):
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         si = s[i] + gi * gi
         s[i] = si
-        p[i] = p[i] + neg_clr * (gi / (np.sqrt(si) + eps))
+        out[i] = p[i] + neg_clr * (gi / (np.sqrt(si) + eps))

@@ -89,8 +89,8 @@ class Optimizer:
     """Base class: validated hyperparameters, explicit state, dense and lazy sparse steps.
 
     Subclasses set ``name`` and ``slots`` (the per-element state tensors) and
-    implement ``reference(param, grad, state, lr)`` and ``fast(...)`` with the
-    same signature; both see ``state.step`` already advanced to the step being
+    implement ``reference(param, grad, state, lr)`` (in place) and
+    ``fast(param, grad, state, lr, out)``; both see ``state.step`` already advanced to the step being
     taken (1 for the first update) and ``lr`` already read off the schedule.
     """
 
@@ -117,17 +117,28 @@ class Optimizer:
         return State(0, {slot: torch.zeros_like(p, memory_format=torch.contiguous_format) for slot in self.slots})
 
     # -- dense -----------------------------------------------------------------
-    def step(self, param: Array, grad: Array, state: State) -> None:
-        """One update of ``param`` in place, with the fast kernel where it applies."""
+    def step(self, param: Array, grad: Array, state: State, out: torch.Tensor | None = None) -> None:
+        """One update, with the fast kernel where it applies.
+
+        In place by default; with ``out`` the new values are written there and
+        ``param`` is left as it was (the state still advances). A parameter
+        server publishes snapshots this way: readers keep the old values while
+        the update writes a spare buffer, at the cost of no extra pass.
+        """
         p, g = as_tensor(param, "param"), as_tensor(grad, "grad")
         check_pair(p, g)
         self._check_state(p, state)
+        if out is not None and (out.shape != p.shape or out.dtype != p.dtype):
+            raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
         lr = lr_at(self.lr, state.step)
         state.step += 1
-        if self._fast_ok(p, g, state):
-            self.fast(p, g, state, lr)
+        out = p if out is None else out
+        if self._fast_ok(p, g, state) and out.is_contiguous():
+            self.fast(p, g, state, lr, out)
         else:
-            self.reference(p, g, state, lr)
+            if out is not p:
+                out.copy_(p)
+            self.reference(out, g, state, lr)
 
     def reference_step(self, param: Array, grad: Array, state: State) -> None:
         """The same update through the readable reference kernel only."""
@@ -156,7 +167,9 @@ class Optimizer:
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+        """The reference update in one pass, reading ``p`` and writing ``out``
+        (which may be ``p`` itself)."""
         raise NotImplementedError
 
     # -- sparse rows -----------------------------------------------------------

@@ -63,18 +63,18 @@ class RMSprop(Optimizer):
         else:
             p.addcdiv_(g, avg, value=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
         unused = flat(p)[:0]
         grad_avg = flat(state["grad_avg"]) if self.centered else unused
         buf = flat(state["momentum_buffer"]) if self.momentum > 0 else unused
-        _rmsprop_kernel(flat(p), flat(g), flat(state["square_avg"]), grad_avg, buf,
+        _rmsprop_kernel(flat(p), flat(out), flat(g), flat(state["square_avg"]), grad_avg, buf,
                         *scalars(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
                                  self.momentum, -lr),
                         self.centered, self.momentum > 0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _rmsprop_kernel(p, g, square_avg, grad_avg, buf, wd, alpha, one_minus_alpha, eps, momentum, neg_lr,
+def _rmsprop_kernel(p, out, g, square_avg, grad_avg, buf, wd, alpha, one_minus_alpha, eps, momentum, neg_lr,
                     centered, use_momentum):
     small_weight = one_minus_alpha < 0.5
     for i in range(p.size):
@@ -91,6 +91,6 @@ def _rmsprop_kernel(p, g, square_avg, grad_avg, buf, wd, alpha, one_minus_alpha,
         if use_momentum:
             b = buf[i] * momentum + gi / avg
             buf[i] = b
-            p[i] = p[i] + neg_lr * b
+            out[i] = p[i] + neg_lr * b
         else:
-            p[i] = p[i] + neg_lr * (gi / avg)
+            out[i] = p[i] + neg_lr * (gi / avg)

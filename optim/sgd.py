@@ -54,19 +54,19 @@ class SGD(Optimizer):
             g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
         p.add_(g, alpha=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
         buf = flat(state["momentum_buffer"]) if self.momentum != 0 else flat(p)[:0]
-        _sgd_kernel(flat(p), flat(g), buf,
+        _sgd_kernel(flat(p), flat(out), flat(g), buf,
                     *scalars(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening, -lr),
                     self.momentum != 0, state.step == 1, self.nesterov)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _sgd_kernel(p, g, buf, wd, momentum, one_minus_dampening, neg_lr, use_momentum, first_step, nesterov):
+def _sgd_kernel(p, out, g, buf, wd, momentum, one_minus_dampening, neg_lr, use_momentum, first_step, nesterov):
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         if use_momentum:
             b = gi if first_step else buf[i] * momentum + one_minus_dampening * gi
             buf[i] = b
             gi = gi + momentum * b if nesterov else b
-        p[i] = p[i] + neg_lr * gi
+        out[i] = p[i] + neg_lr * gi

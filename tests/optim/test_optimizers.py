@@ -171,3 +171,21 @@ def test_minimizes_a_convex_quadratic(name):
     for _ in range(QUADRATIC_STEPS):
         opt.step(x, a @ x - b, state)
     assert (f(x) - f(x_star)).item() <= 1e-8 * gap0
+
+
+@pytest.mark.parametrize("contiguous", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_out_receives_the_update_and_param_keeps_its_values(case, contiguous):
+    opt = optim.create(case.name, **case.hparams)
+    in_place = torch.randn(6, 4, dtype=torch.float64)
+    param = in_place.clone() if contiguous else in_place.clone().t().contiguous().t()
+    before = param.clone()
+    s_in_place, s_out = opt.init(in_place), opt.init(param)
+    for g in gradient_stream((6, 4), torch.float64, steps=5):
+        out = torch.empty_like(param)
+        opt.step(in_place, g, s_in_place)
+        opt.step(param, g, s_out, out=out)
+        assert torch.equal(param, before)
+        param.copy_(out)
+        before = param.clone()
+    assert relative_error(param, in_place) <= 1e-13
