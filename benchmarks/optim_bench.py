@@ -17,13 +17,12 @@ rows/s of torch. Each line says whether its target holds.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 
 import torch
 
 import optim
+from timing import medians_ms
 
 DENSE = [
     # (label, our name, hparams, torch class, torch kwargs, target)
@@ -47,21 +46,6 @@ DENSE = [
 FUSED_TARGET = 1.5  # ours / torch fused, at most
 DEFAULT_TARGET = 2.0  # torch default / ours, at least
 SPARSE_TARGETS = {"Adagrad": 1.3, "Adam (lazy)": 1.5}  # our rows/s over torch's, at least
-
-
-def medians_ms(fns, reps: int, warmup: int = 3) -> list[float]:
-    """Median time of each function, interleaved rep by rep so that load from
-    elsewhere on the machine falls on every contender alike."""
-    for fn in fns:
-        for _ in range(warmup):  # first touches of fresh memory are slow on this VM
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(reps):
-        for fn, record in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            record.append(time.perf_counter() - start)
-    return [statistics.median(t) * 1e3 for t in times]
 
 
 def torch_step(cls, kwargs, size, grad, **impl):

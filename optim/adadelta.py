@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check_in, check_nonnegative
 
 
@@ -45,17 +45,20 @@ class Adadelta(Optimizer):
         acc_delta.mul_(self.rho).addcmul_(delta, delta, value=1 - self.rho)
         p.add_(delta, alpha=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
-        _adadelta_kernel(flat(p), flat(out), flat(g), flat(state["square_avg"]), flat(state["acc_delta"]),
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
+        _adadelta_kernel(flat(p), flat_or_none(out), flat(g), flat(state["square_avg"]), flat(state["acc_delta"]),
                          *scalars(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps, -lr))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adadelta_kernel(p, out, g, square_avg, acc_delta, wd, rho, one_minus_rho, eps, neg_lr):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         v = square_avg[i] * rho + one_minus_rho * gi * gi
         square_avg[i] = v
         delta = np.sqrt(acc_delta[i] + eps) / np.sqrt(v + eps) * gi
         acc_delta[i] = acc_delta[i] * rho + one_minus_rho * delta * delta
-        out[i] = p[i] + neg_lr * delta
+        dst[i] = p[i] + neg_lr * delta

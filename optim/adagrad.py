@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check_nonnegative
 
 
@@ -53,15 +53,18 @@ class Adagrad(Optimizer):
         std = state["sum"].sqrt().add_(self.eps)
         p.addcdiv_(g, std, value=-self._clr(lr, state.step))
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
-        _adagrad_kernel(flat(p), flat(out), flat(g), flat(state["sum"]),
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
+        _adagrad_kernel(flat(p), flat_or_none(out), flat(g), flat(state["sum"]),
                         *scalars(p.dtype, self.weight_decay, self.eps, -self._clr(lr, state.step)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adagrad_kernel(p, out, g, s, wd, eps, neg_clr):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         si = s[i] + gi * gi
         s[i] = si
-        out[i] = p[i] + neg_clr * (gi / (np.sqrt(si) + eps))
+        dst[i] = p[i] + neg_clr * (gi / (np.sqrt(si) + eps))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -65,14 +65,14 @@ class Adam(Optimizer):
         denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(self.eps)
         p.addcdiv_(m, denom, value=-step_size)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         beta1, beta2 = self.betas
         t = state.step
         wd = self.weight_decay
         decay_factor = 1 - lr * wd if self.decoupled_weight_decay else 1.0
         coupled_wd = 0.0 if self.decoupled_weight_decay else wd
         v_max = flat(state["max_exp_avg_sq"]) if self.amsgrad else flat(p)[:0]
-        _adam_kernel(flat(p), flat(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]), v_max,
+        _adam_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]), v_max,
                      *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
                               (1 - beta2**t) ** 0.5, self.eps, -lr / (1 - beta1**t)),
                      self.amsgrad)
@@ -94,6 +94,9 @@ class AdamW(Adam):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adam_kernel(p, out, g, m, v, v_max, decay_factor, wd, w1, one_minus_w1, beta2, c2,
                  bias_correction2_sqrt, eps, neg_step_size, amsgrad):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     # torch's lerp switches formula at weight 0.5; follow it to stay bit-close.
     small_weight = w1 < 0.5
     for i in range(p.size):
@@ -106,4 +109,4 @@ def _adam_kernel(p, out, g, m, v, v_max, decay_factor, wd, w1, one_minus_w1, bet
         if amsgrad:
             vi = max(v_max[i], vi)
             v_max[i] = vi
-        out[i] = x + neg_step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))
+        dst[i] = x + neg_step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -43,15 +43,18 @@ class Adamax(Optimizer):
         torch.maximum(exp_inf.mul_(beta2), g.abs().add_(self.eps), out=exp_inf)
         p.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**state.step))
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         beta1, beta2 = self.betas
-        _adamax_kernel(flat(p), flat(out), flat(g), flat(state["exp_avg"]), flat(state["exp_inf"]),
+        _adamax_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_inf"]),
                        *scalars(p.dtype, self.weight_decay, 1 - beta1, beta1, beta2, self.eps,
                                 -lr / (1 - beta1**state.step)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adamax_kernel(p, out, g, exp_avg, exp_inf, wd, w1, one_minus_w1, beta2, eps, neg_clr):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     small_weight = w1 < 0.5
     for i in range(p.size):
         gi = g[i] + wd * p[i]
@@ -59,4 +62,4 @@ def _adamax_kernel(p, out, g, exp_avg, exp_inf, wd, w1, one_minus_w1, beta2, eps
         exp_avg[i] = m
         u = max(exp_inf[i] * beta2, abs(gi) + eps)
         exp_inf[i] = u
-        out[i] = p[i] + neg_clr * (m / u)
+        dst[i] = p[i] + neg_clr * (m / u)

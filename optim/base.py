@@ -132,13 +132,12 @@ class Optimizer:
             raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
         lr = lr_at(self.lr, state.step)
         state.step += 1
-        out = p if out is None else out
-        if self._fast_ok(p, g, state) and out.is_contiguous():
+        if self._fast_ok(p, g, state) and (out is None or out.is_contiguous()):
             self.fast(p, g, state, lr, out)
+        elif out is None:
+            self.reference(p, g, state, lr)
         else:
-            if out is not p:
-                out.copy_(p)
-            self.reference(out, g, state, lr)
+            self.reference(out.copy_(p), g, state, lr)
 
     def reference_step(self, param: Array, grad: Array, state: State) -> None:
         """The same update through the readable reference kernel only."""
@@ -167,9 +166,9 @@ class Optimizer:
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         """The reference update in one pass, reading ``p`` and writing ``out``
-        (which may be ``p`` itself)."""
+        (``None``: in place)."""
         raise NotImplementedError
 
     # -- sparse rows -----------------------------------------------------------
@@ -216,6 +215,12 @@ class Optimizer:
 def flat(t: torch.Tensor) -> np.ndarray:
     """The numpy view a fast kernel writes through (shares memory)."""
     return t.view(-1).numpy()
+
+
+def flat_or_none(t: torch.Tensor | None) -> np.ndarray | None:
+    """A fast kernel's ``out``: ``None`` compiles the in-place variant, in which
+    the loop provably reads and writes one array and so vectorizes."""
+    return None if t is None else flat(t)
 
 
 def scalars(dtype: torch.dtype, *values: float) -> tuple:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -71,13 +71,13 @@ class NAdam(Optimizer):
         p.addcdiv_(g, denom, value=c_grad)
         p.addcdiv_(exp_avg, denom, value=c_avg)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         beta1, beta2 = self.betas
         wd = self.weight_decay
         decay_factor = 1 - lr * wd if self.decoupled_weight_decay else 1.0
         coupled_wd = 0.0 if self.decoupled_weight_decay else wd
         c_grad, c_avg = self._coefficients(state, lr)
-        _nadam_kernel(flat(p), flat(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]),
+        _nadam_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]),
                       *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
                                1 - beta2**state.step, self.eps, c_grad, c_avg))
 
@@ -85,6 +85,9 @@ class NAdam(Optimizer):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _nadam_kernel(p, out, g, exp_avg, exp_avg_sq, decay_factor, wd, w1, one_minus_w1, beta2, c2,
                   bias_correction2, eps, c_grad, c_avg):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     small_weight = w1 < 0.5
     for i in range(p.size):
         x = p[i] * decay_factor
@@ -95,4 +98,4 @@ def _nadam_kernel(p, out, g, exp_avg, exp_avg_sq, decay_factor, wd, w1, one_minu
         exp_avg_sq[i] = v
         denom = np.sqrt(v / bias_correction2) + eps
         x = x + c_grad * (gi / denom)
-        out[i] = x + c_avg * (m / denom)
+        dst[i] = x + c_avg * (m / denom)

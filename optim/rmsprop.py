@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check_in, check_nonnegative
 
 
@@ -63,11 +63,11 @@ class RMSprop(Optimizer):
         else:
             p.addcdiv_(g, avg, value=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         unused = flat(p)[:0]
         grad_avg = flat(state["grad_avg"]) if self.centered else unused
         buf = flat(state["momentum_buffer"]) if self.momentum > 0 else unused
-        _rmsprop_kernel(flat(p), flat(out), flat(g), flat(state["square_avg"]), grad_avg, buf,
+        _rmsprop_kernel(flat(p), flat_or_none(out), flat(g), flat(state["square_avg"]), grad_avg, buf,
                         *scalars(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
                                  self.momentum, -lr),
                         self.centered, self.momentum > 0)
@@ -76,6 +76,9 @@ class RMSprop(Optimizer):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _rmsprop_kernel(p, out, g, square_avg, grad_avg, buf, wd, alpha, one_minus_alpha, eps, momentum, neg_lr,
                     centered, use_momentum):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     small_weight = one_minus_alpha < 0.5
     for i in range(p.size):
         gi = g[i] + wd * p[i]
@@ -91,6 +94,6 @@ def _rmsprop_kernel(p, out, g, square_avg, grad_avg, buf, wd, alpha, one_minus_a
         if use_momentum:
             b = buf[i] * momentum + gi / avg
             buf[i] = b
-            out[i] = p[i] + neg_lr * b
+            dst[i] = p[i] + neg_lr * b
         else:
-            out[i] = p[i] + neg_lr * (gi / avg)
+            dst[i] = p[i] + neg_lr * (gi / avg)

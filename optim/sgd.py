@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
 from optim.validation import check, check_nonnegative
 
 
@@ -54,19 +54,22 @@ class SGD(Optimizer):
             g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
         p.add_(g, alpha=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor) -> None:
+    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         buf = flat(state["momentum_buffer"]) if self.momentum != 0 else flat(p)[:0]
-        _sgd_kernel(flat(p), flat(out), flat(g), buf,
+        _sgd_kernel(flat(p), flat_or_none(out), flat(g), buf,
                     *scalars(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening, -lr),
                     self.momentum != 0, state.step == 1, self.nesterov)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _sgd_kernel(p, out, g, buf, wd, momentum, one_minus_dampening, neg_lr, use_momentum, first_step, nesterov):
+    dst = p
+    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
+        dst = out
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         if use_momentum:
             b = gi if first_step else buf[i] * momentum + one_minus_dampening * gi
             buf[i] = b
             gi = gi + momentum * b if nesterov else b
-        out[i] = p[i] + neg_lr * gi
+        dst[i] = p[i] + neg_lr * gi

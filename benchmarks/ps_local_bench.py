@@ -1,0 +1,60 @@
+"""The in-process parameter server's overhead, measured in the same run.
+
+One round is a push of a 10M-parameter float32 gradient and a pull of the
+parameters, through asyncps's client over 4 in-process shards that apply
+Adagrad (Downpour's server optimizer). The peer is the same Adagrad step
+applied to the whole vector directly. Target: at most 1.2x.
+
+    python benchmarks/ps_local_bench.py [--size 10000000] [--shards 4] [--reps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import torch
+
+import optim
+from ps import ApplyEach, InProcessClient, Layout, make_shards
+from timing import medians_ms
+
+TARGET = 1.2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=10_000_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--optimizer", default="adagrad", choices=sorted(optim.OPTIMIZERS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    grad = torch.randn(args.size)
+    direct_opt = optim.create(args.optimizer)
+    direct_param = torch.randn(args.size)
+    direct_state = direct_opt.init(direct_param)
+
+    layout = Layout({"w": (args.size,)}, num_shards=args.shards)
+    shards = make_shards(layout, torch.randn(args.size), {}, ApplyEach(optim.create(args.optimizer)))
+    client = InProcessClient(layout, shards, worker=0)
+    loop = asyncio.new_event_loop()
+    versions = loop.run_until_complete(client.pull()).versions
+
+    def round_trip():
+        nonlocal versions
+        loop.run_until_complete(client.push(grad, versions))
+        versions = loop.run_until_complete(client.pull()).versions
+
+    direct, through_ps = medians_ms([lambda: direct_opt.step(direct_param, grad, direct_state), round_trip],
+                                    args.reps)
+    ratio = through_ps / direct
+    print(f"{args.optimizer} on {args.size:,} float32 parameters, 1 thread (median of {args.reps})")
+    print(f"  direct step on the whole vector        {direct:7.2f} ms")
+    print(f"  push + pull + apply over {args.shards} shards     {through_ps:7.2f} ms")
+    print(f"  ratio {ratio:.2f}x (target <= {TARGET}x) {'OK' if ratio <= TARGET else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The only thing a worker talks to: ``pull``, ``push``, ``pull_rows``, ``push_rows``.
+
+A client speaks for the whole model. It fans out to every shard and returns
+one version per shard, and a push hands those versions back, so that each
+shard can measure its own staleness. Shards are not synchronized with one
+another (Dean et al. 2012: "the timestamps of different shards are
+inconsistent"). Transports (in-process here; gRPC and Ray elsewhere) hide
+behind this interface. Delay injection wraps it.
+
+The verbs are coroutines, so the same protocol loop runs on real threads and
+in virtual time.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+from ps.layout import Layout
+from ps.shard import Push, Shard
+
+
+@dataclass
+class Pulled:
+    """The dense parameters as read from each shard, and the versions read.
+
+    ``parts`` may be the shards' published snapshots themselves: read them,
+    never write them. ``flat()`` assembles one vector (a view when there is
+    one shard, else a copy, into ``out`` if given).
+    """
+
+    parts: list[torch.Tensor]
+    versions: list[int]
+
+    def flat(self, out: torch.Tensor | None = None) -> torch.Tensor:
+        if out is None and len(self.parts) == 1:
+            return self.parts[0]
+        return torch.cat(self.parts, out=out)
+
+
+class Client(abc.ABC):
+    def __init__(self, layout: Layout, worker: int):
+        self.layout = layout
+        self.worker = worker
+
+    @abc.abstractmethod
+    async def pull(self, min_versions: list[int] | None = None) -> Pulled:
+        """Every shard's values, waiting where a shard is below ``min_versions[s]``."""
+
+    @abc.abstractmethod
+    async def push(self, grad: torch.Tensor, versions: list[int]) -> list[Push]:
+        """The flat dense gradient, computed from ``versions``; one Push per shard."""
+
+    @abc.abstractmethod
+    async def pull_rows(self, table: str, rows: torch.Tensor) -> tuple[torch.Tensor, dict[int, int]]:
+        """Rows of a sparse table by global id, and the version of each shard read."""
+
+    @abc.abstractmethod
+    async def push_rows(self, table: str, rows: torch.Tensor, grad_rows: torch.Tensor,
+                        versions: dict[int, int]) -> list[Push]:
+        """Gradients for rows of a sparse table (duplicate ids are summed)."""
+
+    def close(self) -> None:
+        """Let go of anything held for this worker."""
+
+    def _check_grad(self, grad: torch.Tensor) -> None:
+        if not isinstance(grad, torch.Tensor) or grad.shape != (self.layout.size,):
+            shape = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
+            raise ValueError(f"Invalid gradient: {shape} (expected shape ({self.layout.size},), "
+                             "the model's flat dense vector)")
+
+    def _check_versions(self, versions: list[int]) -> None:
+        if len(versions) != self.layout.num_shards:
+            raise ValueError(f"Invalid versions: {len(versions)} given (one per shard expected: "
+                             f"{self.layout.num_shards}); pass back what pull returned")
+
+
+class InProcessClient(Client):
+    """Shards in this process. Pulls hand out the published snapshots
+    themselves, valid until this client's next pull or push."""
+
+    def __init__(self, layout: Layout, shards: list[Shard], worker: int):
+        super().__init__(layout, worker)
+        if len(shards) != layout.num_shards:
+            raise ValueError(f"Invalid shards: {len(shards)} given for a layout of {layout.num_shards}")
+        self.shards = shards
+        self._reader = ("worker", worker)
+
+    async def pull(self, min_versions=None) -> Pulled:
+        wanted = min_versions or [0] * len(self.shards)
+        reads = [shard.pull(self._reader, min_version=v) for shard, v in zip(self.shards, wanted)]
+        return Pulled([values for values, _ in reads], [version for _, version in reads])
+
+    async def push(self, grad, versions) -> list[Push]:
+        self._check_grad(grad)
+        self._check_versions(versions)
+        return [shard.push(part, version, self.worker, self._reader)
+                for shard, part, version in zip(self.shards, self.layout.split(grad), versions)]
+
+    async def pull_rows(self, table, rows):
+        out = torch.empty(rows.numel(), self.layout.table(table)[1])
+        versions = {}
+        for shard, positions, local in self.layout.route_rows(table, rows):
+            out[positions], versions[shard] = self.shards[shard].pull_rows(table, local)
+        return out, versions
+
+    async def push_rows(self, table, rows, grad_rows, versions):
+        routed = self.layout.route_rows(table, rows)
+        missing = [shard for shard, _, _ in routed if shard not in versions]
+        if missing:
+            raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
+        return [self.shards[shard].push_rows(table, local, grad_rows[positions], versions[shard], self.worker)
+                for shard, positions, local in routed]
+
+    def close(self) -> None:
+        for shard in self.shards:
+            shard.release(self._reader)

@@ -1,0 +1,64 @@
+"""Server rules: what a shard does with a pushed gradient.
+
+The rule is injected into the shard, not subclassed into it (as ps-lite's
+request handle). So one Shard serves Downpour, synchronous SGD, and every
+later protocol. Each protocol file under ``protocols/`` installs its own.
+A rule keeps its per-tensor data in an explicit state object. The shard
+stores that state and checkpoints it through the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+import optim
+
+
+class ServerRule(Protocol):
+    def init(self, values: torch.Tensor) -> Any:
+        """The rule's state for one tensor (the dense slice, or one table)."""
+
+    def apply(self, values: torch.Tensor, grad: torch.Tensor, state: Any, out: torch.Tensor | None, *,
+              worker: int, staleness: int, version: int) -> bool:
+        """Write the updated values into ``out`` (``None``: into ``values``, in
+        place) and return True; or keep the gradient, or drop it, and return
+        False, leaving ``values`` as they are."""
+
+    def apply_rows(self, table: torch.Tensor, ids: torch.Tensor, grad_rows: torch.Tensor, state: Any, *,
+                   worker: int, staleness: int, version: int) -> bool:
+        """Update rows ``ids`` of ``table`` in place; True if applied."""
+
+    def state_dict(self, state: Any) -> dict: ...
+
+    def load_state_dict(self, saved: dict) -> Any: ...
+
+
+class ApplyEach:
+    """Apply a core-library optimizer to every gradient as it arrives: the
+    asynchronous server of Downpour SGD (Dean et al. 2012) and Hogwild-style
+    parameter servers."""
+
+    def __init__(self, optimizer: optim.Optimizer):
+        self.optimizer = optimizer
+
+    def __repr__(self) -> str:
+        return f"ApplyEach({self.optimizer!r})"
+
+    def init(self, values: torch.Tensor) -> optim.State:
+        return self.optimizer.init(values)
+
+    def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
+        self.optimizer.step(values, grad, state, out=out)
+        return True
+
+    def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
+        self.optimizer.step_rows(table, ids, grad_rows, state)
+        return True
+
+    def state_dict(self, state: optim.State) -> dict:
+        return state.state_dict()
+
+    def load_state_dict(self, saved: dict) -> optim.State:
+        return optim.State.from_state_dict(saved)

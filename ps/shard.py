@@ -1,0 +1,221 @@
+"""A parameter-server shard: one slice of the model, its server rule, a version clock.
+
+``version`` counts the updates applied. Every push carries the version its
+gradient was computed from, and ``staleness = version - read_version`` is
+recorded for each push, per worker.
+
+Dense values are published as snapshots, copy-on-write. A pull hands out the
+published tensor itself, without copying it. A reader that names itself keeps
+that snapshot unchanged until its next pull or push; anonymous readers get a
+copy. An update that finds the published values held by a reader writes the
+new values into a spare buffer (``Optimizer.step(..., out=)`` costs no extra
+pass over memory) and publishes that buffer, so those pulls never wait. When
+nobody holds them, it updates them in place.
+
+Sparse tables are updated in place. Row pulls copy the rows they return
+(``index_select``), so they need no snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Hashable
+
+import torch
+from numba import njit
+
+from ps.rules import ServerRule
+
+
+@dataclass(frozen=True)
+class Push:
+    """What the shard knew when a push arrived, and what became of it."""
+
+    shard: int
+    worker: int
+    read_version: int
+    version: int  # the shard's version when the push arrived
+    applied: bool  # False: buffered or dropped by the rule (synchronous SGD)
+
+    @property
+    def staleness(self) -> int:
+        return self.version - self.read_version
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _all_finite(a) -> bool:
+    # x * 0 is 0 for finite x and NaN for NaN or Inf: one vectorized pass, no branches.
+    acc = a.dtype.type(0)
+    for i in range(a.size):
+        acc += a[i] * 0
+    return acc == 0
+
+
+class Shard:
+    def __init__(self, index: int, values: torch.Tensor, tables: dict[str, torch.Tensor] | None, rule: ServerRule):
+        self.index = index
+        self.rule = rule
+        self._published = values.detach().to(torch.float32).contiguous().clone()
+        self._buffers = [self._published]
+        self._held: dict[Hashable, torch.Tensor] = {}
+        self.tables = {name: t.detach().to(torch.float32).contiguous().clone() for name, t in (tables or {}).items()}
+        self.rule_state = rule.init(self._published)
+        self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
+        self.version = 0
+        self.staleness: dict[int, Counter] = defaultdict(Counter)  # worker -> staleness -> pushes
+        self._published_lock = threading.Condition()  # guards _published, version, _held
+        self._update_lock = threading.Lock()  # one update at a time; tables and rule state
+
+    @property
+    def size(self) -> int:
+        return self._published.numel()
+
+    # -- dense -----------------------------------------------------------------
+    def pull(self, reader: Hashable | None = None, min_version: int = 0,
+             timeout: float | None = None) -> tuple[torch.Tensor, int]:
+        """The published values and their version, once ``version >= min_version``.
+
+        With ``reader`` the tensor itself is returned and stays valid (unchanged)
+        until that reader's next pull or ``release``; without, a copy.
+        """
+        with self._published_lock:
+            if not self._published_lock.wait_for(lambda: self.version >= min_version, timeout):
+                raise TimeoutError(f"shard {self.index}: version {self.version} did not reach {min_version} "
+                                   f"within {timeout} s")
+            values, version = self._published, self.version
+            if reader is None:
+                return values.clone(), version
+            self._held[reader] = values
+            return values, version
+
+    def release(self, reader: Hashable) -> None:
+        with self._published_lock:
+            self._held.pop(reader, None)
+
+    def push(self, grad: torch.Tensor, read_version: int, worker: int = 0, reader: Hashable | None = None) -> Push:
+        """Hand a gradient to the server rule. Bad input raises ValueError and changes nothing.
+
+        A push from a named reader ends that reader's hold on its snapshot.
+        """
+        self._check_values(grad, (self.size,), "gradient")
+        with self._update_lock:
+            with self._published_lock:
+                self._held.pop(reader, None)
+                self._check_read_version(read_version)
+                push_at, current = self.version, self._published
+                if not any(current is held for held in self._held.values()):
+                    # Nobody reads the published values: update them in place (no
+                    # spare buffer to stream through), under the lock so that no
+                    # pull sees half an update.
+                    applied = self.rule.apply(current, grad, self.rule_state, None, worker=worker,
+                                              staleness=push_at - read_version, version=push_at)
+                    return self._finish(worker, read_version, push_at, applied, None)
+                out = self._free_buffer()
+            applied = self.rule.apply(current, grad, self.rule_state, out, worker=worker,
+                                      staleness=push_at - read_version, version=push_at)
+            return self._finish(worker, read_version, push_at, applied, out)
+
+    def _free_buffer(self) -> torch.Tensor:
+        busy = [self._published, *self._held.values()]
+        for buffer in self._buffers:
+            if not any(buffer is b for b in busy):
+                return buffer
+        self._buffers.append(torch.empty_like(self._published))
+        return self._buffers[-1]
+
+    def _finish(self, worker: int, read_version: int, push_at: int, applied: bool,
+                out: torch.Tensor | None) -> Push:
+        with self._published_lock:
+            self.staleness[worker][push_at - read_version] += 1
+            if applied:
+                if out is not None:
+                    self._published = out
+                self.version += 1
+                self._published_lock.notify_all()
+        return Push(self.index, worker, read_version, push_at, applied)
+
+    # -- sparse rows -----------------------------------------------------------
+    def pull_rows(self, table: str, ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """A copy of the given local rows of ``table`` and the version they hold."""
+        t = self._table(table)
+        self._check_ids(table, ids)
+        with self._update_lock:
+            return t.index_select(0, ids), self.version
+
+    def push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int,
+                  worker: int = 0) -> Push:
+        t = self._table(table)
+        self._check_ids(table, ids)
+        self._check_values(grad_rows, (ids.numel(), t.shape[1]), "row gradients")
+        with self._update_lock:
+            with self._published_lock:
+                self._check_read_version(read_version)
+                push_at = self.version
+            applied = self.rule.apply_rows(t, ids, grad_rows, self.table_states[table], worker=worker,
+                                           staleness=push_at - read_version, version=push_at)
+            return self._finish(worker, read_version, push_at, applied, None)
+
+    # -- checkpoints -----------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume: values, tables, version and the rule's state."""
+        with self._update_lock:
+            return {
+                "index": self.index,
+                "version": self.version,
+                "values": self._published.clone(),
+                "tables": {name: t.clone() for name, t in self.tables.items()},
+                "rule_state": self.rule.state_dict(self.rule_state),
+                "table_states": {name: self.rule.state_dict(s) for name, s in self.table_states.items()},
+            }
+
+    def load_state_dict(self, saved: dict) -> None:
+        self._check_values(saved["values"], (self.size,), "checkpoint values")
+        with self._update_lock, self._published_lock:
+            self._published = saved["values"].clone()
+            self._buffers = [self._published]
+            self._held.clear()
+            self.tables = {name: t.clone() for name, t in saved["tables"].items()}
+            self.rule_state = self.rule.load_state_dict(saved["rule_state"])
+            self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
+            self.version = int(saved["version"])
+            self._published_lock.notify_all()
+
+    # -- validation --------------------------------------------------------------
+    def _table(self, table: str) -> torch.Tensor:
+        if table not in self.tables:
+            raise ValueError(f"Invalid table: {table!r} (shard {self.index} holds {sorted(self.tables)})")
+        return self.tables[table]
+
+    def _check_ids(self, table: str, ids: torch.Tensor) -> None:
+        if not isinstance(ids, torch.Tensor) or ids.dtype != torch.int64 or ids.dim() != 1:
+            raise ValueError(f"Invalid row ids for table {table!r}: expected a 1-D torch.int64 tensor")
+        rows = self.tables[table].shape[0]
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
+            raise ValueError(f"Invalid row ids for table {table!r}: local ids must be in [0, {rows}) on shard "
+                             f"{self.index}, got [{int(ids.min())}, {int(ids.max())}]")
+
+    def _check_values(self, t: torch.Tensor, shape: tuple, what: str) -> None:
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"Invalid {what} for shard {self.index}: expected a torch tensor, got {type(t).__name__}")
+        if t.dtype != torch.float32:
+            raise ValueError(f"Invalid {what} dtype for shard {self.index}: {t.dtype} (shards hold torch.float32)")
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"Invalid {what} shape for shard {self.index}: {tuple(t.shape)} (expected {tuple(shape)})")
+        if t.numel() and not _all_finite(t.detach().contiguous().view(-1).numpy()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"Invalid {what} for shard {self.index}: {bad} non-finite values (NaN or Inf); "
+                             "nothing was applied")
+
+    def _check_read_version(self, read_version: int) -> None:
+        if not isinstance(read_version, int) or not 0 <= read_version <= self.version:
+            raise ValueError(f"Invalid read_version for shard {self.index}: {read_version!r} "
+                             f"(must be a version this shard has had, 0..{self.version})")
+
+
+def make_shards(layout, flat: torch.Tensor, tables: dict[str, torch.Tensor], rule: ServerRule) -> list[Shard]:
+    """One shard per range of ``layout``, holding its slice of ``flat`` and its rows of each table."""
+    parts = {name: layout.split_table(name, full) for name, full in tables.items()}
+    return [Shard(s, piece, {name: parts[name][s] for name in parts}, rule)
+            for s, piece in enumerate(layout.split(flat))]
