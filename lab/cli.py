@@ -1,0 +1,88 @@
+"""The ``asyncps`` command line.
+
+Each subcommand is one ``add_<name>(commands)`` function that declares its
+options and sets ``run`` to the function that does the work and returns the
+exit code; :func:`build_parser` lists them. Usage errors (an unknown name, a
+non-positive count) are argparse errors: a message naming what is allowed,
+exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
+from lab.visualize import visualize
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def optimizer_names(text: str) -> list[str]:
+    """An argparse type: comma-separated optimizer names, each a key of ``RECIPES``."""
+    names = list(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in RECIPES]
+    allowed = f"choose from {', '.join(RECIPES)}"
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated optimizer names, got {text!r}; {allowed}")
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown optimizer {', '.join(map(repr, unknown))}; {allowed}")
+    return names
+
+
+# -- asyncps visualize -----------------------------------------------------------
+def add_visualize(commands) -> None:
+    command = commands.add_parser(
+        "visualize",
+        help="optimizer trajectories on 2-D test surfaces",
+        description="Every optimizer's path on Beale's function and the saddle x^2 - y^2 (Ruder's Images 5 "
+                    "and 6): a PNG and an animated GIF per surface, trajectories.json, and a summary.",
+    )
+    command.add_argument("--out", type=Path, default=Path("runs/visualize"),
+                         help="output directory (default: %(default)s)")
+    command.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
+                         help="steps per optimizer (default: %(default)s)")
+    command.add_argument("--surface", choices=[*SURFACES, "all"], default="all",
+                         help="which surface to draw (default: %(default)s)")
+    command.add_argument("--optimizers", type=optimizer_names, default=list(RECIPES), metavar="A,B,...",
+                         help=f"comma-separated, from {', '.join(RECIPES)} (default: all)")
+    command.add_argument("--no-gif", dest="gif", action="store_false", help="skip the animated GIFs")
+    command.set_defaults(run=run_visualize)
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    surfaces = list(SURFACES) if args.surface == "all" else [args.surface]
+    print(visualize(args.out, args.steps, surfaces, args.optimizers, args.gif))
+    print(f"\npictures and trajectories.json in {args.out}/")
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asyncps", description="Run and study asynchronous SGD on a parameter server.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_visualize,):
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: the process's arguments), run the subcommand,
+    return its exit code."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
