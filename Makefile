@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(VENV)/bin/asyncps visualize
+	$(VENV)/bin/asyncps run
 
 test: $(VENV)/.installed
 	$(PY) -m pytest

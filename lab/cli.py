@@ -10,9 +10,12 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from lab.config import load_config
+from lab.runner import run
 from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
 from lab.visualize import visualize
 
@@ -67,12 +70,42 @@ def run_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_run(commands) -> None:
+    command = commands.add_parser(
+        "run", help="run one experiment", description="Run one experiment and write runs/<name>/: "
+        "config.toml, metrics.jsonl, summary.json and plots. With no CONFIG, the quickstart: Downpour, "
+        "4 workers, 2 shards, Adagrad on the shards, an MLP on the handwritten digits.")
+    command.add_argument("config", nargs="?", help="a TOML experiment config (default: the quickstart)")
+    command.add_argument("--backend", choices=["local", "sim", "ray", "grpc"], help="where shards and workers run")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config value, e.g. --set cluster.workers=8 (repeatable)")
+    command.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    command.set_defaults(run=run_experiment)
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
+    try:
+        config = load_config(args.config, overrides)
+        run_dir = run(config, progress=args.progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"asyncps run: error: {err}", file=sys.stderr)
+        return 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = summary["final"]
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
+    print(f"{config.name}: {summary['updates']} updates in {summary['wall_time']:.1f} s; {scores}; "
+          f"mean staleness {summary['staleness']['mean'] or 0:.2f}")
+    print(f"run directory: {run_dir}/")
+    return 0
+
+
 # -- the parser ------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncps", description="Run and study asynchronous SGD on a parameter server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_visualize,):
+    for add in (add_run, add_visualize):
         add(commands)
     return parser
 

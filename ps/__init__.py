@@ -1,9 +1,9 @@
 """The parameter server: layout, shards, server rules and the client interface."""
 
-from ps.client import Client, InProcessClient, Pulled
+from ps.client import Client, ClientWrapper, InProcessClient, Pulled
 from ps.layout import Layout, Range
 from ps.rules import ApplyEach, ServerRule
-from ps.shard import Push, Shard, make_shards
+from ps.shard import Push, Shard, ShardClosed, make_shards
 
-__all__ = ["Layout", "Range", "Shard", "Push", "make_shards", "ServerRule", "ApplyEach", "Client", "InProcessClient",
+__all__ = ["Layout", "Range", "Shard", "ShardClosed", "Push", "make_shards", "ServerRule", "ApplyEach", "Client", "ClientWrapper", "InProcessClient",
            "Pulled"]

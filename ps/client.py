@@ -117,3 +117,27 @@ class InProcessClient(Client):
     def close(self) -> None:
         for shard in self.shards:
             shard.release(self._reader)
+
+
+class ClientWrapper(Client):
+    """Forwards every verb to ``inner``; a wrapper overrides what it adds to
+    (recording pushes, injecting delays) and composes with any transport."""
+
+    def __init__(self, inner: Client):
+        super().__init__(inner.layout, inner.worker)
+        self.inner = inner
+
+    async def pull(self, min_versions=None) -> Pulled:
+        return await self.inner.pull(min_versions)
+
+    async def push(self, grad, versions) -> list[Push]:
+        return await self.inner.push(grad, versions)
+
+    async def pull_rows(self, table, rows):
+        return await self.inner.pull_rows(table, rows)
+
+    async def push_rows(self, table, rows, grad_rows, versions) -> list[Push]:
+        return await self.inner.push_rows(table, rows, grad_rows, versions)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -44,6 +44,10 @@ class Push:
         return self.version - self.read_version
 
 
+class ShardClosed(RuntimeError):
+    """The run is over: a pull that was waiting for a version will never get it."""
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _all_finite(a) -> bool:
     # x * 0 is 0 for finite x and NaN for NaN or Inf: one vectorized pass, no branches.
@@ -64,6 +68,7 @@ class Shard:
         self.rule_state = rule.init(self._published)
         self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
         self.version = 0
+        self.closed = False
         self.staleness: dict[int, Counter] = defaultdict(Counter)  # worker -> staleness -> pushes
         self._published_lock = threading.Condition()  # guards _published, version, _held
         self._update_lock = threading.Lock()  # one update at a time; tables and rule state
@@ -81,14 +86,22 @@ class Shard:
         until that reader's next pull or ``release``; without, a copy.
         """
         with self._published_lock:
-            if not self._published_lock.wait_for(lambda: self.version >= min_version, timeout):
+            if not self._published_lock.wait_for(lambda: self.version >= min_version or self.closed, timeout):
                 raise TimeoutError(f"shard {self.index}: version {self.version} did not reach {min_version} "
                                    f"within {timeout} s")
+            if self.version < min_version:
+                raise ShardClosed(f"shard {self.index} closed at version {self.version} before {min_version}")
             values, version = self._published, self.version
             if reader is None:
                 return values.clone(), version
             self._held[reader] = values
             return values, version
+
+    def close(self) -> None:
+        """End the run: pulls waiting for a version the shard will not reach raise ShardClosed."""
+        with self._published_lock:
+            self.closed = True
+            self._published_lock.notify_all()
 
     def release(self, reader: Hashable) -> None:
         with self._published_lock:

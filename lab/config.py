@@ -1,0 +1,304 @@
+"""An experiment's configuration: a TOML file -> frozen dataclasses.
+
+``load_config(path, overrides)`` reads the file (or starts from the defaults),
+applies ``--set key=value`` overrides, and returns a validated :class:`Config`;
+``to_toml(config)`` writes it back, fully resolved, as each run's
+``config.toml``. Every refusal is a ``ValueError`` naming the dotted key and
+what is allowed. The contents of the ``options`` tables are checked later, by
+the factory that takes them (dataset, model, protocol, optimizer).
+
+Layering: the file's keys replace the defaults key by key (a section the file
+does not mention keeps its defaults; an ``options`` table replaces the default
+table whole), then each override sets one dotted key, and may add keys inside
+an ``options`` table (``server.options.momentum=0.9`` keeps the default lr).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+import tomli_w
+
+from optim import OPTIMIZERS
+from optim.validation import is_number
+from protocols import PROTOCOLS
+from workers import CURRICULA, DATASETS, MODELS
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
+           "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES"]
+
+BACKENDS = ("local", "sim", "ray", "grpc")
+PROTOCOL_NAMES = tuple(sorted(PROTOCOLS))
+
+
+# -- one small check per kind of value -------------------------------------------
+def _require(section, name: str, ok: bool, rule: str) -> None:
+    if not ok:
+        where = f"{section.section}.{name}" if section.section else name
+        raise ValueError(f"Invalid config value {where} = {getattr(section, name)!r} ({rule})")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(section, name: str) -> None:
+    value = getattr(section, name)
+    _require(section, name, _is_int(value) and value >= 1, "must be a positive integer")
+
+
+def _nonnegative_int(section, name: str) -> None:
+    value = getattr(section, name)
+    _require(section, name, _is_int(value) and value >= 0, "must be an integer >= 0")
+
+
+def _positive_number(section, name: str) -> None:
+    value = getattr(section, name)
+    _require(section, name, is_number(value) and value > 0, "must be a positive number")
+
+
+def _nonnegative_number(section, name: str) -> None:
+    value = getattr(section, name)
+    _require(section, name, is_number(value) and value >= 0, "must be a number >= 0")
+
+
+def _boolean(section, name: str) -> None:
+    _require(section, name, isinstance(getattr(section, name), bool), "must be true or false")
+
+
+def _one_of(section, name: str, choices) -> None:
+    value = getattr(section, name)
+    _require(section, name, isinstance(value, str) and value in choices, f"choose one of: {', '.join(sorted(choices))}")
+
+
+def _table(section, name: str, example: str) -> None:
+    _require(section, name, isinstance(getattr(section, name), dict), f"must be a table, e.g. {example}")
+
+
+# -- the sections ----------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """[data]: the data set, and how each worker batches its shard of it."""
+
+    section: ClassVar[str] = "data"
+    dataset: str = "digits"      # digits | sparse_synthetic | matrix_completion | libsvm
+    batch_size: int | str = 32   # examples per gradient: a positive int, or "full" (the worker's whole shard)
+    curriculum: str = "none"     # order within an epoch: none | easy_to_hard | mixed
+    options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {path = "a9a.txt"}
+
+    def __post_init__(self):
+        _one_of(self, "dataset", DATASETS)
+        batch = self.batch_size
+        _require(self, "batch_size", batch == "full" or (_is_int(batch) and batch >= 1),
+                 "must be a positive integer or 'full'")
+        _one_of(self, "curriculum", CURRICULA)
+        _table(self, "options", "{num_features = 1000}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """[model]: what the workers train."""
+
+    section: ClassVar[str] = "model"
+    name: str = "mlp"            # softmax | mlp | cnn | sparse_logreg | matrix_factorization
+    options: dict = field(default_factory=lambda: {"hidden": [128]})  # the model's keyword options
+
+    def __post_init__(self):
+        _one_of(self, "name", MODELS)
+        _table(self, "options", "{hidden = [64], batch_norm = false}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: how many workers compute gradients, how many shards hold parameters."""
+
+    section: ClassVar[str] = "cluster"
+    workers: int = 4             # workers computing gradients: a positive integer
+    shards: int = 2              # server shards the parameters are split over: a positive integer
+
+    def __post_init__(self):
+        _positive_int(self, "workers")
+        _positive_int(self, "shards")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """[protocol]: the algorithm (server rule and worker loop), by its registered name."""
+
+    section: ClassVar[str] = "protocol"
+    name: str = "downpour"       # a registered protocol: downpour | sync
+    options: dict = field(default_factory=dict)  # its hyperparameters, e.g. {n_fetch = 1, n_push = 1}
+
+    def __post_init__(self):
+        _one_of(self, "name", PROTOCOL_NAMES)
+        _table(self, "options", "{n_fetch = 1, n_push = 1}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """[server]: the optimizer each shard applies to the gradients pushed to it."""
+
+    section: ClassVar[str] = "server"
+    optimizer: str = "adagrad"   # the rule each shard applies to pushed gradients: any optim.create name
+    options: dict = field(default_factory=lambda: {"lr": 0.1})  # its hyperparameters
+
+    def __post_init__(self):
+        _one_of(self, "optimizer", OPTIMIZERS)
+        _table(self, "options", "{lr = 0.1}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """[train]: how long to train, how often to evaluate, when to stop."""
+
+    section: ClassVar[str] = "train"
+    epochs: float = 30.0         # passes over each worker's data shard: a positive number
+    eval_every: int = 50         # evaluate after every this many updates applied: a positive integer
+    target_accuracy: float = 0.95  # the "time to target" of reports: in (0, 1]
+    early_stopping: bool = False  # stop when the validation loss stops improving
+    patience: int = 5            # evaluations without improvement before stopping: an integer >= 0
+    min_delta: float = 0.0       # a smaller improvement does not count: a number >= 0
+
+    def __post_init__(self):
+        _positive_number(self, "epochs")
+        _positive_int(self, "eval_every")
+        value = self.target_accuracy
+        _require(self, "target_accuracy", is_number(value) and 0 < value <= 1, "must be a number in (0, 1]")
+        _boolean(self, "early_stopping")
+        _nonnegative_int(self, "patience")
+        _nonnegative_number(self, "min_delta")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment: top-level keys, then one field per [section]."""
+
+    section: ClassVar[str] = ""
+    name: str = "quickstart"     # the run directory is <out_dir>/<name>
+    seed: int = 0                # one seed for the data split, shards, initial parameters and delays
+    backend: str = "local"       # local | sim | ray | grpc
+    out_dir: str = "runs"        # where run directories are made
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        name = self.name
+        _require(self, "name", isinstance(name, str) and name.strip(".") != "" and "/" not in name
+                 and "\\" not in name, "must be a directory name: not empty, no '/'")
+        _nonnegative_int(self, "seed")
+        _one_of(self, "backend", BACKENDS)
+        _require(self, "out_dir", isinstance(self.out_dir, str) and self.out_dir != "", "must be a non-empty path")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict:
+        """Plain nested dicts, one per section (a deep copy)."""
+        return asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "cluster": ClusterConfig, "protocol": ProtocolConfig,
+            "server": ServerConfig, "train": TrainConfig}
+
+
+# -- reading ---------------------------------------------------------------------
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config in the TOML file ``path`` (None: the defaults), with ``key=value`` overrides applied."""
+    tree = Config().to_dict()
+    for key, value in _read_toml(Path(path)).items() if path is not None else ():
+        if key in SECTIONS and isinstance(value, dict):
+            tree[key].update(value)
+        else:
+            tree[key] = value
+    _check_keys(tree)
+    for override in overrides:
+        _apply_override(tree, override)
+    return _build(tree)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ValueError(f"Invalid config file: '{path}' (no such file)") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"Invalid config file {path}: {err} (fix the TOML syntax there)") from None
+
+
+def _known_keys(section: str) -> list[str]:
+    cls = Config if section == "" else SECTIONS[section]
+    return sorted(f.name for f in fields(cls))
+
+
+def _unknown_key(section: str, key: str) -> ValueError:
+    if section == "":
+        hint = f"known top-level keys: {', '.join(_known_keys(''))}"
+    else:
+        hint = f"known keys in [{section}]: {', '.join(_known_keys(section))}"
+        if key in _known_keys(""):
+            hint += f"; top-level keys like {key!r} go before the first [section]"
+    where = f"{section}.{key}" if section else key
+    return ValueError(f"Invalid config key '{where}': unknown key ({hint})")
+
+
+def _check_keys(tree: dict) -> None:
+    for key, value in tree.items():
+        if key not in _known_keys(""):
+            raise _unknown_key("", key)
+        if key in SECTIONS and not isinstance(value, dict):
+            raise ValueError(f"Invalid config value {key} = {value!r} (must be a table: [{key}])")
+        for inner in value if key in SECTIONS else ():
+            if inner not in _known_keys(key):
+                raise _unknown_key(key, inner)
+
+
+def _build(tree: dict) -> Config:
+    _check_keys(tree)
+    sections = {name: cls(**tree[name]) for name, cls in SECTIONS.items()}
+    return Config(**{key: value for key, value in tree.items() if key not in SECTIONS}, **sections)
+
+
+def _apply_override(tree: dict, override: str) -> None:
+    """Set one dotted key, e.g. ``server.options.lr=0.1``; keys may be created only inside ``options``."""
+    if not isinstance(override, str) or "=" not in override:
+        raise ValueError(f"Invalid --set override: {override!r} (expected key=value, e.g. cluster.workers=8)")
+    dotted, text = (part.strip() for part in override.split("=", 1))
+    path = dotted.split(".")
+    if "" in path:
+        raise ValueError(f"Invalid --set override: {override!r} (expected a dotted key, e.g. server.options.lr=0.1)")
+    node = tree
+    for depth, key in enumerate(path):
+        if key not in node and not (depth >= 2 and path[1] == "options"):
+            if depth >= 2:
+                raise ValueError(f"Invalid --set override: {override!r} ({path[0]}.{path[1]} is a value, not a table)")
+            raise _unknown_key(path[0] if depth else "", key)
+        if depth == len(path) - 1:
+            node[key] = _parse_value(text)
+        else:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"Invalid --set override: {override!r} "
+                                 f"({'.'.join(path[:depth + 1])} is a value, not a table)")
+
+
+def _parse_value(text: str):
+    """``text`` as a TOML value (``8``, ``0.1``, ``true``, ``[64, 32]``, ``"sync"``), else the plain string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+# -- writing ---------------------------------------------------------------------
+def to_toml(config: Config) -> str:
+    """The fully resolved config as TOML; ``load_config`` reads it back to an equal Config."""
+    return tomli_w.dumps(config.to_dict())

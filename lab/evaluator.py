@@ -1,0 +1,63 @@
+"""The evaluator: reads the parameters through a client, like any worker,
+and scores them on the validation and test splits as training goes on.
+
+It evaluates after every ``eval_every`` updates applied (counted on shard 0,
+which every dense push reaches), records the staleness of the pushes since
+the previous evaluation beside the scores, and, with early stopping on, ends
+the run once the validation loss has stopped improving.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+import optim
+from lab.experiment import Experiment
+from lab.metrics import Metrics
+from ps import Client, ShardClosed
+from workers.gradient import unflatten
+
+
+class Evaluator:
+    def __init__(self, experiment: Experiment, client: Client, metrics: Metrics, end_run: Callable[[], None]):
+        self.experiment = experiment
+        self.client = client
+        self.metrics = metrics
+        self.end_run = end_run
+        train = experiment.config.train
+        self.eval_every = train.eval_every
+        self.early_stopping = (optim.EarlyStopping(train.patience, train.min_delta, mode="min")
+                               if train.early_stopping else None)
+
+    async def evaluate(self, min_version: int = 0) -> dict:
+        """Score the parameters once shard 0 has applied ``min_version`` updates."""
+        layout, model, data = self.experiment.layout, self.experiment.model, self.experiment.dataset
+        pulled = await self.client.pull([min_version] + [0] * (layout.num_shards - 1))
+        dense = unflatten(pulled.flat(), model.dense)
+        tables = {}
+        for table, (rows, _) in layout.tables.items():
+            tables[table], _ = await self.client.pull_rows(table, torch.arange(rows))
+        result = {"updates": pulled.versions[0]}
+        for split_name, split in (("val", data.val), ("test", data.test)):
+            result.update({f"{split_name}_{k}": v for k, v in model.evaluate(dense, tables, split).items()})
+        self.client.close()  # let the shards update in place again until the next evaluation
+        self.metrics.record("eval", **result, staleness=self.metrics.take_staleness())
+        return result
+
+    async def run(self) -> None:
+        """Evaluate every ``eval_every`` updates until the shards close."""
+        next_at = self.eval_every
+        try:
+            while True:
+                result = await self.evaluate(next_at)
+                next_at = result["updates"] + self.eval_every
+                if self.early_stopping is not None and self.early_stopping.update(result["val_loss"]):
+                    self.metrics.record("event", message=f"early stopping after {result['updates']} updates: "
+                                                         f"no validation improvement in {self.early_stopping.patience}"
+                                                         " evaluations")
+                    self.end_run()
+                    return
+        except ShardClosed:
+            return

@@ -1,0 +1,77 @@
+"""From a config to everything a backend needs to run it.
+
+Every backend runs the same experiment. It is built here once: the data set
+and each worker's shard of it, the model and its initial parameters, the
+layout over the shards, the protocol, and a fresh server rule per shard.
+Errors raised by the factories (``optim.create``, ``protocols.create``,
+``load_dataset``, ``build_model``) come back naming the config section they
+came from.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+import optim
+import protocols
+from lab.config import Config
+from ps import Layout, ServerRule
+from workers.data_shards import DataShard
+from workers.datasets import Dataset, load_dataset
+from workers.model_base import Model
+from workers.models import build_model
+
+
+@contextmanager
+def section(name: str):
+    """Prefix a factory's ValueError with the config section it was given."""
+    try:
+        yield
+    except ValueError as err:
+        raise ValueError(f"Invalid config [{name}]: {err}") from None
+
+
+@dataclass
+class Experiment:
+    config: Config
+    dataset: Dataset
+    model: Model
+    protocol: protocols.Protocol
+    layout: Layout
+    initial_flat: torch.Tensor
+    initial_tables: dict[str, torch.Tensor]
+    data_shards: list[DataShard]
+    steps: int  # per worker: the same for all, so that synchronous rounds complete
+
+    @classmethod
+    def build(cls, config: Config) -> "Experiment":
+        workers = config.cluster.workers
+        with section("data"):
+            dataset = load_dataset(config.data.dataset, seed=config.seed, **config.data.options)
+        with section("model"):
+            model = build_model(config.model.name, dataset.meta, train=dataset.train, **config.model.options)
+        with section("protocol"):
+            protocol = protocols.create(config.protocol.name, **config.protocol.options)
+            if model.tables and not protocol.supports_sparse:
+                raise ValueError(f"protocol {protocol.name!r} does not support sparse tables; model "
+                                 f"{config.model.name!r} has {sorted(model.tables)} (use 'downpour')")
+        with section("server"):
+            protocol.server_rule(optim.create(config.server.optimizer, **config.server.options), workers)
+        with section("data"):
+            shards = [DataShard(dataset.train, w, workers, batch_size=config.data.batch_size, seed=config.seed,
+                                curriculum=config.data.curriculum) for w in range(workers)]
+        # Shards differ in size by at most one example, so their epochs may differ by
+        # a batch: every worker takes the smallest shard's count.
+        steps = max(1, round(config.train.epochs * min(s.batches_per_epoch for s in shards)))
+        layout = Layout(model.dense, model.tables, config.cluster.shards)
+        dense, tables = model.init(config.seed)
+        return cls(config, dataset, model, protocol, layout, layout.flatten(dense), tables, shards, steps)
+
+    def server_rule(self) -> ServerRule:
+        """The rule every shard applies (each shard keeps its own state of it)."""
+        server = self.config.server
+        return self.protocol.server_rule(optim.create(server.optimizer, **server.options),
+                                         self.config.cluster.workers)

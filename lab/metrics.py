@@ -1,0 +1,97 @@
+"""The run's record: ``metrics.jsonl``, one JSON object a line, and its summary.
+
+Every line has ``time`` (seconds since the start, wall or virtual) and
+``kind``: ``train`` (worker, step, loss), ``push`` (worker, shard, version,
+staleness, applied), ``eval`` (updates, validation and test metrics, and the
+staleness summary of the pushes since the previous evaluation) and ``event``
+(message). ``summary.json`` is computed back from the file, so it means the
+same on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def staleness_summary(values: list[int]) -> dict:
+    if not values:
+        return {"count": 0, "mean": None, "p95": None, "max": None}
+    arr = np.asarray(values)
+    return {"count": int(arr.size), "mean": float(arr.mean()), "p95": float(np.percentile(arr, 95)),
+            "max": int(arr.max())}
+
+
+class Metrics:
+    """A thread-safe JSONL writer; ``record(kind, **fields)`` is what workers are handed."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic):
+        self.path = Path(path)
+        self._file = self.path.open("w")
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._start = clock()
+        self._staleness_since_eval: list[int] = []
+        self.listeners: list[Callable[[str, dict], None]] = []  # told of every record (a progress bar)
+
+    def now(self) -> float:
+        return self._clock() - self._start
+
+    def record(self, kind: str, **fields) -> None:
+        line = json.dumps({"time": round(self.now(), 6), "kind": kind, **fields})
+        with self._lock:
+            self._file.write(line + "\n")
+            if kind == "push":
+                self._staleness_since_eval.append(fields["staleness"])
+        for listener in self.listeners:
+            listener(kind, fields)
+
+    def take_staleness(self) -> dict:
+        """The staleness summary of the pushes since the last call."""
+        with self._lock:
+            values, self._staleness_since_eval = self._staleness_since_eval, []
+        return staleness_summary(values)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def __enter__(self) -> "Metrics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def summarize(run_dir: Path, target_accuracy: float) -> dict:
+    """``summary.json``'s content, from ``metrics.jsonl``."""
+    lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in lines if m["kind"] == "eval"]
+    pushes = [m for m in lines if m["kind"] == "push"]
+    trains = [m for m in lines if m["kind"] == "train"]
+    wall = max((m["time"] for m in lines), default=0.0)
+    final = {k: v for k, v in evals[-1].items() if k not in ("kind", "staleness")} if evals else {}
+    reached = [m for m in evals if m.get("test_accuracy", -1) >= target_accuracy]
+    per_worker = {}
+    for m in pushes:
+        per_worker.setdefault(m["worker"], []).append(m["staleness"])
+    updates = final.get("updates", 0)
+    return {
+        "final": final,
+        "best_test_accuracy": max((m.get("test_accuracy", float("nan")) for m in evals), default=None),
+        "target_accuracy": target_accuracy,
+        "time_to_target": reached[0]["time"] if reached else None,
+        "wall_time": wall,
+        "train_steps": len(trains),
+        "pushes": len(pushes),
+        "updates": updates,
+        "updates_per_second": updates / wall if wall else None,
+        "staleness": staleness_summary([m["staleness"] for m in pushes]),
+        "staleness_per_worker": {str(w): staleness_summary(v) for w, v in sorted(per_worker.items())},
+        "events": [m["message"] for m in lines if m["kind"] == "event"],
+    }

@@ -1,0 +1,35 @@
+"""``asyncps run``: a config in, a run directory out.
+
+``runs/<name>/`` receives ``config.toml`` (fully resolved), ``metrics.jsonl``,
+``summary.json`` and the plots. The backend decides only where shards and
+workers run; the experiment, the metrics and the report are the same for all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lab.config import Config, to_toml
+from lab.experiment import Experiment
+from lab.local import run_local
+from lab.metrics import Metrics, summarize
+from lab.plots import plot_run
+
+BACKENDS = {"local": run_local}
+
+
+def run(config: Config, progress: bool = True) -> Path:
+    """Run the experiment ``config`` describes; return its run directory."""
+    if config.backend not in BACKENDS:
+        raise ValueError(f"Invalid config value backend = {config.backend!r} (available here: {sorted(BACKENDS)})")
+    experiment = Experiment.build(config)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(to_toml(config))
+    with Metrics(run_dir / "metrics.jsonl") as metrics:
+        BACKENDS[config.backend](experiment, metrics, progress)
+    summary = summarize(run_dir, config.train.target_accuracy)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_run(run_dir)
+    return run_dir

@@ -1,0 +1,20 @@
+"""Protocols: one file per algorithm, each its server rule and its worker loop."""
+
+from protocols.base import Gradient, Protocol, WorkerContext
+from protocols.downpour import Downpour
+from protocols.sync import Sync
+
+PROTOCOLS: dict[str, type[Protocol]] = {cls.name: cls for cls in (Downpour, Sync)}
+
+
+def create(name: str, **options) -> Protocol:
+    """A protocol by name with its hyperparameters, e.g. ``create("downpour", n_push=4)``."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"Invalid protocol: {name!r} (choose one of {sorted(PROTOCOLS)})")
+    try:
+        return PROTOCOLS[name](**options)
+    except TypeError as err:
+        raise ValueError(f"Invalid options for protocol {name!r}: {err}") from None
+
+
+__all__ = ["PROTOCOLS", "create", "Protocol", "WorkerContext", "Gradient", "Downpour", "Sync"]

@@ -1,0 +1,84 @@
+"""What a protocol is, and the small worker context its loop sees.
+
+A protocol is two halves of one algorithm: the server rule it installs on
+every shard, and ``async def work(ctx)``, the loop each worker runs. The loop
+sees only the ``ps.Client`` (through ``ctx.client``) and the context below;
+``workers/`` implements the context for every backend, so one loop runs on
+threads, in virtual time, on Ray and over gRPC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Iterator, Protocol as Interface
+
+import torch
+
+import optim
+from optim.validation import check
+from ps import Client, ServerRule
+
+
+@dataclass
+class Gradient:
+    loss: float
+    dense: torch.Tensor  # the flat dense gradient
+    rows: dict[str, torch.Tensor]  # table -> one gradient row per id of ctx.rows(batch)[table]
+
+
+class WorkerContext(Interface):
+    worker: int  # this worker's index, 0..num_workers-1
+    num_workers: int
+    client: Client
+
+    def batches(self) -> Iterator[object]:
+        """This worker's mini-batches, until its budget is spent or the run stops."""
+
+    def rows(self, batch) -> dict[str, torch.Tensor]:
+        """Per sparse table, the sorted unique global row ids ``batch`` touches."""
+
+    def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
+        """Loss and gradients at the flat dense ``params`` and the pulled ``rows`` values."""
+
+
+class Protocol:
+    """Base of every protocol: a frozen dataclass of its hyperparameters."""
+
+    name: ClassVar[str]
+    supports_sparse: ClassVar[bool] = True
+
+    def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
+        raise NotImplementedError
+
+    async def work(self, ctx: WorkerContext) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class RowParams:
+    """The sparse rows a batch touches, as pulled: ids, values, shard versions."""
+
+    ids: dict[str, torch.Tensor]
+    values: dict[str, torch.Tensor]
+    versions: dict[str, dict[int, int]]
+
+
+async def pull_rows(ctx: WorkerContext, batch) -> RowParams:
+    ids = ctx.rows(batch)
+    values, versions = {}, {}
+    for table, table_ids in ids.items():
+        values[table], versions[table] = await ctx.client.pull_rows(table, table_ids)
+    return RowParams(ids, values, versions)
+
+
+async def push_rows(ctx: WorkerContext, rows: RowParams, grad: Gradient) -> None:
+    for table, table_ids in rows.ids.items():
+        await ctx.client.push_rows(table, table_ids, grad.rows[table], rows.versions[table])
+
+
+def check_positive_int(value, what: str) -> None:
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, what, value,
+                           f"{what} must be a positive integer")
+
+
+__all__ = ["Protocol", "WorkerContext", "Gradient", "RowParams", "pull_rows", "push_rows"]

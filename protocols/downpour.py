@@ -1,0 +1,88 @@
+r"""Downpour SGD: Dean et al., "Large Scale Distributed Deep Networks", NIPS 2012.
+
+Model replicas run independently on their own part of the data. The
+parameters are sharded, and each shard applies the updates to its own slice
+as they arrive. The client, the paper's ``DownpourSGDClient(alpha, n_fetch,
+n_push)``::
+
+    step = 0; accrued = 0
+    loop:
+        if step % n_fetch == 0: parameters <- fetch()      # every shard, each at its own version
+        g <- gradient(parameters, next mini-batch)
+        accrued += g
+        parameters -= alpha * g                            # local step (alpha = local_lr)
+        if (step + 1) % n_push == 0: push(accrued); accrued = 0
+        step += 1
+
+The server applies any core-library optimizer to each push. AdaGrad is the
+default, as in DistBelief, where with warm-starting (one replica trains alone
+for a while before "unleashing the other replicas") it "virtually eliminated
+stability concerns". The paper's experiments used n_fetch = n_push = 1.
+
+Sparse tables (embeddings) are fetched for each mini-batch's rows and pushed
+every step, whatever n_fetch and n_push say: the rows change with the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+import optim
+from protocols.base import Protocol, WorkerContext, check_positive_int, pull_rows, push_rows
+from ps import ApplyEach, ServerRule
+from optim.validation import check, is_number
+
+
+@dataclass(frozen=True)
+class Downpour(Protocol):
+    name: ClassVar[str] = "downpour"
+
+    n_fetch: int = 1  # fetch the parameters every n_fetch steps
+    n_push: int = 1  # push the accrued gradient every n_push steps
+    local_lr: float = 0.0  # alpha: the client's own step between fetches (0: none)
+    warmstart_steps: int = 0  # worker 0 alone until every shard has applied this many updates
+
+    def __post_init__(self):
+        check_positive_int(self.n_fetch, "n_fetch")
+        check_positive_int(self.n_push, "n_push")
+        check(is_number(self.local_lr) and self.local_lr >= 0, "local_lr", self.local_lr, "local_lr must be >= 0")
+        check(isinstance(self.warmstart_steps, int) and self.warmstart_steps >= 0, "warmstart_steps",
+              self.warmstart_steps, "warmstart_steps must be an integer >= 0")
+
+    def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
+        return ApplyEach(optimizer)
+
+    async def work(self, ctx: WorkerContext) -> None:
+        client = ctx.client
+        size, num_shards = client.layout.size, client.layout.num_shards
+        if ctx.worker > 0 and self.warmstart_steps:
+            await client.pull(min_versions=[self.warmstart_steps] * num_shards)
+        # Parameters used across steps, or changed locally, are this worker's own
+        # copy: a pulled snapshot is only lent until the next push.
+        own = self.n_fetch > 1 or self.local_lr != 0 or num_shards > 1
+        parameters = torch.empty(size) if own else None
+        accrued = torch.zeros(size) if self.n_push > 1 else None
+        versions, pending = None, 0
+        for step, batch in enumerate(ctx.batches()):
+            if step % self.n_fetch == 0:
+                pulled = await client.pull()
+                parameters, versions = pulled.flat(out=parameters if own else None), pulled.versions
+            rows = await pull_rows(ctx, batch)
+            g = ctx.gradient(parameters, rows.values, batch)
+            await push_rows(ctx, rows, g)
+            if self.local_lr:
+                parameters.add_(g.dense, alpha=-self.local_lr)
+            if accrued is None:
+                await client.push(g.dense, versions)
+                continue
+            accrued.add_(g.dense)
+            pending += 1
+            if pending == self.n_push:
+                await client.push(accrued, versions)
+                accrued.zero_()
+                pending = 0
+        if pending:  # the tail of an interrupted accrual is work done; do not drop it
+            await client.push(accrued, versions)

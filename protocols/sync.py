@@ -1,0 +1,99 @@
+r"""Synchronous SGD, optionally with backup workers.
+
+Every worker pulls version v, computes a gradient on its own mini-batch and
+pushes it. Each shard waits until it has the gradients for version v, then
+applies their average once, making version v + 1::
+
+    worker:  loop: theta, v <- pull(wait for version v); g <- gradient(theta, batch); push(g, v); v <- v + 1
+    shard:   collect g from the workers at version v; theta <- step(theta, mean(g)); v <- v + 1
+
+With N workers this is mini-batch SGD on a batch N times larger, one update
+per round. With ``backup_workers = b`` (Chen, Pan, Monga, Bengio & Jozefowicz,
+"Revisiting Distributed Synchronous SGD", 2016), a shard applies after the
+first N - b gradients. The stragglers' gradients for a version already
+applied are dropped, so the slowest b workers never hold up a round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+import optim
+from protocols.base import Protocol, WorkerContext
+from ps import ServerRule
+from optim.validation import check
+
+
+@dataclass
+class RoundState:
+    optimizer: optim.State
+    total: torch.Tensor | None = field(default=None, repr=False)  # the sum of this round's gradients
+    count: int = 0
+
+
+class AverageThenApply:
+    """Sum a round's gradients; apply their mean once ``needed`` have arrived."""
+
+    def __init__(self, optimizer: optim.Optimizer, needed: int):
+        self.optimizer = optimizer
+        self.needed = needed
+
+    def init(self, values: torch.Tensor) -> RoundState:
+        return RoundState(self.optimizer.init(values))
+
+    def apply(self, values, grad, state: RoundState, out, *, worker, staleness, version) -> bool:
+        if staleness > 0:  # a backup worker's gradient for a round already applied
+            return False
+        if state.total is None:
+            state.total = grad.clone()
+        elif state.count == 0:
+            state.total.copy_(grad)
+        else:
+            state.total.add_(grad)
+        state.count += 1
+        if state.count < self.needed:
+            return False
+        self.optimizer.step(values, state.total.div_(state.count), state.optimizer, out=out)
+        state.count = 0
+        return True
+
+    def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
+        raise ValueError("Invalid push: synchronous SGD averages dense gradients only "
+                         "(use protocol 'downpour' for models with sparse tables)")
+
+    def state_dict(self, state: RoundState) -> dict:
+        # A round in progress is not saved: after a restore its workers push again.
+        return state.optimizer.state_dict()
+
+    def load_state_dict(self, saved: dict) -> RoundState:
+        return RoundState(optim.State.from_state_dict(saved))
+
+
+@dataclass(frozen=True)
+class Sync(Protocol):
+    name: ClassVar[str] = "sync"
+    supports_sparse: ClassVar[bool] = False
+
+    backup_workers: int = 0  # b: apply after the first N - b gradients of a round
+
+    def __post_init__(self):
+        check(isinstance(self.backup_workers, int) and self.backup_workers >= 0, "backup_workers",
+              self.backup_workers, "backup_workers must be an integer >= 0")
+
+    def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
+        check(self.backup_workers < num_workers, "backup_workers", self.backup_workers,
+              f"backup_workers must be less than the number of workers ({num_workers})")
+        return AverageThenApply(optimizer, num_workers - self.backup_workers)
+
+    async def work(self, ctx: WorkerContext) -> None:
+        client = ctx.client
+        parameters = torch.empty(client.layout.size) if client.layout.num_shards > 1 else None
+        versions = [0] * client.layout.num_shards
+        for batch in ctx.batches():
+            pulled = await client.pull(min_versions=versions)
+            g = ctx.gradient(pulled.flat(out=parameters), {}, batch)
+            await client.push(g.dense, pulled.versions)
+            versions = [v + 1 for v in pulled.versions]

@@ -1,0 +1,249 @@
+"""``lab.config``: defaults, files, ``--set`` overrides, the written TOML, and every refusal's wording."""
+
+import dataclasses
+
+import pytest
+
+from lab.config import (Config, ClusterConfig, DataConfig, ModelConfig, ProtocolConfig, ServerConfig, TrainConfig,
+                        load_config, to_toml)
+from optim import OPTIMIZERS
+
+FULL = """\
+name = "paper-fig3"
+seed = 7
+backend = "sim"
+out_dir = "elsewhere"
+
+[data]
+dataset = "libsvm"
+batch_size = "full"
+curriculum = "easy_to_hard"
+options = {path = "data/a9a.txt", zero_based = false}
+
+[model]
+name = "sparse_logreg"
+options = {hidden = [64, 32], init = {scale = 0.01}}
+
+[cluster]
+workers = 16
+shards = 3
+
+[protocol]
+name = "sync"
+options = {n_fetch = 2, n_push = 3, warmstart_steps = 100}
+
+[server]
+optimizer = "adam"
+options = {lr = 0.001, betas = [0.9, 0.99]}
+
+[train]
+epochs = 2.5
+eval_every = 10
+target_accuracy = 0.8
+early_stopping = true
+patience = 0
+min_delta = 0.001
+"""
+
+
+def write(tmp_path, text: str, name: str = "config.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# -- defaults and files ----------------------------------------------------------
+def test_no_file_gives_the_documented_defaults():
+    config = load_config(None)
+    assert config == Config()
+    assert (config.name, config.seed, config.backend, config.out_dir) == ("quickstart", 0, "local", "runs")
+    assert config.data == DataConfig("digits", 32, "none", {})
+    assert config.model == ModelConfig("mlp", {})
+    assert config.cluster == ClusterConfig(workers=4, shards=2)
+    assert config.protocol == ProtocolConfig("downpour", {})
+    assert config.server == ServerConfig("adagrad", {"lr": 0.05})
+    assert config.train == TrainConfig(10.0, 50, 0.95, False, 5, 0.0)
+    assert str(config.run_dir) == "runs/quickstart"
+
+
+def test_a_full_file_loads_every_key(tmp_path):
+    config = load_config(write(tmp_path, FULL))
+    assert (config.name, config.seed, config.backend, config.out_dir) == ("paper-fig3", 7, "sim", "elsewhere")
+    assert config.data == DataConfig("libsvm", "full", "easy_to_hard", {"path": "data/a9a.txt", "zero_based": False})
+    assert config.model.options == {"hidden": [64, 32], "init": {"scale": 0.01}}
+    assert config.cluster == ClusterConfig(16, 3)
+    assert config.protocol == ProtocolConfig("sync", {"n_fetch": 2, "n_push": 3, "warmstart_steps": 100})
+    assert config.server == ServerConfig("adam", {"lr": 0.001, "betas": [0.9, 0.99]})
+    assert config.train == TrainConfig(2.5, 10, 0.8, True, 0, 0.001)
+
+
+@pytest.mark.parametrize("text", [FULL, "", "[train]\nepochs = 3\n"], ids=["full", "empty", "int-epochs"])
+def test_to_toml_round_trips_through_load_config(tmp_path, text):
+    config = load_config(write(tmp_path, text))
+    written = write(tmp_path, to_toml(config), "resolved.toml")
+    assert load_config(written) == config
+    assert load_config(written).to_dict() == config.to_dict()
+
+
+def test_to_toml_is_fully_resolved():
+    text = to_toml(load_config(None, ["cluster.workers=8"]))
+    for line in ['name = "quickstart"', "[cluster]", "workers = 8", "shards = 2", "[server.options]", "lr = 0.05",
+                 "eval_every = 50", "early_stopping = false"]:
+        assert line in text.splitlines()
+
+
+def test_to_dict_is_plain_nested_dicts_and_a_copy():
+    config = load_config(None)
+    tree = config.to_dict()
+    assert tree["cluster"] == {"workers": 4, "shards": 2} and tree["server"]["options"] == {"lr": 0.05}
+    tree["server"]["options"]["lr"] = 1.0
+    assert config.server.options == {"lr": 0.05}
+
+
+def test_a_section_in_the_file_replaces_defaults_key_by_key_and_options_whole(tmp_path):
+    keeps = load_config(write(tmp_path, '[server]\noptimizer = "sgd"\n'))
+    assert keeps.server == ServerConfig("sgd", {"lr": 0.05})
+    replaced = load_config(write(tmp_path, "[server]\noptions = {momentum = 0.9}\n"))
+    assert replaced.server == ServerConfig("adagrad", {"momentum": 0.9})
+    assert load_config(write(tmp_path, "[cluster]\nworkers = 9\n")).cluster == ClusterConfig(9, 2)
+
+
+def test_configs_are_frozen_and_validated_when_built_in_python():
+    config = load_config(None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.cluster.workers = 8
+    with pytest.raises(ValueError, match=r"^Invalid config value cluster\.workers = 0 "):
+        dataclasses.replace(config.cluster, workers=0)
+
+
+# -- overrides -------------------------------------------------------------------
+OVERRIDES = [
+    # (--set, section.field, expected value)
+    ("cluster.workers=8", "cluster.workers", 8),
+    ("protocol.name=sync", "protocol.name", "sync"),              # unquoted: falls back to a string
+    ('protocol.name="sync"', "protocol.name", "sync"),
+    ("server.options.lr=0.1", "server.options", {"lr": 0.1}),
+    ("server.options.momentum=0.9", "server.options", {"lr": 0.05, "momentum": 0.9}),  # keeps the default lr
+    ("server.options={momentum = 0.9}", "server.options", {"momentum": 0.9}),          # a table replaces whole
+    ("protocol.options.n_fetch=4", "protocol.options", {"n_fetch": 4}),
+    ("model.options.init.scale=0.01", "model.options", {"init": {"scale": 0.01}}),     # nested, created
+    ("data.batch_size=full", "data.batch_size", "full"),
+    ("data.batch_size=128", "data.batch_size", 128),
+    ("model.options.hidden=[64, 32]", "model.options", {"hidden": [64, 32]}),
+    ("train.early_stopping=true", "train.early_stopping", True),
+    ("train.epochs=0.5", "train.epochs", 0.5),
+    ("train.min_delta=1e-3", "train.min_delta", 0.001),
+    ("data.options={path = 'a9a.txt'}", "data.options", {"path": "a9a.txt"}),
+    ("data.options.path=data/a9a.txt", "data.options", {"path": "data/a9a.txt"}),  # not TOML: the plain string
+    ("seed=3", "seed", 3),
+    (" name = sweep-1 ", "name", "sweep-1"),                      # spaces around key and value are dropped
+    ("backend=sim", "backend", "sim"),
+]
+
+
+@pytest.mark.parametrize("override, key, expected", OVERRIDES, ids=[row[0] for row in OVERRIDES])
+def test_override(override, key, expected):
+    value = load_config(None, [override])
+    for part in key.split("."):
+        value = getattr(value, part)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_overrides_apply_over_the_file_in_order(tmp_path):
+    config = load_config(write(tmp_path, FULL), ["cluster.workers=2", "cluster.workers=5", "server.options.lr=0.5"])
+    assert config.cluster == ClusterConfig(5, 3)
+    assert config.server.options == {"lr": 0.5, "betas": [0.9, 0.99]}
+    assert config.name == "paper-fig3"
+
+
+# -- refusals --------------------------------------------------------------------
+TRAIN_KEYS = "early_stopping, epochs, eval_every, min_delta, patience, target_accuracy"
+TOP_KEYS = "backend, cluster, data, model, name, out_dir, protocol, seed, server, train"
+ERRORS = [
+    # (file text or None, overrides, the whole message)
+    ("[train]\nepochz = 3\n", [],
+     f"Invalid config key 'train.epochz': unknown key (known keys in [train]: {TRAIN_KEYS})"),
+    (None, ["train.epochz=3"],
+     f"Invalid config key 'train.epochz': unknown key (known keys in [train]: {TRAIN_KEYS})"),
+    ("epochs = 3\n", [], f"Invalid config key 'epochs': unknown key (known top-level keys: {TOP_KEYS})"),
+    ("[cluster]\nworkers = 4\nseed = 1\n", [],
+     "Invalid config key 'cluster.seed': unknown key (known keys in [cluster]: shards, workers; "
+     "top-level keys like 'seed' go before the first [section])"),
+    (None, ["cluster.workerz=8"], "Invalid config key 'cluster.workerz': unknown key (known keys in [cluster]: "
+                                  "shards, workers)"),
+    (None, ["optimizer=adam"], f"Invalid config key 'optimizer': unknown key (known top-level keys: {TOP_KEYS})"),
+    (None, ["cluster.workers=0"], "Invalid config value cluster.workers = 0 (must be a positive integer)"),
+    (None, ["cluster.shards=2.0"], "Invalid config value cluster.shards = 2.0 (must be a positive integer)"),
+    (None, ["cluster.workers=true"], "Invalid config value cluster.workers = True (must be a positive integer)"),
+    (None, ["data.dataset=mnist"], "Invalid config value data.dataset = 'mnist' "
+                                   "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
+    (None, ["data.dataset=[1]"], "Invalid config value data.dataset = [1] "
+                                 "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
+    (None, ["data.batch_size=0"], "Invalid config value data.batch_size = 0 (must be a positive integer or 'full')"),
+    (None, ["data.batch_size=all"],
+     "Invalid config value data.batch_size = 'all' (must be a positive integer or 'full')"),
+    (None, ["data.curriculum=hard"],
+     "Invalid config value data.curriculum = 'hard' (choose one of: easy_to_hard, mixed, none)"),
+    (None, ["data.options=3"], "Invalid config value data.options = 3 (must be a table, e.g. {num_features = 1000})"),
+    (None, ["model.name=resnet"], "Invalid config value model.name = 'resnet' "
+                                  "(choose one of: cnn, matrix_factorization, mlp, softmax, sparse_logreg)"),
+    (None, ["model.options=[64]"],
+     "Invalid config value model.options = [64] (must be a table, e.g. {hidden = [64], batch_norm = false})"),
+    (None, ["protocol.name=hogwild"], "Invalid config value protocol.name = 'hogwild' (choose one of: downpour, sync)"),
+    (None, ["protocol.options=1"],
+     "Invalid config value protocol.options = 1 (must be a table, e.g. {n_fetch = 1, n_push = 1})"),
+    (None, ["server.optimizer=adamm"],
+     f"Invalid config value server.optimizer = 'adamm' (choose one of: {', '.join(sorted(OPTIMIZERS))})"),
+    (None, ["server.options=0.1"], "Invalid config value server.options = 0.1 (must be a table, e.g. {lr = 0.05})"),
+    ('[train]\nepochs = "ten"\n', [], "Invalid config value train.epochs = 'ten' (must be a positive number)"),
+    (None, ["train.epochs=0"], "Invalid config value train.epochs = 0 (must be a positive number)"),
+    (None, ["train.epochs=inf"], "Invalid config value train.epochs = inf (must be a positive number)"),
+    (None, ["train.eval_every=0"], "Invalid config value train.eval_every = 0 (must be a positive integer)"),
+    (None, ["train.target_accuracy=0"],
+     "Invalid config value train.target_accuracy = 0 (must be a number in (0, 1])"),
+    (None, ["train.target_accuracy=95"],
+     "Invalid config value train.target_accuracy = 95 (must be a number in (0, 1])"),
+    (None, ["train.early_stopping=yes"],
+     "Invalid config value train.early_stopping = 'yes' (must be true or false)"),
+    (None, ["train.patience=-1"], "Invalid config value train.patience = -1 (must be an integer >= 0)"),
+    (None, ["train.min_delta=-0.1"], "Invalid config value train.min_delta = -0.1 (must be a number >= 0)"),
+    (None, ["name=a/b"], "Invalid config value name = 'a/b' (must be a directory name: not empty, no '/')"),
+    (None, ["name=''"], "Invalid config value name = '' (must be a directory name: not empty, no '/')"),
+    (None, ["name=.."], "Invalid config value name = '..' (must be a directory name: not empty, no '/')"),
+    (None, ["seed=-1"], "Invalid config value seed = -1 (must be an integer >= 0)"),
+    (None, ["backend=k8s"], "Invalid config value backend = 'k8s' (choose one of: grpc, local, ray, sim)"),
+    (None, ["out_dir=''"], "Invalid config value out_dir = '' (must be a non-empty path)"),
+    ("data = 3\n", [], "Invalid config value data = 3 (must be a table: [data])"),
+    (None, ["train=1"], "Invalid config value train = 1 (must be a table: [train])"),
+    (None, ["cluster.workers"],
+     "Invalid --set override: 'cluster.workers' (expected key=value, e.g. cluster.workers=8)"),
+    (None, ["cluster..workers=1"],
+     "Invalid --set override: 'cluster..workers=1' (expected a dotted key, e.g. server.options.lr=0.1)"),
+    (None, ["=1"], "Invalid --set override: '=1' (expected a dotted key, e.g. server.options.lr=0.1)"),
+    (None, ["seed.x=1"], "Invalid --set override: 'seed.x=1' (seed is a value, not a table)"),
+    (None, ["cluster.workers.x=1"], "Invalid --set override: 'cluster.workers.x=1' (cluster.workers is a value, "
+                                    "not a table)"),
+    ("[foo]\nx = 1\n", ["foo.x=2"], f"Invalid config key 'foo': unknown key (known top-level keys: {TOP_KEYS})"),
+]
+
+
+@pytest.mark.parametrize("text, overrides, message", ERRORS, ids=[f"{i}" for i in range(len(ERRORS))])
+def test_refusal_names_the_key_and_what_is_allowed(tmp_path, text, overrides, message):
+    path = write(tmp_path, text) if text is not None else None
+    with pytest.raises(ValueError) as caught:
+        load_config(path, overrides)
+    assert str(caught.value) == message
+
+
+def test_malformed_toml_names_the_file_and_the_line(tmp_path):
+    path = write(tmp_path, 'name = "x"\n\n[cluster]\nworkers = = 4\n', "broken.toml")
+    with pytest.raises(ValueError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"Invalid config file {path}: ")
+    assert "line 4" in message and message.endswith("(fix the TOML syntax there)")
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"^Invalid config file: '.*nowhere\.toml' \(no such file\)$"):
+        load_config(tmp_path / "nowhere.toml")

@@ -1,0 +1,24 @@
+"""asyncps's worker runtime: data sets, models, data shards and gradients.
+
+``load_dataset(name)`` gives train/val/test :class:`Split` s;
+``build_model(name, dataset.meta)`` a :class:`Model` that names its
+parameters for the server and computes a loss from them; a
+:class:`DataShard` yields one worker's batches; ``loss_and_grad`` turns
+pulled values into the gradients to push.
+"""
+
+from workers.data_shards import CURRICULA, DataShard, difficulty, shard_indices
+from workers.datasets import DATASETS, Dataset, load_dataset
+from workers.gradient import flatten, loss_and_grad, unflatten
+from workers.libsvm import read_libsvm
+from workers.model_base import Model
+from workers.models import MODELS, build_model
+from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
+
+__all__ = [
+    "DATASETS", "Dataset", "load_dataset", "read_libsvm",
+    "Split", "DenseSplit", "SparseSplit", "RatingsSplit",
+    "MODELS", "Model", "build_model",
+    "DataShard", "shard_indices", "difficulty", "CURRICULA",
+    "flatten", "unflatten", "loss_and_grad",
+]

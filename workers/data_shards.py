@@ -1,0 +1,175 @@
+"""Each worker's share of the training data, and the order it sees it in.
+
+Worker ``w`` of ``W`` owns a fixed, seeded, disjoint shard of the training
+split (the shards together cover it: :func:`shard_indices`). Every epoch it
+walks its shard in a fresh order, seeded by ``(seed, worker, epoch)``, so a
+run is reproducible and two workers never see the same example.
+
+Curricula (Bengio et al., ICML 2009; Zaremba & Sutskever 2014, as cited
+in Ruder's overview, Sec. 5.1) order an epoch by a difficulty score
+(:func:`difficulty`):
+
+- ``"none"`` -- uniformly shuffled.
+- ``"easy_to_hard"`` -- sorted from easy to hard, ties in random order.
+- ``"mixed"`` -- Zaremba & Sutskever's *combined* strategy: every batch
+  holds curriculum examples and uniformly random ones, half and half. Each
+  epoch a random half of the shard (``MIXED_RANDOM_FRACTION``) forms the
+  random stream, shuffled; the other half, sorted easy to hard, forms the
+  curriculum stream. The two streams are interleaved in proportion (element
+  ``j`` of a stream of length ``m`` is placed at ``(j + 1/2) / m``), so each
+  batch takes ``b/2`` (up to rounding) from each, both run out together,
+  and each example is still seen exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from optim.validation import is_number
+from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
+from workers.validation import check, check_int
+
+__all__ = ["DataShard", "shard_indices", "difficulty", "CURRICULA", "MIXED_RANDOM_FRACTION"]
+
+CURRICULA = ("none", "easy_to_hard", "mixed")
+MIXED_RANDOM_FRACTION = 0.5
+
+# Distinct seed streams, so that the shard partition and the epoch orders of one seed are independent.
+_PARTITION_STREAM, _ORDER_STREAM = 0, 1
+
+
+def _check_worker(worker: int, num_workers: int) -> None:
+    check_int(num_workers, "num_workers")
+    check_int(worker, "worker", low=0)
+    check(worker < num_workers, "worker", worker, f"worker must be in [0, num_workers={num_workers})")
+
+
+def shard_indices(n: int, worker: int, num_workers: int, seed: int) -> torch.Tensor:
+    """The sorted example positions (int64) worker ``worker`` owns among ``n``: a seeded permutation
+    of ``range(n)`` cut into ``num_workers`` contiguous parts whose sizes differ by at most one."""
+    _check_worker(worker, num_workers)
+    check_int(n, "n", low=0)
+    check_int(seed, "seed", low=0)
+    permutation = np.random.default_rng([seed, _PARTITION_STREAM]).permutation(n)
+    start, stop = worker * n // num_workers, (worker + 1) * n // num_workers
+    return torch.from_numpy(np.sort(permutation[start:stop]).astype(np.int64))
+
+
+def difficulty(split: Split) -> np.ndarray:
+    """A difficulty score per example (float64, higher is harder), from the split's own statistics.
+
+    - dense: distance of ``x`` to its class mean, divided by the class's mean
+      distance (so no class is "hard" merely for being spread out);
+    - sparse: the mean inverse document frequency :math:`\\log(N / d_f)` of the
+      example's features -- an example made of frequent features is easy (their
+      weights are well estimated), one with rare features hard. (The count of
+      non-zeros would tie every example of ``sparse_synthetic``.) An example
+      without features scores 0;
+    - ratings: :math:`|r - \\bar r|`, how far a rating is from the mean rating.
+    """
+    if isinstance(split, DenseSplit):
+        x, y = split.x.reshape(len(split), -1).double().numpy(), split.y.numpy()
+        score = np.zeros(len(split))
+        for c in np.unique(y):
+            members = y == c
+            distance = np.linalg.norm(x[members] - x[members].mean(axis=0), axis=1)
+            spread = distance.mean()
+            score[members] = distance / spread if spread > 0 else 0.0
+        return score
+    if isinstance(split, SparseSplit):
+        indices, nnz = split.indices.numpy(), split.nnz().numpy()
+        df = np.bincount(indices)
+        idf = np.log(len(split) / np.maximum(df[indices], 1))
+        return np.bincount(split.example_ids().numpy(), weights=idf, minlength=len(split)) / np.maximum(nnz, 1)
+    if isinstance(split, RatingsSplit):
+        rating = split.rating.double().numpy()
+        return np.abs(rating - rating.mean()) if rating.size else rating
+    raise TypeError(f"Invalid split: {type(split).__name__} (expected a DenseSplit, SparseSplit or RatingsSplit)")
+
+
+def interleave(*streams: np.ndarray) -> np.ndarray:
+    """The streams merged in proportion: element ``j`` of a stream of length ``m`` goes to
+    ``(j + 1/2) / m``, ties to the earlier stream, so every stretch of the result holds
+    each stream in (nearly) its overall share and all streams end together."""
+    place = np.concatenate([(np.arange(s.size) + 0.5) / max(s.size, 1) for s in streams])
+    return np.concatenate(streams)[np.argsort(place, kind="stable")]
+
+
+class DataShard:
+    """Batches of worker ``worker``'s shard, epoch after epoch.
+
+    ``batch_size``: an int ``n`` (mini-batches; the last, partial batch of an
+    epoch is kept), 1 (stochastic) or ``"full"`` (the whole shard each step:
+    batch gradient descent). ``epochs``: ``None`` iterates forever; a number
+    stops after ``ceil(epochs * batches_per_epoch)`` batches (2.5 epochs: two
+    whole epochs, then the first half of the third's batches). ``epoch`` is
+    the epoch the last batch yielded belongs to (0-based).
+    """
+
+    def __init__(self, split: Split, worker: int, num_workers: int, *, batch_size: int | str, seed: int,
+                 curriculum: str = "none", epochs: float | None = None):
+        _check_worker(worker, num_workers)
+        check(num_workers <= len(split), "num_workers", num_workers,
+              f"each worker needs at least one example: num_workers must be <= len(split) = {len(split)}")
+        check(batch_size == "full" or (isinstance(batch_size, int) and not isinstance(batch_size, bool)
+                                       and batch_size >= 1),
+              "batch_size", batch_size, "batch_size must be an integer >= 1 or 'full'")
+        check(curriculum in CURRICULA, "curriculum", curriculum, f"choose one of {list(CURRICULA)}")
+        check(epochs is None or (is_number(epochs) and epochs > 0), "epochs", epochs,
+              "epochs must be a number > 0, or None to iterate forever")
+        self.worker, self.num_workers, self.seed = worker, num_workers, seed
+        self.curriculum, self.epochs = curriculum, epochs
+        self.indices = shard_indices(len(split), worker, num_workers, seed)  # positions in `split`
+        self.data = split.subset(self.indices)
+        self.batch_size = len(self.data) if batch_size == "full" else min(batch_size, len(self.data))
+        self.full = batch_size == "full"
+        self.score = difficulty(split)[self.indices.numpy()] if curriculum != "none" else None
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        """Examples in the shard."""
+        return len(self.data)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions into ``self.data`` in the order epoch ``epoch`` presents them."""
+        rng = np.random.default_rng([self.seed, _ORDER_STREAM, self.worker, epoch])
+        n = len(self.data)
+        if self.curriculum == "none":
+            return rng.permutation(n)
+        easy_to_hard = np.lexsort((rng.random(n), self.score))  # by score, ties by a random key
+        if self.curriculum == "easy_to_hard":
+            return easy_to_hard
+        in_random = np.zeros(n, dtype=bool)
+        in_random[rng.choice(n, size=round(n * MIXED_RANDOM_FRACTION), replace=False)] = True
+        curriculum_stream = easy_to_hard[~in_random[easy_to_hard]]
+        random_stream = rng.permutation(np.flatnonzero(in_random))
+        return interleave(curriculum_stream, random_stream)
+
+    def batches(self, epoch: int) -> Iterator[Split]:
+        """The batches of epoch ``epoch``."""
+        if self.full:
+            yield self.data  # order is irrelevant to the full gradient: no copy
+            return
+        order = torch.from_numpy(self.epoch_order(epoch))
+        for start in range(0, len(order), self.batch_size):
+            yield self.data.subset(order[start:start + self.batch_size])
+
+    def __iter__(self) -> Iterator[Split]:
+        budget = math.inf if self.epochs is None else math.ceil(self.epochs * self.batches_per_epoch - 1e-9)
+        produced, epoch = 0, 0
+        while produced < budget:
+            self.epoch = epoch
+            for batch in self.batches(epoch):
+                if produced >= budget:
+                    return
+                produced += 1
+                yield batch
+            epoch += 1

@@ -1,0 +1,162 @@
+"""Data sets by name: ``load_dataset(name, seed=..., **options) -> Dataset``.
+
+- ``"digits"`` -- scikit-learn's bundled handwritten digits (1797 8x8
+  images, 10 classes; Alpaydin & Kaynak 1998, UCI), the quickstart's real data.
+- ``"sparse_synthetic"`` -- click-like sparse binary classification: Zipf
+  distributed feature ids, labels from a hidden linear model with logistic noise.
+- ``"matrix_completion"`` -- a noisy rank-``r`` ratings matrix, partly observed.
+- ``"libsvm"`` -- a user's LIBSVM/SVMlight text file as a sparse data set.
+
+Everything is seeded: the same ``(name, seed, options)`` gives the same
+tensors. Splits are train/val/test with default fractions 0.7/0.1/0.2,
+stratified by label for classification.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from optim.validation import is_number
+from workers.libsvm import read_libsvm
+from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
+from workers.validation import check, check_int, check_options, choose
+
+__all__ = ["Dataset", "Split", "DATASETS", "load_dataset"]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    kind: str   # "dense", "sparse" or "ratings": the kind of every split
+    meta: dict  # shapes a model is built from: input_shape/num_classes, num_features, or num_users/num_items/rank
+
+
+def load_dataset(name: str, *, seed: int = 0, **options) -> Dataset:
+    """The data set ``name`` with its options, split with ``seed``."""
+    loader = choose(DATASETS, name, "dataset name")
+    check_options(loader, options, f"dataset {name!r}")
+    check_int(seed, "seed", low=0)
+    return loader(np.random.default_rng(seed), **options)
+
+
+def _splits(name: str, make, n: int, rng, val_fraction, test_fraction, labels=None, **meta) -> Dataset:
+    """A Dataset of ``make(positions) -> Split`` over a seeded (stratified) split of ``n`` examples."""
+    train, val, test = split_indices(n, rng, val_fraction, test_fraction, labels)
+    parts = [make(torch.from_numpy(p)) for p in (train, val, test)]
+    return Dataset(name, *parts, kind=parts[0].kind, meta=meta)
+
+
+def _digits(rng, *, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:
+    """8x8 grey images, pixels scaled from 0..16 to [0, 1], as ``x`` float32 ``[n, 1, 8, 8]``."""
+    from sklearn.datasets import load_digits  # a second of import time, paid only by who uses it
+
+    digits = load_digits()
+    everything = DenseSplit(torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1),
+                            torch.from_numpy(digits.target.astype(np.int64)))
+    return _splits("digits", everything.subset, len(everything), rng, val_fraction, test_fraction,
+                   labels=digits.target, input_shape=(1, 8, 8), num_classes=10)
+
+
+def _sparse_synthetic(rng, *, num_examples: int = 20_000, num_features: int = 100_000, nnz: int = 10,
+                      exponent: float = 1.1, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:
+    r"""Sparse binary classification shaped like click data.
+
+    Each example has ``nnz`` distinct features of value 1, drawn without
+    replacement (successive sampling) from a Zipf law :math:`p_k \propto
+    k^{-s}` over ranks :math:`k = 1..F` (``exponent`` :math:`s`), so a few
+    features occur in a large share of the examples and most almost never.
+    Ranks map to feature ids through a seeded permutation: hot features are
+    spread over the id space, as hashed click features are. Labels come from
+    a hidden linear model :math:`w^* \sim \mathcal N(0, I)` with logistic
+    noise: :math:`y = [\,x^\top w^* + \varepsilon > 0\,]`,
+    :math:`\varepsilon \sim \mathrm{Logistic}(0, 1)`, i.e.
+    :math:`P(y=1 \mid x) = \sigma(x^\top w^*)`.
+    """
+    check_int(num_examples, "num_examples")
+    check_int(num_features, "num_features")
+    check_int(nnz, "nnz")
+    check(nnz <= num_features, "nnz", nnz, f"nnz must be <= num_features={num_features} (features are distinct)")
+    check(is_number(exponent) and exponent > 0, "exponent", exponent, "the Zipf exponent must be a number > 0")
+
+    ranks = _distinct_zipf_draws(rng, num_examples, num_features, nnz, exponent)
+    ids = np.sort(rng.permutation(num_features)[ranks], axis=1)
+    w_true = rng.standard_normal(num_features)
+    y = (w_true[ids].sum(axis=1) + rng.logistic(size=num_examples) > 0).astype(np.float32)
+    everything = SparseSplit(torch.from_numpy(ids.reshape(-1)), torch.arange(0, num_examples * nnz + 1, nnz),
+                             torch.ones(num_examples * nnz), torch.from_numpy(y))
+    return _splits("sparse_synthetic", everything.subset, num_examples, rng, val_fraction, test_fraction,
+                   labels=y, num_features=num_features)
+
+
+def _distinct_zipf_draws(rng, n: int, num_features: int, nnz: int, exponent: float) -> np.ndarray:
+    """``[n, nnz]`` Zipf ranks (0-based), distinct within each row: the first ``nnz`` distinct
+    values of an i.i.d. stream; rows whose stream is too short are drawn again, longer."""
+    cdf = np.cumsum(np.arange(1, num_features + 1, dtype=np.float64) ** -exponent)
+    cdf /= cdf[-1]
+    out = np.empty((n, nnz), dtype=np.int64)
+    pending, length = np.arange(n), 2 * nnz
+    while pending.size:
+        stream = np.minimum(np.searchsorted(cdf, rng.random((pending.size, length))), num_features - 1)
+        keys = (np.arange(pending.size)[:, None] * num_features + stream).ravel()
+        first = np.zeros(keys.size, dtype=bool)
+        first[np.unique(keys, return_index=True)[1]] = True
+        first = first.reshape(stream.shape)
+        count = np.cumsum(first, axis=1)
+        done = count[:, -1] >= nnz
+        keep = first[done] & (count[done] <= nnz)
+        out[pending[done]] = stream[done][keep].reshape(-1, nnz)
+        pending, length = pending[~done], 2 * length
+    return out
+
+
+def _matrix_completion(rng, *, num_users: int = 500, num_items: int = 400, rank: int = 5, observed: float = 0.1,
+                       noise: float = 0.1, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:
+    r"""Ratings :math:`r_{ui} = \langle p_u, q_i \rangle + \sigma\varepsilon` of a hidden rank-``rank`` matrix.
+
+    Factor entries are :math:`\mathcal N(0, 1/\sqrt{r})`, so the clean
+    ratings have unit variance whatever the rank; ``noise`` is :math:`\sigma`
+    and ``observed`` the fraction of the ``num_users x num_items`` entries
+    seen, chosen uniformly without replacement.
+    """
+    check_int(num_users, "num_users")
+    check_int(num_items, "num_items")
+    check_int(rank, "rank")
+    check(is_number(observed) and 0 < observed <= 1, "observed", observed, "observed must be in (0, 1]")
+    check(is_number(noise) and noise >= 0, "noise", noise, "noise must be a standard deviation >= 0")
+    count = round(observed * num_users * num_items)
+    check(count >= 1, "observed", observed, "observed x num_users x num_items must be at least one rating")
+
+    scale = rank ** -0.25
+    users, items = rng.normal(0, scale, (num_users, rank)), rng.normal(0, scale, (num_items, rank))
+    entry = rng.choice(num_users * num_items, size=count, replace=False)
+    user, item = entry // num_items, entry % num_items
+    rating = (users[user] * items[item]).sum(axis=1) + noise * rng.standard_normal(count)
+    everything = RatingsSplit(torch.from_numpy(user), torch.from_numpy(item),
+                              torch.from_numpy(rating.astype(np.float32)))
+    return _splits("matrix_completion", everything.subset, count, rng, val_fraction, test_fraction,
+                   num_users=num_users, num_items=num_items, rank=rank)
+
+
+def _libsvm(rng, *, path: str | None = None, zero_based: bool | str = "auto", num_features: int | None = None,
+            val_fraction: float = 0.1, test_fraction: float = 0.2) -> Dataset:
+    """A LIBSVM/SVMlight file (see :mod:`workers.libsvm`) as a sparse data set, split by label."""
+    check(path is not None, "path", path, "the libsvm data set reads a file: pass path='data/train.svm'")
+    data = read_libsvm(path, zero_based=zero_based, num_features=num_features)
+    everything = SparseSplit(torch.from_numpy(data.indices), torch.from_numpy(data.offsets),
+                             torch.from_numpy(data.values), torch.from_numpy(data.y))
+    return _splits("libsvm", everything.subset, len(everything), rng, val_fraction, test_fraction,
+                   labels=data.y, num_features=data.num_features)
+
+
+DATASETS = {
+    "digits": _digits,
+    "sparse_synthetic": _sparse_synthetic,
+    "matrix_completion": _matrix_completion,
+    "libsvm": _libsvm,
+}

@@ -1,0 +1,40 @@
+"""Models by name: ``build_model(name, dataset_meta, **options) -> Model``.
+
+==========================  ==========================================  =====================
+name                        what                                        options
+==========================  ==========================================  =====================
+``softmax``                 softmax regression (dense)                  ``batch_norm``
+``mlp``                     ReLU multilayer perceptron (dense)          ``hidden``, ``batch_norm``
+``cnn``                     two conv blocks + linear, for 8x8 digits    ``batch_norm``
+``sparse_logreg``           logistic regression, sparse weight table    ``l2``
+``matrix_factorization``    ``<p_u, q_i>`` over user and item tables    ``rank``, ``l2``
+==========================  ==========================================  =====================
+
+Every model also takes ``train=dataset.train``: the training split, which
+batch-norm models recalibrate their statistics on in ``evaluate`` and
+``l2 > 0`` counts row frequencies on. See :class:`workers.model_base.Model`
+for the contract.
+"""
+
+from __future__ import annotations
+
+from workers.dense_models import CNN, MLP, Softmax
+from workers.model_base import Model
+from workers.sparse_models import MatrixFactorization, SparseLogReg
+from workers.splits import Split
+from workers.validation import check, check_options, choose
+
+__all__ = ["Model", "MODELS", "build_model"]
+
+MODELS: dict[str, type[Model]] = {
+    cls.name: cls for cls in (Softmax, MLP, CNN, SparseLogReg, MatrixFactorization)
+}
+
+
+def build_model(name: str, dataset_meta: dict, *, train: Split | None = None, **options) -> Model:
+    """The model ``name`` for a data set with ``dataset_meta`` (``Dataset.meta``)."""
+    cls = choose(MODELS, name, "model name")
+    check(isinstance(dataset_meta, dict), "dataset_meta", type(dataset_meta).__name__,
+          "pass the data set's meta dict (dataset.meta)")
+    check_options(cls.__init__, options, f"model {name!r}", skip=("train",))
+    return cls(dataset_meta, train=train, **options)

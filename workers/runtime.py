@@ -1,0 +1,87 @@
+"""The worker runtime: what a protocol's loop runs inside.
+
+``WorkerRuntime`` implements ``protocols.WorkerContext`` over a model, a data
+shard and a client. Backends differ only in where the loop runs: a thread
+with its own event loop here, a Ray actor or a process elsewhere. Every
+training step and every push is reported through ``record(kind, **fields)``,
+a callable the backend supplies, so that ``workers`` never depends on how
+metrics are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Callable, Iterator
+
+import torch
+
+from protocols import Gradient, Protocol
+from ps import Client, ClientWrapper, Push, ShardClosed
+from workers.data_shards import DataShard
+from workers.gradient import loss_and_grad
+from workers.model_base import Model
+
+Record = Callable[..., None]
+
+
+class RecordingClient(ClientWrapper):
+    """Reports every push: which worker, which shard, the version it arrived
+    at, its staleness, and whether the rule applied it."""
+
+    def __init__(self, inner: Client, record: Record):
+        super().__init__(inner)
+        self.record = record
+
+    def _report(self, pushes: list[Push]) -> list[Push]:
+        for p in pushes:
+            self.record("push", worker=p.worker, shard=p.shard, version=p.version, staleness=p.staleness,
+                        applied=p.applied)
+        return pushes
+
+    async def push(self, grad, versions):
+        return self._report(await self.inner.push(grad, versions))
+
+    async def push_rows(self, table, rows, grad_rows, versions):
+        return self._report(await self.inner.push_rows(table, rows, grad_rows, versions))
+
+
+class WorkerRuntime:
+    """One worker: its data shard for ``steps`` steps, gradients from ``model``."""
+
+    def __init__(self, worker: int, num_workers: int, client: Client, model: Model, data: DataShard, steps: int,
+                 record: Record, stop: threading.Event):
+        self.worker = worker
+        self.num_workers = num_workers
+        self.client = RecordingClient(client, record)
+        self.model = model
+        self.data = data
+        self.steps = steps
+        self.record = record
+        self.stop = stop
+        self.step = 0  # steps taken so far
+
+    def batches(self) -> Iterator[object]:
+        for _, batch in zip(range(self.steps), self.data):
+            if self.stop.is_set():
+                return
+            yield batch
+
+    def rows(self, batch) -> dict[str, torch.Tensor]:
+        return self.model.rows(batch)
+
+    def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
+        loss, dense, row_grads = loss_and_grad(self.model, params, rows, batch)
+        self.step += 1
+        self.record("train", worker=self.worker, step=self.step, loss=loss, epoch=self.data.epoch)
+        return Gradient(loss, dense, row_grads)
+
+    def run(self, protocol: Protocol) -> None:
+        """Run the protocol's loop to its end on this thread, with its own event
+        loop. A shard closing under a waiting pull is the run ending, not an error."""
+        try:
+            asyncio.run(protocol.work(self))
+        except ShardClosed:
+            pass
+        finally:
+            self.client.close()
