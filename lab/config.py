@@ -104,7 +104,7 @@ class ModelConfig:
 
     section: ClassVar[str] = "model"
     name: str = "mlp"            # softmax | mlp | cnn | sparse_logreg | matrix_factorization
-    options: dict = field(default_factory=lambda: {"hidden": [128]})  # the model's keyword options
+    options: dict = field(default_factory=dict)  # the model's keyword options, e.g. {hidden = [64]}
 
     def __post_init__(self):
         _one_of(self, "name", MODELS)

@@ -31,18 +31,25 @@ class Evaluator:
         self.early_stopping = (optim.EarlyStopping(train.patience, train.min_delta, mode="min")
                                if train.early_stopping else None)
 
-    async def evaluate(self, min_version: int = 0) -> dict:
-        """Score the parameters once shard 0 has applied ``min_version`` updates."""
-        layout, model, data = self.experiment.layout, self.experiment.model, self.experiment.dataset
+    async def read(self, min_version: int = 0) -> tuple[dict, dict, int]:
+        """A copy of every parameter, named as the model names them, once shard 0
+        has applied ``min_version`` updates; and shard 0's version."""
+        layout, model = self.experiment.layout, self.experiment.model
         pulled = await self.client.pull([min_version] + [0] * (layout.num_shards - 1))
-        dense = unflatten(pulled.flat(), model.dense)
+        dense = unflatten(pulled.flat(out=torch.empty(layout.size)), model.dense)
+        self.client.close()  # copied: let the shards update in place again
         tables = {}
         for table, (rows, _) in layout.tables.items():
             tables[table], _ = await self.client.pull_rows(table, torch.arange(rows))
-        result = {"updates": pulled.versions[0]}
+        return dense, tables, pulled.versions[0]
+
+    async def evaluate(self, min_version: int = 0) -> dict:
+        """Score the parameters once shard 0 has applied ``min_version`` updates."""
+        model, data = self.experiment.model, self.experiment.dataset
+        dense, tables, updates = await self.read(min_version)
+        result = {"updates": updates}
         for split_name, split in (("val", data.val), ("test", data.test)):
             result.update({f"{split_name}_{k}": v for k, v in model.evaluate(dense, tables, split).items()})
-        self.client.close()  # let the shards update in place again until the next evaluation
         self.metrics.record("eval", **result, staleness=self.metrics.take_staleness())
         return result
 

@@ -22,7 +22,8 @@ from workers.runtime import WorkerRuntime
 EVALUATOR = -1  # the evaluator's reader id on the shards
 
 
-def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -> None:
+def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -> tuple[dict, dict]:
+    """Run the experiment; return the final ``(dense, tables)`` parameters."""
     # One torch thread: torch's OpenMP threads spin and take the cores the workers need.
     torch.set_num_threads(1)
     layout, workers = experiment.layout, experiment.config.cluster.workers
@@ -69,3 +70,5 @@ def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -
     bar.close()
     if failures:
         raise failures[0]
+    dense, tables, _ = asyncio.run(evaluator.read())
+    return dense, tables

@@ -1,7 +1,8 @@
 """``asyncps run``: a config in, a run directory out.
 
 ``runs/<name>/`` receives ``config.toml`` (fully resolved), ``metrics.jsonl``,
-``summary.json`` and the plots. The backend decides only where shards and
+``summary.json``, the plots, and ``model.pt``: the final parameters as
+``{"dense": {name: tensor}, "tables": {name: tensor}}`` (``torch.load`` it). The backend decides only where shards and
 workers run; the experiment, the metrics and the report are the same for all.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import torch
 
 from lab.config import Config, to_toml
 from lab.experiment import Experiment
@@ -28,7 +31,8 @@ def run(config: Config, progress: bool = True) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
     with Metrics(run_dir / "metrics.jsonl") as metrics:
-        BACKENDS[config.backend](experiment, metrics, progress)
+        dense, tables = BACKENDS[config.backend](experiment, metrics, progress)
+    torch.save({"dense": dense, "tables": tables}, run_dir / "model.pt")
     summary = summarize(run_dir, config.train.target_accuracy)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_run(run_dir)

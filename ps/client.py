@@ -96,8 +96,10 @@ class InProcessClient(Client):
     async def push(self, grad, versions) -> list[Push]:
         self._check_grad(grad)
         self._check_versions(versions)
-        return [shard.push(part, version, self.worker, self._reader)
-                for shard, part, version in zip(self.shards, self.layout.split(grad), versions)]
+        work = list(zip(self.shards, self.layout.split(grad), versions))
+        for shard, part, version in work:  # all checked first: a refused push changes no shard
+            shard.check_push(part, version)
+        return [shard.apply_push(part, version, self.worker, self._reader) for shard, part, version in work]
 
     async def pull_rows(self, table, rows):
         out = torch.empty(rows.numel(), self.layout.table(table)[1])
@@ -107,12 +109,18 @@ class InProcessClient(Client):
         return out, versions
 
     async def push_rows(self, table, rows, grad_rows, versions):
+        dim = self.layout.table(table)[1]
+        if not isinstance(grad_rows, torch.Tensor) or tuple(grad_rows.shape) != (rows.numel(), dim):
+            shape = tuple(grad_rows.shape) if isinstance(grad_rows, torch.Tensor) else type(grad_rows).__name__
+            raise ValueError(f"Invalid row gradients: {shape} (expected ({rows.numel()}, {dim}): one row per id)")
         routed = self.layout.route_rows(table, rows)
         missing = [shard for shard, _, _ in routed if shard not in versions]
         if missing:
             raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
-        return [self.shards[shard].push_rows(table, local, grad_rows[positions], versions[shard], self.worker)
-                for shard, positions, local in routed]
+        work = [(self.shards[shard], local, grad_rows[positions], versions[shard]) for shard, positions, local in routed]
+        for shard, local, grads, version in work:  # all checked first: a refused push changes no shard
+            shard.check_push_rows(table, local, grads, version)
+        return [shard.apply_push_rows(table, local, grads, version, self.worker) for shard, local, grads, version in work]
 
     def close(self) -> None:
         for shard in self.shards:

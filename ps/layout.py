@@ -37,7 +37,8 @@ class Layout:
 
     def __init__(self, dense: dict[str, tuple[int, ...]], tables: dict[str, tuple[int, int]] | None = None,
                  num_shards: int = 1):
-        check(isinstance(num_shards, int) and num_shards >= 1, "num_shards", num_shards,
+        check(isinstance(num_shards, int) and not isinstance(num_shards, bool) and num_shards >= 1, "num_shards",
+              num_shards,
               "num_shards must be a positive integer")
         self.dense = {name: tuple(shape) for name, shape in dense.items()}
         self.tables = {name: (int(rows), int(dim)) for name, (rows, dim) in (tables or {}).items()}
@@ -106,11 +107,15 @@ class Layout:
 
     def split_table(self, table: str, full: torch.Tensor) -> list[torch.Tensor]:
         """Each shard's rows of a whole table (copies, since they are strided)."""
+        shape = self.table(table)
+        check(tuple(full.shape) == shape, f"shape of table {table!r}", tuple(full.shape), f"the layout says {shape}")
         return [full[shard::self.num_shards].contiguous() for shard in range(self.num_shards)]
 
     def join_table(self, table: str, parts: list[torch.Tensor]) -> torch.Tensor:
         """The whole table back from its shard parts."""
         rows, dim = self.table(table)
+        check(len(parts) == self.num_shards, f"parts of table {table!r}", len(parts),
+              f"expected one per shard: {self.num_shards}")
         full = torch.empty(rows, dim, dtype=parts[0].dtype if parts else torch.float32)
         for shard, part in enumerate(parts):
             full[shard::self.num_shards] = part

@@ -48,9 +48,11 @@ class ShardClosed(RuntimeError):
     """The run is over: a pull that was waiting for a version will never get it."""
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
 def _all_finite(a) -> bool:
     # x * 0 is 0 for finite x and NaN for NaN or Inf: one vectorized pass, no branches.
+    # Only reassociation is allowed (it vectorizes the sum); full fastmath assumes
+    # no NaN/Inf and folds x * 0 to 0, which would accept every gradient.
     acc = a.dtype.type(0)
     for i in range(a.size):
         acc += a[i] * 0
@@ -112,11 +114,23 @@ class Shard:
 
         A push from a named reader ends that reader's hold on its snapshot.
         """
+        self.check_push(grad, read_version)
+        return self.apply_push(grad, read_version, worker, reader)
+
+    def check_push(self, grad: torch.Tensor, read_version: int) -> None:
+        """Raise ValueError if ``push`` would refuse this. Versions only grow, so
+        what passes here still passes later: a client checks every shard first
+        and a push refused by one shard changes none."""
         self._check_values(grad, (self.size,), "gradient")
+        with self._published_lock:
+            self._check_read_version(read_version)
+
+    def apply_push(self, grad: torch.Tensor, read_version: int, worker: int = 0,
+                   reader: Hashable | None = None) -> Push:
+        """``push`` without the checks, for a caller that made them with ``check_push``."""
         with self._update_lock:
             with self._published_lock:
                 self._held.pop(reader, None)
-                self._check_read_version(read_version)
                 push_at, current = self.version, self._published
                 if not any(current is held for held in self._held.values()):
                     # Nobody reads the published values: update them in place (no
@@ -159,15 +173,23 @@ class Shard:
 
     def push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int,
                   worker: int = 0) -> Push:
+        self.check_push_rows(table, ids, grad_rows, read_version)
+        return self.apply_push_rows(table, ids, grad_rows, read_version, worker)
+
+    def check_push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int) -> None:
         t = self._table(table)
         self._check_ids(table, ids)
         self._check_values(grad_rows, (ids.numel(), t.shape[1]), "row gradients")
+        with self._published_lock:
+            self._check_read_version(read_version)
+
+    def apply_push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int,
+                        worker: int = 0) -> Push:
         with self._update_lock:
             with self._published_lock:
-                self._check_read_version(read_version)
                 push_at = self.version
-            applied = self.rule.apply_rows(t, ids, grad_rows, self.table_states[table], worker=worker,
-                                           staleness=push_at - read_version, version=push_at)
+            applied = self.rule.apply_rows(self.tables[table], ids, grad_rows, self.table_states[table],
+                                           worker=worker, staleness=push_at - read_version, version=push_at)
             return self._finish(worker, read_version, push_at, applied, None)
 
     # -- checkpoints -----------------------------------------------------------

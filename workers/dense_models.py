@@ -148,7 +148,7 @@ class MLP(TorchClassifier):
 
     name = "mlp"
 
-    def __init__(self, meta: dict, *, hidden: list[int] | tuple[int, ...] = (64,), batch_norm: bool = False,
+    def __init__(self, meta: dict, *, hidden: list[int] | tuple[int, ...] = (128,), batch_norm: bool = False,
                  train: Split | None = None):
         check(isinstance(hidden, (list, tuple)) and len(hidden) > 0
               and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden),

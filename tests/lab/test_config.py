@@ -2,6 +2,8 @@
 
 import dataclasses
 
+from pathlib import Path
+
 import pytest
 
 from lab.config import (Config, ClusterConfig, DataConfig, ModelConfig, ProtocolConfig, ServerConfig, TrainConfig,
@@ -61,9 +63,13 @@ def test_no_file_gives_the_documented_defaults():
     assert config.model == ModelConfig("mlp", {})
     assert config.cluster == ClusterConfig(workers=4, shards=2)
     assert config.protocol == ProtocolConfig("downpour", {})
-    assert config.server == ServerConfig("adagrad", {"lr": 0.05})
-    assert config.train == TrainConfig(10.0, 50, 0.95, False, 5, 0.0)
+    assert config.server == ServerConfig("adagrad", {"lr": 0.1})
+    assert config.train == TrainConfig(30.0, 50, 0.95, False, 5, 0.0)
     assert str(config.run_dir) == "runs/quickstart"
+
+
+def test_the_quickstart_file_is_what_run_uses_without_a_config():
+    assert load_config(Path(__file__).parents[2] / "experiments" / "quickstart.toml") == load_config(None)
 
 
 def test_a_full_file_loads_every_key(tmp_path):
@@ -87,7 +93,7 @@ def test_to_toml_round_trips_through_load_config(tmp_path, text):
 
 def test_to_toml_is_fully_resolved():
     text = to_toml(load_config(None, ["cluster.workers=8"]))
-    for line in ['name = "quickstart"', "[cluster]", "workers = 8", "shards = 2", "[server.options]", "lr = 0.05",
+    for line in ['name = "quickstart"', "[cluster]", "workers = 8", "shards = 2", "[server.options]", "lr = 0.1",
                  "eval_every = 50", "early_stopping = false"]:
         assert line in text.splitlines()
 
@@ -95,14 +101,14 @@ def test_to_toml_is_fully_resolved():
 def test_to_dict_is_plain_nested_dicts_and_a_copy():
     config = load_config(None)
     tree = config.to_dict()
-    assert tree["cluster"] == {"workers": 4, "shards": 2} and tree["server"]["options"] == {"lr": 0.05}
+    assert tree["cluster"] == {"workers": 4, "shards": 2} and tree["server"]["options"] == {"lr": 0.1}
     tree["server"]["options"]["lr"] = 1.0
-    assert config.server.options == {"lr": 0.05}
+    assert config.server.options == {"lr": 0.1}
 
 
 def test_a_section_in_the_file_replaces_defaults_key_by_key_and_options_whole(tmp_path):
     keeps = load_config(write(tmp_path, '[server]\noptimizer = "sgd"\n'))
-    assert keeps.server == ServerConfig("sgd", {"lr": 0.05})
+    assert keeps.server == ServerConfig("sgd", {"lr": 0.1})
     replaced = load_config(write(tmp_path, "[server]\noptions = {momentum = 0.9}\n"))
     assert replaced.server == ServerConfig("adagrad", {"momentum": 0.9})
     assert load_config(write(tmp_path, "[cluster]\nworkers = 9\n")).cluster == ClusterConfig(9, 2)
@@ -123,7 +129,7 @@ OVERRIDES = [
     ("protocol.name=sync", "protocol.name", "sync"),              # unquoted: falls back to a string
     ('protocol.name="sync"', "protocol.name", "sync"),
     ("server.options.lr=0.1", "server.options", {"lr": 0.1}),
-    ("server.options.momentum=0.9", "server.options", {"lr": 0.05, "momentum": 0.9}),  # keeps the default lr
+    ("server.options.momentum=0.9", "server.options", {"lr": 0.1, "momentum": 0.9}),  # keeps the default lr
     ("server.options={momentum = 0.9}", "server.options", {"momentum": 0.9}),          # a table replaces whole
     ("protocol.options.n_fetch=4", "protocol.options", {"n_fetch": 4}),
     ("model.options.init.scale=0.01", "model.options", {"init": {"scale": 0.01}}),     # nested, created
@@ -194,7 +200,7 @@ ERRORS = [
      "Invalid config value protocol.options = 1 (must be a table, e.g. {n_fetch = 1, n_push = 1})"),
     (None, ["server.optimizer=adamm"],
      f"Invalid config value server.optimizer = 'adamm' (choose one of: {', '.join(sorted(OPTIMIZERS))})"),
-    (None, ["server.options=0.1"], "Invalid config value server.options = 0.1 (must be a table, e.g. {lr = 0.05})"),
+    (None, ["server.options=0.1"], "Invalid config value server.options = 0.1 (must be a table, e.g. {lr = 0.1})"),
     ('[train]\nepochs = "ten"\n', [], "Invalid config value train.epochs = 'ten' (must be a positive number)"),
     (None, ["train.epochs=0"], "Invalid config value train.epochs = 0 (must be a positive number)"),
     (None, ["train.epochs=inf"], "Invalid config value train.epochs = inf (must be a positive number)"),
