@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench clean
+.PHONY: run test bench protos clean
 
 # torch is pinned here, before the project, so that the package's own range
 # (torch>=2.3) is already satisfied and pip never fetches a CUDA build.
@@ -19,8 +19,12 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+protos: $(VENV)/.installed
+	PYTHON=$(PY) protos/gen.sh
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/optim_bench.py
+	$(PY) benchmarks/ps_local_bench.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from lab import cluster
 from lab.config import load_config
 from lab.runner import run
 from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
@@ -100,12 +101,67 @@ def run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the cluster programs (what docker-compose runs) -------------------------------
+def read_file(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def addresses(text: str) -> list[str]:
+    """An argparse type: comma-separated HOST:PORT shard addresses, in shard order."""
+    found = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in found if a.rpartition(":")[2].isdigit() is False]
+    if not found or bad:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT[,HOST:PORT...] in shard order, got {text!r}")
+    return found
+
+
+def add_serve(commands) -> None:
+    command = commands.add_parser("serve", help="serve one parameter-server shard over gRPC",
+                                  description="Serve shard S of the experiment CONFIG until SIGTERM. "
+                                  "A shared token is read from ASYNCPS_TOKEN.")
+    command.add_argument("config")
+    command.add_argument("--shard", type=int, required=True)
+    command.add_argument("--port", type=int, default=50051)
+    command.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    command.add_argument("--tls-cert", help="PEM certificate; with --tls-key, serve TLS only")
+    command.add_argument("--tls-key", help="PEM private key")
+    command.set_defaults(run=lambda a: cluster.serve_main(
+        a.config, a.shard, a.port, a.host,
+        (read_file(a.tls_key), read_file(a.tls_cert)) if a.tls_cert and a.tls_key else None))
+
+
+def add_work(commands) -> None:
+    command = commands.add_parser("work", help="run one worker process against gRPC shards")
+    command.add_argument("config")
+    command.add_argument("--worker", type=int, required=True)
+    command.add_argument("--shards", type=addresses, required=True, metavar="HOST:PORT,...")
+    command.add_argument("--run-dir", required=True, help="where the worker records its metrics")
+    command.add_argument("--tls-ca", help="PEM certificate authority of the shards' TLS certificates")
+    command.set_defaults(run=lambda a: cluster.work_main(a.config, a.worker, a.shards, a.run_dir,
+                                                         read_file(a.tls_ca)))
+
+
+def add_evaluate(commands) -> None:
+    command = commands.add_parser("evaluate", help="evaluate a gRPC cluster's run and write its run directory")
+    command.add_argument("config")
+    command.add_argument("--shards", type=addresses, required=True, metavar="HOST:PORT,...")
+    command.add_argument("--run-dir", help="default: <out_dir>/<name> from the config")
+    command.add_argument("--tls-ca", help="PEM certificate authority of the shards' TLS certificates")
+    command.set_defaults(run=lambda a: cluster.evaluate_main(a.config, a.shards, a.run_dir, read_file(a.tls_ca)))
+
+
+def add_health(commands) -> None:
+    command = commands.add_parser("health", help="exit 0 if the shard at HOST:PORT is serving")
+    command.add_argument("address")
+    command.set_defaults(run=lambda a: cluster.health_main(a.address))
+
+
 # -- the parser ------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncps", description="Run and study asynchronous SGD on a parameter server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_run, add_visualize):
+    for add in (add_run, add_serve, add_work, add_evaluate, add_health, add_visualize):
         add(commands)
     return parser
 

@@ -9,7 +9,7 @@ the run once the validation loss has stopped improving.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Awaitable, Callable
 
 import torch
 
@@ -21,7 +21,8 @@ from workers.gradient import unflatten
 
 
 class Evaluator:
-    def __init__(self, experiment: Experiment, client: Client, metrics: Metrics, end_run: Callable[[], None]):
+    def __init__(self, experiment: Experiment, client: Client, metrics: Metrics,
+                 end_run: Callable[[], Awaitable[None]]):
         self.experiment = experiment
         self.client = client
         self.metrics = metrics
@@ -64,7 +65,7 @@ class Evaluator:
                     self.metrics.record("event", message=f"early stopping after {result['updates']} updates: "
                                                          f"no validation improvement in {self.early_stopping.patience}"
                                                          " evaluations")
-                    self.end_run()
+                    await self.end_run()
                     return
         except ShardClosed:
             return

@@ -45,7 +45,10 @@ def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -
 
     metrics.listeners.append(move_bar)
     record = metrics.record
-    evaluator = Evaluator(experiment, InProcessClient(layout, shards, EVALUATOR), metrics, end_run)
+    async def end_run_async() -> None:
+        end_run()
+
+    evaluator = Evaluator(experiment, InProcessClient(layout, shards, EVALUATOR), metrics, end_run_async)
     runtimes = [WorkerRuntime(w, workers, InProcessClient(layout, shards, w), experiment.model,
                               experiment.data_shards[w], experiment.steps, record, stop) for w in range(workers)]
     failures: list[BaseException] = []

@@ -30,17 +30,20 @@ def staleness_summary(values: list[int]) -> dict:
 class Metrics:
     """A thread-safe JSONL writer; ``record(kind, **fields)`` is what workers are handed."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, start: float | None = None):
+        """Times are seconds since ``start`` (default: now) on ``clock``: wall
+        time, so that records written by several processes line up."""
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("w")
         self._lock = threading.Lock()
         self._clock = clock
-        self._start = clock()
+        self.start = clock() if start is None else start
         self._staleness_since_eval: list[int] = []
         self.listeners: list[Callable[[str, dict], None]] = []  # told of every record (a progress bar)
 
     def now(self) -> float:
-        return self._clock() - self._start
+        return self._clock() - self.start
 
     def record(self, kind: str, **fields) -> None:
         line = json.dumps({"time": round(self.now(), 6), "kind": kind, **fields})
@@ -66,6 +69,33 @@ class Metrics:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+WORKER_PARTS = "workers"  # <run_dir>/workers/worker-<w>.jsonl: what worker processes record
+
+
+def merge_worker_parts(run_dir: Path, start: float) -> None:
+    """Fold the worker processes' records (absolute wall times) into
+    ``metrics.jsonl``, in time order, and give every evaluation the staleness
+    of the pushes since the previous one (the evaluator could not see them)."""
+    run_dir = Path(run_dir)
+    parts = sorted((run_dir / WORKER_PARTS).glob("worker-*.jsonl"))
+    if not parts:
+        return
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for part in parts:
+        for line in part.read_text().splitlines():
+            record = json.loads(line)
+            record["time"] = round(record["time"] - start, 6)
+            lines.append(record)
+    lines.sort(key=lambda m: m["time"])
+    since_eval: list[int] = []
+    for m in lines:
+        if m["kind"] == "push":
+            since_eval.append(m["staleness"])
+        elif m["kind"] == "eval":
+            m["staleness"], since_eval = staleness_summary(since_eval), []
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
 
 
 def summarize(run_dir: Path, target_accuracy: float) -> dict:

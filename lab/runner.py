@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
+from lab.cluster import run_grpc
 from lab.config import Config, to_toml
 from lab.experiment import Experiment
 from lab.local import run_local
-from lab.metrics import Metrics, summarize
+from lab.metrics import Metrics, merge_worker_parts, summarize
 from lab.plots import plot_run
 
-BACKENDS = {"local": run_local}
+BACKENDS = {"local": run_local, "grpc": run_grpc}
 
 
 def run(config: Config, progress: bool = True) -> Path:
@@ -32,8 +33,14 @@ def run(config: Config, progress: bool = True) -> Path:
     (run_dir / "config.toml").write_text(to_toml(config))
     with Metrics(run_dir / "metrics.jsonl") as metrics:
         dense, tables = BACKENDS[config.backend](experiment, metrics, progress)
+    finish(config, run_dir, metrics.start, dense, tables)
+    return run_dir
+
+
+def finish(config: Config, run_dir: Path, start: float, dense: dict, tables: dict) -> None:
+    """The run directory's results: merged metrics, model.pt, summary.json, plots."""
+    merge_worker_parts(run_dir, start)
     torch.save({"dense": dense, "tables": tables}, run_dir / "model.pt")
     summary = summarize(run_dir, config.train.target_accuracy)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_run(run_dir)
-    return run_dir

@@ -76,12 +76,16 @@ class WorkerRuntime:
         self.record("train", worker=self.worker, step=self.step, loss=loss, epoch=self.data.epoch)
         return Gradient(loss, dense, row_grads)
 
-    def run(self, protocol: Protocol) -> None:
-        """Run the protocol's loop to its end on this thread, with its own event
-        loop. A shard closing under a waiting pull is the run ending, not an error."""
+    async def work(self, protocol: Protocol) -> None:
+        """The protocol's loop to its end. A shard closing under a waiting pull
+        is the run ending, not an error."""
         try:
-            asyncio.run(protocol.work(self))
+            await protocol.work(self)
         except ShardClosed:
             pass
         finally:
             self.client.close()
+
+    def run(self, protocol: Protocol) -> None:
+        """``work`` on this thread, with its own event loop."""
+        asyncio.run(self.work(protocol))

@@ -1,0 +1,1 @@
+"""The wire contract (ps.proto) and its generated stubs; regenerate with `make protos`."""

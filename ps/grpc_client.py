@@ -1,0 +1,166 @@
+"""The Client interface over gRPC: one channel per shard, calls fanned out concurrently.
+
+Status codes come back as the exceptions the in-process client raises:
+INVALID_ARGUMENT -> ValueError, FAILED_PRECONDITION -> ShardClosed,
+DEADLINE_EXCEEDED -> TimeoutError, UNAUTHENTICATED -> PermissionError. A shard
+that is UNAVAILABLE (starting, restarting) is retried with exponential
+back-off for up to ``retry_seconds``; after that, ConnectionError. Pulled
+values land in one buffer per shard that is reused: like an in-process
+snapshot, a pull is valid until this client's next pull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import torch
+
+from protos import ps_pb2, ps_pb2_grpc
+from ps.client import Client, Pulled
+from ps.layout import Layout
+from ps.shard import Push, ShardClosed
+from ps.wire import Assembler, chunks, ids_to_bytes, meta_of
+
+
+def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
+    detail = f"{address}: {err.details()}"
+    return {grpc.StatusCode.INVALID_ARGUMENT: ValueError,
+            grpc.StatusCode.FAILED_PRECONDITION: ShardClosed,
+            grpc.StatusCode.DEADLINE_EXCEEDED: TimeoutError,
+            grpc.StatusCode.UNAUTHENTICATED: PermissionError}.get(err.code(), ConnectionError)(detail)
+
+
+class GrpcClient(Client):
+    def __init__(self, layout: Layout, addresses: list[str], worker: int, *, token: str | None = None,
+                 tls_ca: bytes | None = None, deadline: float = 600.0, retry_seconds: float = 30.0):
+        super().__init__(layout, worker)
+        if len(addresses) != layout.num_shards:
+            raise ValueError(f"Invalid shard addresses: {len(addresses)} given for {layout.num_shards} shards")
+        self.addresses = list(addresses)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.tls_ca = tls_ca
+        self.deadline = deadline
+        self.retry_seconds = retry_seconds
+        self._loop = None
+        self._stubs: list[ps_pb2_grpc.ParameterServerStub] = []
+        self._channels: list[grpc.aio.Channel] = []
+        self._buffers: list[torch.Tensor | None] = [None] * layout.num_shards
+
+    def _stub(self, shard: int) -> ps_pb2_grpc.ParameterServerStub:
+        # grpc.aio channels belong to the event loop they were made in.
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._channels = [self._channel(address) for address in self.addresses]
+            self._stubs = [ps_pb2_grpc.ParameterServerStub(channel) for channel in self._channels]
+        return self._stubs[shard]
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        if self.tls_ca is None:
+            return grpc.aio.insecure_channel(address)
+        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=self.tls_ca))
+
+    async def _call(self, shard: int, rpc):
+        """Run ``rpc(stub)``, retrying with back-off while the shard is unavailable."""
+        give_up, delay = time.monotonic() + self.retry_seconds, 0.05
+        while True:
+            try:
+                return await rpc(self._stub(shard))
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > give_up:
+                    raise _error(err, self.addresses[shard]) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _receive(self, call, out: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        assembler, version = None, 0
+        async for message in call:
+            if assembler is None:
+                assembler, version = Assembler(message.meta, out), message.version
+            else:
+                assembler.add(message.data)
+        return assembler.finish(), version
+
+    async def _push_stream(self, header: ps_pb2.PushHeader, tensor: torch.Tensor):
+        yield ps_pb2.PushChunk(header=header)
+        for data in chunks(tensor):
+            yield ps_pb2.PushChunk(data=bytes(data))
+
+    # -- the four verbs --------------------------------------------------------
+    async def pull(self, min_versions=None) -> Pulled:
+        wanted = min_versions or [0] * self.layout.num_shards
+
+        async def one(shard: int):
+            request = ps_pb2.PullRequest(min_version=wanted[shard])
+            return await self._call(shard, lambda stub: self._receive(
+                stub.Pull(request, metadata=self.metadata, timeout=self.deadline), self._buffers[shard]))
+
+        results = await asyncio.gather(*(one(s) for s in range(self.layout.num_shards)))
+        self._buffers = [values for values, _ in results]
+        return Pulled(list(self._buffers), [version for _, version in results])
+
+    async def push(self, grad, versions) -> list[Push]:
+        self._check_grad(grad)
+        self._check_versions(versions)
+
+        async def one(shard: int, part: torch.Tensor):
+            header = ps_pb2.PushHeader(read_version=versions[shard], worker=self.worker, meta=meta_of(part))
+            reply = await self._call(shard, lambda stub: stub.Push(
+                self._push_stream(header, part), metadata=self.metadata, timeout=self.deadline))
+            return Push(shard, self.worker, versions[shard], reply.version, reply.applied)
+
+        return list(await asyncio.gather(*(one(s, p) for s, p in enumerate(self.layout.split(grad)))))
+
+    async def pull_rows(self, table, rows):
+        out = torch.empty(rows.numel(), self.layout.table(table)[1])
+
+        async def one(shard: int, local: torch.Tensor):
+            request = ps_pb2.PullRowsRequest(table=table, row_ids=ids_to_bytes(local))
+            return await self._call(shard, lambda stub: self._receive(
+                stub.PullRows(request, metadata=self.metadata, timeout=self.deadline), None))
+
+        routed = self.layout.route_rows(table, rows)
+        results = await asyncio.gather(*(one(shard, local) for shard, _, local in routed))
+        versions = {}
+        for (shard, positions, _), (values, version) in zip(routed, results):
+            out[positions], versions[shard] = values, version
+        return out, versions
+
+    async def push_rows(self, table, rows, grad_rows, versions):
+        routed = self.layout.route_rows(table, rows)
+        missing = [shard for shard, _, _ in routed if shard not in versions]
+        if missing:
+            raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
+
+        async def one(shard: int, positions: torch.Tensor, local: torch.Tensor):
+            grads = grad_rows[positions].contiguous()
+            header = ps_pb2.PushHeader(read_version=versions[shard], worker=self.worker, table=table,
+                                       row_ids=ids_to_bytes(local), meta=meta_of(grads))
+            reply = await self._call(shard, lambda stub: stub.PushRows(
+                self._push_stream(header, grads), metadata=self.metadata, timeout=self.deadline))
+            return Push(shard, self.worker, versions[shard], reply.version, reply.applied)
+
+        return list(await asyncio.gather(*(one(*r) for r in routed)))
+
+    # -- the end of a run ------------------------------------------------------
+    async def status(self) -> list[ps_pb2.StatusReply]:
+        return list(await asyncio.gather(*(self._call(s, lambda stub: stub.Status(
+            ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline))
+            for s in range(self.layout.num_shards))))
+
+    async def worker_done(self) -> None:
+        await asyncio.gather(*(self._call(s, lambda stub: stub.WorkerDone(
+            ps_pb2.WorkerDoneRequest(worker=self.worker), metadata=self.metadata, timeout=self.deadline))
+            for s in range(self.layout.num_shards)))
+
+    async def close_run(self) -> None:
+        await asyncio.gather(*(self._call(s, lambda stub: stub.Close(
+            ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline))
+            for s in range(self.layout.num_shards)))
+
+    async def aclose(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+        self._loop, self._channels, self._stubs = None, [], []

@@ -1,0 +1,82 @@
+"""Tensors on the wire: raw little-endian bytes with dtype and shape, in chunks.
+
+A stream's first message carries the metadata and later messages one chunk
+each, so a tensor of any size moves under gRPC's 4 MB message limit. The
+receiver writes each chunk straight into a tensor allocated once from the
+metadata.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from protos import ps_pb2
+
+CHUNK_BYTES = 2 << 20  # 2 MiB: well under the 4 MB default, large enough that per-message costs vanish
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
+
+assert sys.byteorder == "little", "asyncps sends raw little-endian bytes"
+
+
+def meta_of(t: torch.Tensor) -> ps_pb2.TensorMeta:
+    return ps_pb2.TensorMeta(dtype=str(t.dtype).removeprefix("torch."), shape=list(t.shape),
+                             nbytes=t.numel() * t.element_size())
+
+
+def chunks(t: torch.Tensor) -> Iterator[memoryview]:
+    """The tensor's bytes, CHUNK_BYTES at a time (views, no copy)."""
+    raw = memoryview(t.detach().contiguous().view(-1).numpy()).cast("B")
+    for start in range(0, len(raw), CHUNK_BYTES):
+        yield raw[start:start + CHUNK_BYTES]
+
+
+def ids_to_bytes(ids: torch.Tensor) -> bytes:
+    return ids.to(torch.int64).contiguous().numpy().tobytes()
+
+
+def ids_from_bytes(raw: bytes) -> torch.Tensor:
+    if len(raw) % 8:
+        raise ValueError(f"Invalid row ids: {len(raw)} bytes (int64 ids take 8 bytes each)")
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.int64).copy())
+
+
+class Assembler:
+    """Receives a tensor's chunks in order into one buffer, checking as it goes."""
+
+    def __init__(self, meta: ps_pb2.TensorMeta, out: torch.Tensor | None = None):
+        if meta.dtype not in DTYPES:
+            raise ValueError(f"Invalid dtype: {meta.dtype!r} (send one of {sorted(DTYPES)})")
+        shape = tuple(meta.shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"Invalid shape: {shape} (dimensions must be >= 0)")
+        self.tensor = out if out is not None and out.dtype == DTYPES[meta.dtype] and tuple(out.shape) == shape \
+            else torch.empty(shape, dtype=DTYPES[meta.dtype])
+        expected = self.tensor.numel() * self.tensor.element_size()
+        if meta.nbytes != expected:
+            raise ValueError(f"Invalid size: nbytes {meta.nbytes} for a {meta.dtype} tensor of shape {shape} "
+                             f"(expected {expected})")
+        self._raw = self.tensor.view(-1).numpy().view(np.uint8)
+        self._filled = 0
+
+    def add(self, data: bytes) -> None:
+        end = self._filled + len(data)
+        if end > len(self._raw):
+            raise ValueError(f"Malformed chunks: {end} bytes received for a tensor of {len(self._raw)}")
+        self._raw[self._filled:end] = np.frombuffer(data, dtype=np.uint8)
+        self._filled = end
+
+    def finish(self) -> torch.Tensor:
+        if self._filled != len(self._raw):
+            raise ValueError(f"Malformed chunks: the stream ended after {self._filled} of {len(self._raw)} bytes")
+        return self.tensor
+
+
+def receive(meta: ps_pb2.TensorMeta, datas: Iterable[bytes], out: torch.Tensor | None = None) -> torch.Tensor:
+    assembler = Assembler(meta, out)
+    for data in datas:
+        assembler.add(data)
+    return assembler.finish()
