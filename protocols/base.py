@@ -29,6 +29,7 @@ class Gradient:
 class WorkerContext(Interface):
     worker: int  # this worker's index, 0..num_workers-1
     num_workers: int
+    steps: int  # this worker's budget of steps, the same for every worker
     client: Client
 
     def batches(self) -> Iterator[object]:

@@ -12,6 +12,10 @@ per round. With ``backup_workers = b`` (Chen, Pan, Monga, Bengio & Jozefowicz,
 "Revisiting Distributed Synchronous SGD", 2016), a shard applies after the
 first N - b gradients. The stragglers' gradients for a version already
 applied are dropped, so the slowest b workers never hold up a round.
+
+A run is ``steps`` rounds. A straggler skips the rounds it missed and so
+has batches left at the end. It stops when the last round has been applied,
+rather than waiting for a round that too few workers remain to complete.
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ class Sync(Protocol):
         parameters = torch.empty(client.layout.size) if client.layout.num_shards > 1 else None
         versions = [0] * client.layout.num_shards
         for batch in ctx.batches():
+            if versions[0] >= ctx.steps:  # every round of the run has been applied
+                return
             pulled = await client.pull(min_versions=versions)
             g = ctx.gradient(pulled.flat(out=parameters), {}, batch)
             await client.push(g.dense, pulled.versions)
