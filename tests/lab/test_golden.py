@@ -1,5 +1,6 @@
-"""Golden equivalences of the local backend: what asynchronous and synchronous
-runs must reduce to, checked against plain single-process training loops."""
+"""Golden equivalences on every backend: what asynchronous and synchronous runs
+must reduce to, checked against plain single-process training loops. The
+grpc backend runs every shard and worker as a real process on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ from workers.runtime import WorkerRuntime
 from workers.splits import DenseSplit
 
 
-def run_experiment(tmp_path, *overrides):
-    config = load_config(None, ["train.eval_every=100000", f"out_dir={tmp_path}", *overrides])
+BACKENDS = ["local", "grpc"]
+backends = pytest.mark.parametrize("backend", BACKENDS)
+
+
+def run_experiment(tmp_path, backend, *overrides):
+    config = load_config(None, ["train.eval_every=100000", f"out_dir={tmp_path}", f"backend={backend}", *overrides])
     run_dir = run(config, progress=False)
     saved = torch.load(run_dir / "model.pt")
     return config, run_dir, saved
@@ -52,22 +57,25 @@ def one_worker_batches(exp):
     return iter(exp.data_shards[0])
 
 
-def test_downpour_one_worker_equals_sequential_training_with_the_server_optimizer(tmp_path):
-    config, _, saved = run_experiment(tmp_path, "cluster.workers=1", "cluster.shards=3", "train.epochs=2",
+@backends
+def test_downpour_one_worker_equals_sequential_training_with_the_server_optimizer(tmp_path, backend):
+    config, _, saved = run_experiment(tmp_path, backend, "cluster.workers=1", "cluster.shards=3", "train.epochs=2",
                                       "protocol.name=downpour")
     assert relative_error(final_flat(config, saved), sequential(config, one_worker_batches)) <= 1e-6
 
 
-def test_sync_one_worker_equals_single_process_training(tmp_path):
-    config, _, saved = run_experiment(tmp_path, "cluster.workers=1", "cluster.shards=2", "train.epochs=2",
+@backends
+def test_sync_one_worker_equals_single_process_training(tmp_path, backend):
+    config, _, saved = run_experiment(tmp_path, backend, "cluster.workers=1", "cluster.shards=2", "train.epochs=2",
                                       "protocol.name=sync", "server.optimizer=adam", "server.options={lr = 0.01}")
     assert relative_error(final_flat(config, saved), sequential(config, one_worker_batches)) <= 1e-6
 
 
-def test_sync_k_workers_equals_single_process_training_on_the_concatenated_batch(tmp_path):
+@backends
+def test_sync_k_workers_equals_single_process_training_on_the_concatenated_batch(tmp_path, backend):
     # Half an epoch of batches of 16: every worker's batches are full, so the mean
     # of the workers' mean gradients is the gradient of the concatenated batch.
-    config, _, saved = run_experiment(tmp_path, "cluster.workers=3", "cluster.shards=2", "train.epochs=0.5",
+    config, _, saved = run_experiment(tmp_path, backend, "cluster.workers=3", "cluster.shards=2", "train.epochs=0.5",
                                       "data.batch_size=16", "protocol.name=sync", "server.optimizer=sgd",
                                       "server.options={lr = 0.1, momentum = 0.9}")
 
@@ -85,14 +93,16 @@ def pushes(run_dir) -> list[dict]:
     return [m for m in map(json.loads, lines) if m["kind"] == "push"]
 
 
-def test_one_worker_sees_no_staleness(tmp_path):
-    _, run_dir, _ = run_experiment(tmp_path, "cluster.workers=1", "train.epochs=1")
+@backends
+def test_one_worker_sees_no_staleness(tmp_path, backend):
+    _, run_dir, _ = run_experiment(tmp_path, backend, "cluster.workers=1", "train.epochs=1")
     recorded = pushes(run_dir)
     assert recorded and all(p["staleness"] == 0 for p in recorded)
 
 
-def test_staleness_is_consistent_with_the_versions_read(tmp_path):
-    config, run_dir, _ = run_experiment(tmp_path, "cluster.workers=4", "cluster.shards=2", "train.epochs=2")
+@backends
+def test_staleness_is_consistent_with_the_versions_read(tmp_path, backend):
+    config, run_dir, _ = run_experiment(tmp_path, backend, "cluster.workers=4", "cluster.shards=2", "train.epochs=2")
     recorded = pushes(run_dir)
     exp = Experiment.build(config)
     assert len(recorded) == 4 * exp.steps * 2  # every step pushes to both shards
@@ -123,19 +133,18 @@ class RowLog(ClientWrapper):
         return await self.inner.push_rows(table, rows, grad_rows, versions)
 
 
-def test_sparse_model_moves_only_touched_rows_and_its_shards_agree_with_a_dense_run():
-    config = load_config(None, ["data.dataset=sparse_synthetic",
-                                "data.options={num_features = 3000, num_examples = 1500}",
-                                "model.name=sparse_logreg", "cluster.workers=1", "cluster.shards=3",
-                                "train.epochs=1", "server.options={lr = 0.5}"])
-    exp = Experiment.build(config)
+SPARSE = ["data.dataset=sparse_synthetic", "data.options={num_features = 3000, num_examples = 1500}",
+          "model.name=sparse_logreg", "cluster.workers=1", "cluster.shards=3", "train.epochs=1",
+          "server.options={lr = 0.5}"]
+
+
+def test_sparse_model_pulls_and_pushes_only_the_rows_each_batch_touches():
+    exp = Experiment.build(load_config(None, SPARSE))
     shards = make_shards(exp.layout, exp.initial_flat, exp.initial_tables, exp.server_rule())
     client = RowLog(InProcessClient(exp.layout, shards, worker=0))
     runtime = WorkerRuntime(0, 1, client, exp.model, exp.data_shards[0], exp.steps, lambda *a, **k: None,
                             threading.Event())
     runtime.run(exp.protocol)
-
-    # The rows moved each step are exactly the rows the batch touches.
     batches = list(itertools.islice(iter(exp.data_shards[0]), exp.steps))
     touched = [exp.model.rows(b)["weights"] for b in batches]
     assert len(client.pulled) == len(client.pushed) == exp.steps
@@ -143,18 +152,22 @@ def test_sparse_model_moves_only_touched_rows_and_its_shards_agree_with_a_dense_
         assert torch.equal(pulled, want) and torch.equal(pushed, want)
     assert max(len(t) for t in touched) < exp.layout.tables["weights"][0] / 10
 
+
+@backends
+def test_sparse_shards_agree_with_a_dense_run(tmp_path, backend):
+    config, _, saved = run_experiment(tmp_path, backend, *SPARSE)
+    exp = Experiment.build(config)
     # A dense run: one process, the whole table, a dense gradient with zeros off the batch.
     opt = optim.create(config.server.optimizer, **config.server.options)
     table, bias = exp.initial_tables["weights"].clone(), exp.initial_flat.clone()
     table_state, bias_state = opt.init(table), opt.init(bias)
-    for batch, rows in zip(batches, touched):
+    for batch in itertools.islice(iter(exp.data_shards[0]), exp.steps):
+        rows = exp.model.rows(batch)["weights"]
         _, bias_grad, row_grads = loss_and_grad(exp.model, bias, {"weights": table[rows]}, batch)
-        dense_grad = torch.zeros_like(table).index_add_(0, rows, row_grads["weights"])
-        opt.step(table, dense_grad, table_state)
+        opt.step(table, torch.zeros_like(table).index_add_(0, rows, row_grads["weights"]), table_state)
         opt.step(bias, bias_grad, bias_state)
-    sharded = exp.layout.join_table("weights", [s.tables["weights"] for s in shards])
-    assert relative_error(sharded, table) <= 1e-6
-    assert relative_error(torch.cat([s.pull()[0] for s in shards]), bias) <= 1e-6
+    assert relative_error(saved["tables"]["weights"], table) <= 1e-6
+    assert relative_error(exp.layout.flatten(saved["dense"]), bias) <= 1e-6
 
 
 def test_factory_errors_name_their_config_section(tmp_path):
