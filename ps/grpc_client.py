@@ -21,7 +21,8 @@ from protos import ps_pb2, ps_pb2_grpc
 from ps.client import Client, Pulled
 from ps.layout import Layout
 from ps.shard import Push, ShardClosed
-from ps.wire import Assembler, chunks, ids_to_bytes, meta_of
+from ps.grpc_server import SERVICE
+from ps.wire import Assembler, chunks, decode_data, encode_data, ids_to_bytes, meta_of
 
 
 def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
@@ -30,6 +31,19 @@ def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
             grpc.StatusCode.FAILED_PRECONDITION: ShardClosed,
             grpc.StatusCode.DEADLINE_EXCEEDED: TimeoutError,
             grpc.StatusCode.UNAUTHENTICATED: PermissionError}.get(err.code(), ConnectionError)(detail)
+
+
+class TensorStub(ps_pb2_grpc.ParameterServerStub):
+    """The generated stub, with the tensor streams passing raw bytes (see ps.wire)."""
+
+    def __init__(self, channel: grpc.aio.Channel):
+        super().__init__(channel)
+        self.Pull = channel.unary_stream(f"/{SERVICE}/Pull", request_serializer=ps_pb2.PullRequest.SerializeToString)
+        self.PullRows = channel.unary_stream(f"/{SERVICE}/PullRows",
+                                             request_serializer=ps_pb2.PullRowsRequest.SerializeToString)
+        self.Push = channel.stream_unary(f"/{SERVICE}/Push", response_deserializer=ps_pb2.PushReply.FromString)
+        self.PushRows = channel.stream_unary(f"/{SERVICE}/PushRows",
+                                             response_deserializer=ps_pb2.PushReply.FromString)
 
 
 class GrpcClient(Client):
@@ -44,7 +58,7 @@ class GrpcClient(Client):
         self.deadline = deadline
         self.retry_seconds = retry_seconds
         self._loop = None
-        self._stubs: list[ps_pb2_grpc.ParameterServerStub] = []
+        self._stubs: list[TensorStub] = []
         self._channels: list[grpc.aio.Channel] = []
         self._buffers: list[torch.Tensor | None] = [None] * layout.num_shards
 
@@ -54,7 +68,7 @@ class GrpcClient(Client):
         if loop is not self._loop:
             self._loop = loop
             self._channels = [self._channel(address) for address in self.addresses]
-            self._stubs = [ps_pb2_grpc.ParameterServerStub(channel) for channel in self._channels]
+            self._stubs = [TensorStub(channel) for channel in self._channels]
         return self._stubs[shard]
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -76,17 +90,18 @@ class GrpcClient(Client):
 
     async def _receive(self, call, out: torch.Tensor | None) -> tuple[torch.Tensor, int]:
         assembler, version = None, 0
-        async for message in call:
+        async for raw in call:
             if assembler is None:
-                assembler, version = Assembler(message.meta, out), message.version
+                first = ps_pb2.TensorChunk.FromString(raw)
+                assembler, version = Assembler(first.meta, out), first.version
             else:
-                assembler.add(message.data)
+                assembler.add(decode_data(3, raw, ps_pb2.TensorChunk))
         return assembler.finish(), version
 
     async def _push_stream(self, header: ps_pb2.PushHeader, tensor: torch.Tensor):
-        yield ps_pb2.PushChunk(header=header)
+        yield ps_pb2.PushChunk(header=header).SerializeToString()
         for data in chunks(tensor):
-            yield ps_pb2.PushChunk(data=bytes(data))
+            yield encode_data(2, data)
 
     # -- the four verbs --------------------------------------------------------
     async def pull(self, min_versions=None) -> Pulled:

@@ -16,8 +16,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos import ps_pb2, ps_pb2_grpc
+
+SERVICE = "asyncps.ParameterServer"
 from ps.shard import Shard, ShardClosed
-from ps.wire import chunks, ids_from_bytes, meta_of, receive
+from ps.wire import chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
 
 
 def _invalid(context, err: Exception):
@@ -45,25 +47,24 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         except ShardClosed as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         try:
-            yield ps_pb2.TensorChunk(meta=meta_of(values), version=version)
-            for data in chunks(values):
-                yield ps_pb2.TensorChunk(data=bytes(data))
+            yield from self._stream(values, version)
         finally:
             self.shard.release(reader)
 
+    @staticmethod
+    def _stream(values, version: int):
+        """A pull stream, already encoded: the metadata, then TensorChunk.data chunks."""
+        yield ps_pb2.TensorChunk(meta=meta_of(values), version=version).SerializeToString()
+        for data in chunks(values):
+            yield encode_data(3, data)
+
     def _header_and_data(self, request_iterator, context):
-        first = next(request_iterator, None)
+        raw = next(request_iterator, None)
+        first = ps_pb2.PushChunk.FromString(raw) if raw is not None else None
         if first is None or not first.HasField("header"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "Malformed chunks: a push stream starts with a header message (PushChunk.header)")
-
-        def datas():
-            for message in request_iterator:
-                if message.HasField("header"):
-                    raise ValueError("Malformed chunks: a second header inside one push stream")
-                yield message.data
-
-        return first.header, datas()
+        return first.header, (decode_data(2, raw, ps_pb2.PushChunk) for raw in request_iterator)
 
     def Push(self, request_iterator, context):
         self._refuse_if_closed(context)
@@ -80,9 +81,7 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             rows, version = self.shard.pull_rows(request.table, ids_from_bytes(request.row_ids))
         except ValueError as err:
             _invalid(context, err)
-        yield ps_pb2.TensorChunk(meta=meta_of(rows), version=version)
-        for data in chunks(rows):
-            yield ps_pb2.TensorChunk(data=bytes(data))
+        yield from self._stream(rows, version)
 
     def PushRows(self, request_iterator, context):
         self._refuse_if_closed(context)
@@ -113,6 +112,22 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
     def Close(self, request, context):
         self.shard.close()
         return self.Status(request, context)
+
+
+def handlers(servicer: ShardServicer) -> grpc.GenericRpcHandler:
+    """The service's methods. The tensor streams pass raw bytes (see ps.wire):
+    pull streams are encoded by the servicer, push streams decoded by it."""
+    small = {"Status": ps_pb2.StatusRequest, "WorkerDone": ps_pb2.WorkerDoneRequest, "Close": ps_pb2.StatusRequest}
+    methods = {name: grpc.unary_unary_rpc_method_handler(
+        getattr(servicer, name), request_deserializer=request.FromString,
+        response_serializer=ps_pb2.StatusReply.SerializeToString) for name, request in small.items()}
+    for name, request in (("Pull", ps_pb2.PullRequest), ("PullRows", ps_pb2.PullRowsRequest)):
+        methods[name] = grpc.unary_stream_rpc_method_handler(getattr(servicer, name),
+                                                             request_deserializer=request.FromString)
+    for name in ("Push", "PushRows"):
+        methods[name] = grpc.stream_unary_rpc_method_handler(
+            getattr(servicer, name), response_serializer=ps_pb2.PushReply.SerializeToString)
+    return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -146,7 +161,7 @@ def serve(shard: Shard, num_workers: int, port: int, host: str = "127.0.0.1", to
     # Synchronous workers all wait in a pull at once: one thread each, and more.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(16, 4 * num_workers)),
                          interceptors=interceptors)
-    ps_pb2_grpc.add_ParameterServerServicer_to_server(ShardServicer(shard, num_workers), server)
+    server.add_generic_rpc_handlers([handlers(ShardServicer(shard, num_workers))])
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"

@@ -4,6 +4,14 @@ A stream's first message carries the metadata and later messages one chunk
 each, so a tensor of any size moves under gRPC's 4 MB message limit. The
 receiver writes each chunk straight into a tensor allocated once from the
 metadata.
+
+Data messages are encoded and decoded by hand. A message whose only field is
+``bytes data = N`` is, in protobuf's wire format, the tag byte, a varint
+length and the bytes. Writing that directly costs one copy of the chunk, and
+reading it is a view of the received buffer. Going through protobuf objects
+copies each chunk three times (into the message, out of it on every access
+of ``.data``, and into the tensor). The bytes on the wire are the same
+either way, so any client or server generated from ps.proto interoperates.
 """
 
 from __future__ import annotations
@@ -32,6 +40,42 @@ def chunks(t: torch.Tensor) -> Iterator[memoryview]:
     raw = memoryview(t.detach().contiguous().view(-1).numpy()).cast("B")
     for start in range(0, len(raw), CHUNK_BYTES):
         yield raw[start:start + CHUNK_BYTES]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_data(field: int, chunk: memoryview) -> bytes:
+    """A message holding only ``bytes <field> = chunk``, in protobuf wire format."""
+    return b"".join((bytes([field << 3 | 2]), _varint(len(chunk)), chunk))
+
+
+def decode_data(field: int, raw: bytes, message_type) -> memoryview:
+    """The ``bytes <field>`` of a data message, as a view of ``raw``. Anything
+    other than a lone data field (say, a second header) goes to protobuf,
+    which then says what it is."""
+    view = memoryview(raw)
+    if view and view[0] == field << 3 | 2:
+        length, shift, pos = 0, 0, 1
+        while pos < len(view):
+            byte = view[pos]
+            length |= (byte & 0x7F) << shift
+            pos += 1
+            if byte < 0x80:
+                break
+            shift += 7
+        if pos + length == len(view):
+            return view[pos:]
+    message = message_type.FromString(raw)
+    if any(fd.number != field for fd, _ in message.ListFields()):
+        raise ValueError(f"Malformed chunks: a {message_type.__name__} after the first carries more than data")
+    return memoryview(message.data if hasattr(message, "data") else b"")
 
 
 def ids_to_bytes(ids: torch.Tensor) -> bytes:

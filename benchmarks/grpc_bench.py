@@ -1,0 +1,194 @@
+"""The gRPC transport against its peers, measured in one run on 127.0.0.1.
+
+1. Raw loopback TCP bandwidth: 4 MiB writes into a socket whose reader discards.
+2. Push and pull of a 10M-parameter float32 model over 2 shards (`asyncps serve`
+   processes) through asyncps's client. Target: each at least 30% of (1).
+3. Small pushes (4 KB) per second against a bare gRPC unary echo of 4 KB.
+   Target: at least 80% of the echo rate.
+
+    python benchmarks/grpc_bench.py [--params 10000000] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import torch
+
+from lab.cluster import MALLOC_ENV, free_ports, wait_until_serving
+from lab.config import load_config, to_toml
+from lab.experiment import Experiment
+from ps.grpc_client import GrpcClient
+
+ECHO_SERVER = """
+import sys, time, grpc
+from concurrent import futures
+server = grpc.server(futures.ThreadPoolExecutor(4))
+handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("Echo", {"Echo": handler})])
+server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+server.start()
+server.wait_for_termination()
+"""
+
+SINK_SERVER = """
+import socket, sys
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+buffer = bytearray(4 << 20)
+while True:
+    conn, _ = listener.accept()
+    while conn.recv_into(buffer):
+        pass
+"""
+
+
+def tcp_bandwidth(total_bytes: int) -> float:
+    """Bytes per second through a loopback socket into a reader in another process."""
+    port = free_ports(1)[0]
+    sink = subprocess.Popen([sys.executable, "-c", SINK_SERVER, str(port)])
+    try:
+        for _ in range(100):
+            try:
+                conn = socket.create_connection(("127.0.0.1", port))
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        payload = memoryview(bytearray(4 << 20))
+        conn.sendall(payload)  # warm up
+        start = time.perf_counter()
+        for _ in range(total_bytes // len(payload)):
+            conn.sendall(payload)
+        elapsed = time.perf_counter() - start
+        conn.close()
+        return total_bytes / elapsed
+    finally:
+        sink.kill()
+
+
+def start_shards(config_path: Path, shards: int) -> tuple[list[subprocess.Popen], list[str]]:
+    ports = free_ports(shards)
+    env = {**os.environ, **MALLOC_ENV}
+    processes = [subprocess.Popen([sys.executable, "-m", "lab.cli", "serve", str(config_path), "--shard", str(s),
+                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+                 for s, port in enumerate(ports)]
+    addresses = [f"127.0.0.1:{port}" for port in ports]
+    for process, address in zip(processes, addresses):
+        wait_until_serving(address, timeout=300, process=process)
+    return processes, addresses
+
+
+def stop_all(processes) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=60)
+
+
+def model_config(directory: Path, hidden: int, shards: int) -> tuple[Path, Experiment]:
+    path = directory / f"model-{hidden}.toml"
+    path.write_text(to_toml(load_config(None, [f"model.options={{hidden = [{hidden}]}}", f"cluster.shards={shards}",
+                                               "cluster.workers=1"])))
+    return path, Experiment.build(load_config(path))
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
+async def model_transfer(experiment: Experiment, addresses: list[str], reps: int) -> tuple[float, float]:
+    """Median seconds of one push and of one pull of the whole model."""
+    client = GrpcClient(experiment.layout, addresses, worker=0)
+    grad = torch.randn(experiment.layout.size) * 1e-6
+    pulls, pushes = [], []
+    versions = (await client.pull()).versions
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        await client.push(grad, versions)
+        pushes.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        versions = (await client.pull()).versions
+        pulls.append(time.perf_counter() - start)
+    await client.aclose()
+    return median(pushes[1:]), median(pulls[1:])
+
+
+async def small_pushes(experiment: Experiment, addresses: list[str], seconds: float) -> float:
+    client = GrpcClient(experiment.layout, addresses, worker=0)
+    grad = torch.randn(experiment.layout.size) * 1e-6
+    versions = (await client.pull()).versions
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        await client.push(grad, versions)
+        count += 1
+    rate = count / (time.perf_counter() - start)
+    await client.aclose()
+    return rate
+
+
+async def echo_rate(address: str, nbytes: int, seconds: float) -> float:
+    async with grpc.aio.insecure_channel(address) as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=60)
+        echo = channel.unary_unary("/Echo/Echo")
+        payload = bytes(nbytes)
+        await echo(payload)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            await echo(payload)
+            count += 1
+        return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=int, default=10_000_000, help="model size for push and pull")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each small-push rate measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    gb = 1e9
+
+    tcp = tcp_bandwidth(2 << 30)
+    print(f"raw loopback TCP: {tcp / gb:.2f} GB/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hidden = max(1, args.params // 75)  # an MLP on 8x8 digits has about 75 parameters per hidden unit
+        path, experiment = model_config(Path(tmp), hidden, shards=2)
+        nbytes = experiment.layout.size * 4
+        processes, addresses = start_shards(path, 2)
+        try:
+            push_s, pull_s = asyncio.run(model_transfer(experiment, addresses, args.reps))
+        finally:
+            stop_all(processes)
+        push_bw, pull_bw = nbytes / push_s, nbytes / pull_s
+        print(f"model of {experiment.layout.size:,} float32 over 2 shards ({nbytes / 1e6:.0f} MB):")
+        for verb, bandwidth in (("push", push_bw), ("pull", pull_bw)):
+            share = bandwidth / tcp
+            print(f"  {verb}: {nbytes / bandwidth * 1e3:7.1f} ms, {bandwidth / gb:.2f} GB/s = {share:.0%} of raw TCP "
+                  f"(target >= 30%) {'OK' if share >= 0.3 else 'MISSED'}")
+
+        path, small = model_config(Path(tmp), 14, shards=1)  # 1,060 floats: about 4 KB
+        processes, addresses = start_shards(path, 1)
+        echo_port = free_ports(1)[0]
+        echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(echo_port)])
+        try:
+            ours = asyncio.run(small_pushes(small, addresses, args.seconds))
+            bare = asyncio.run(echo_rate(f"127.0.0.1:{echo_port}", small.layout.size * 4, args.seconds))
+        finally:
+            stop_all(processes)
+            echo.kill()
+        print(f"small pushes of {small.layout.size * 4:,} bytes: {ours:,.0f}/s against a bare unary echo "
+              f"{bare:,.0f}/s = {ours / bare:.0%} (target >= 80%) {'OK' if ours / bare >= 0.8 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
