@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars, weight_decay_terms
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -68,9 +68,7 @@ class Adam(Optimizer):
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         beta1, beta2 = self.betas
         t = state.step
-        wd = self.weight_decay
-        decay_factor = 1 - lr * wd if self.decoupled_weight_decay else 1.0
-        coupled_wd = 0.0 if self.decoupled_weight_decay else wd
+        decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         v_max = flat(state["max_exp_avg_sq"]) if self.amsgrad else flat(p)[:0]
         _adam_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]), v_max,
                      *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
@@ -97,12 +95,11 @@ def _adam_kernel(p, out, g, m, v, v_max, decay_factor, wd, w1, one_minus_w1, bet
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out
-    # torch's lerp switches formula at weight 0.5; follow it to stay bit-close.
     small_weight = w1 < 0.5
     for i in range(p.size):
         x = p[i] * decay_factor
         gi = g[i] + wd * x
-        mi = m[i] + w1 * (gi - m[i]) if small_weight else gi - (gi - m[i]) * one_minus_w1
+        mi = lerp(m[i], gi, w1, one_minus_w1, small_weight)
         vi = v[i] * beta2 + c2 * gi * gi
         m[i] = mi
         v[i] = vi

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -58,7 +58,7 @@ def _adamax_kernel(p, out, g, exp_avg, exp_inf, wd, w1, one_minus_w1, beta2, eps
     small_weight = w1 < 0.5
     for i in range(p.size):
         gi = g[i] + wd * p[i]
-        m = exp_avg[i] + w1 * (gi - exp_avg[i]) if small_weight else gi - (gi - exp_avg[i]) * one_minus_w1
+        m = lerp(exp_avg[i], gi, w1, one_minus_w1, small_weight)
         exp_avg[i] = m
         u = max(exp_inf[i] * beta2, abs(gi) + eps)
         exp_inf[i] = u

@@ -20,6 +20,7 @@ from typing import ClassVar, Union
 
 import numpy as np
 import torch
+from numba import njit
 
 from optim.schedules import Schedule, lr_at
 from optim.validation import check, is_number
@@ -221,6 +222,20 @@ def flat_or_none(t: torch.Tensor | None) -> np.ndarray | None:
     """A fast kernel's ``out``: ``None`` compiles the in-place variant, in which
     the loop provably reads and writes one array and so vectorizes."""
     return None if t is None else flat(t)
+
+
+@njit(inline="always")
+def lerp(start, end, weight, one_minus_weight, small_weight):
+    """torch's ``lerp``, which switches formula at weight 0.5; following it keeps
+    the fast kernels bit-close to torch."""
+    return start + weight * (end - start) if small_weight else end - (end - start) * one_minus_weight
+
+
+def weight_decay_terms(lr: float, weight_decay: float, decoupled: bool) -> tuple[float, float]:
+    """``(decay_factor, coupled)`` for a fast kernel: decoupled decay (AdamW)
+    scales the parameter by ``1 - lr * wd`` first; coupled (L2) decay adds
+    ``wd * theta`` to the gradient."""
+    return (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
 
 
 def scalars(dtype: torch.dtype, *values: float) -> tuple:

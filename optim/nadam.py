@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars, weight_decay_terms
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -73,9 +73,7 @@ class NAdam(Optimizer):
 
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         beta1, beta2 = self.betas
-        wd = self.weight_decay
-        decay_factor = 1 - lr * wd if self.decoupled_weight_decay else 1.0
-        coupled_wd = 0.0 if self.decoupled_weight_decay else wd
+        decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         c_grad, c_avg = self._coefficients(state, lr)
         _nadam_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]),
                       *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
@@ -92,7 +90,7 @@ def _nadam_kernel(p, out, g, exp_avg, exp_avg_sq, decay_factor, wd, w1, one_minu
     for i in range(p.size):
         x = p[i] * decay_factor
         gi = g[i] + wd * x
-        m = exp_avg[i] + w1 * (gi - exp_avg[i]) if small_weight else gi - (gi - exp_avg[i]) * one_minus_w1
+        m = lerp(exp_avg[i], gi, w1, one_minus_w1, small_weight)
         v = exp_avg_sq[i] * beta2 + c2 * gi * gi
         exp_avg[i] = m
         exp_avg_sq[i] = v

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars
 from optim.validation import check_in, check_nonnegative
 
 
@@ -85,8 +85,7 @@ def _rmsprop_kernel(p, out, g, square_avg, grad_avg, buf, wd, alpha, one_minus_a
         v = square_avg[i] * alpha + one_minus_alpha * gi * gi
         square_avg[i] = v
         if centered:
-            ga = grad_avg[i] + one_minus_alpha * (gi - grad_avg[i]) if small_weight \
-                else gi - (gi - grad_avg[i]) * alpha
+            ga = lerp(grad_avg[i], gi, one_minus_alpha, alpha, small_weight)
             grad_avg[i] = ga
             avg = np.sqrt(v + -ga * ga) + eps
         else:
