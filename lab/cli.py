@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 from lab import cluster
-from lab.config import load_config
+from lab.compare import compare, default_out, parse_sweep, plan
+from lab.config import BACKENDS, load_config
+from lab.report import report
 from lab.runner import run
 from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
 from lab.visualize import visualize
@@ -101,6 +103,71 @@ def run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- asyncps report / asyncps compare -----------------------------------------------
+def add_report(commands) -> None:
+    command = commands.add_parser(
+        "report", help="plots and an HTML report from run directories",
+        description="Remake each run's plots, add its worker-progress and per-worker/per-shard staleness "
+                    "plots, and write report.html: settings, a table with one row per run, and (for several "
+                    "runs) overlays of the runs side by side.")
+    command.add_argument("runs", nargs="+", metavar="RUN", help="a run directory that asyncps run wrote")
+    command.add_argument("--out", type=Path, metavar="DIR",
+                         help="where report.html goes (default: the run directory for one run, runs/report "
+                              "for several)")
+    command.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        page = report(args.runs, args.out)
+    except ValueError as err:
+        print(f"asyncps report: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {page}")
+    return 0
+
+
+def add_compare(commands) -> None:
+    command = commands.add_parser(
+        "compare", help="run several configs on one seed and report them side by side",
+        description="Run each CONFIG (or, with --sweep, one run per value of a key on the base CONFIG, or on "
+                    "the defaults when none is given; several --sweep flags make the cross product), each in "
+                    "its own directory under --out, and write one report.html comparing them.",
+        epilog="e.g. asyncps compare --sweep protocol.name=downpour,sync --set train.epochs=5")
+
+    def sweep(text: str) -> tuple[str, list[str]]:
+        try:
+            return parse_sweep(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    command.add_argument("configs", nargs="*", metavar="CONFIG", help="a TOML experiment config")
+    command.add_argument("--sweep", dest="sweeps", action="append", default=[], type=sweep,
+                         metavar="KEY=V1,V2,...", help="one run per value of KEY (repeatable: the cross product)")
+    command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config value in every run (repeatable)")
+    command.add_argument("--backend", choices=BACKENDS, help="where shards and workers run, for every run")
+    command.add_argument("--out", type=Path, metavar="DIR",
+                         help="the comparison's directory (default: runs/compare-<YYYYmmdd-HHMMSS>)")
+    command.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    command.set_defaults(run=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    out = args.out or default_out()
+    try:
+        configs = plan(args.configs, args.sweeps, args.overrides, args.backend, out)
+        if len({config.seed for config in configs}) > 1 and "seed" not in dict(args.sweeps):
+            print("asyncps compare: note: the configs set different seeds, so data order, initial parameters "
+                  "and delays differ too; --set seed=N gives them one", file=sys.stderr)
+        page = compare(configs, out, progress=args.progress)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"asyncps compare: error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {page}")
+    return 0
+
+
 # -- the cluster programs (what docker-compose runs) -------------------------------
 def read_file(path: str | None) -> bytes | None:
     return Path(path).read_bytes() if path else None
@@ -161,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asyncps", description="Run and study asynchronous SGD on a parameter server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_run, add_serve, add_work, add_evaluate, add_health, add_visualize):
+    for add in (add_run, add_compare, add_report, add_serve, add_work, add_evaluate, add_health,
+                add_visualize):
         add(commands)
     return parser
 

@@ -5,12 +5,15 @@ applies ``--set key=value`` overrides, and returns a validated :class:`Config`;
 ``to_toml(config)`` writes it back, fully resolved, as each run's
 ``config.toml``. Every refusal is a ``ValueError`` naming the dotted key and
 what is allowed. The contents of the ``options`` tables are checked later, by
-the factory that takes them (dataset, model, protocol, optimizer).
+the factory that takes them (dataset, model, protocol, optimizer). The
+``[delays]`` tables are checked at load, against the run's workers.
 
 Layering: the file's keys replace the defaults key by key (a section the file
-does not mention keeps its defaults; an ``options`` table replaces the default
-table whole), then each override sets one dotted key, and may add keys inside
-an ``options`` table (``server.options.momentum=0.9`` keeps the default lr).
+does not mention keeps its defaults; an open table, ``options`` or one of
+``delays``, replaces the default table whole), then each override sets one
+dotted key, and may add keys inside an open table
+(``server.options.momentum=0.9`` keeps the default lr;
+``delays.push.kind=constant`` then ``delays.push.seconds=0.002`` builds a spec).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import tomli_w
 from optim import OPTIMIZERS
 from optim.validation import is_number
 from protocols import PROTOCOLS
+from ps.delays import Delays
 from workers import CURRICULA, DATASETS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
-           "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES"]
+           "DelaysConfig", "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES"]
 
 BACKENDS = ("local", "sim", "ray", "grpc")
 PROTOCOL_NAMES = tuple(sorted(PROTOCOLS))
@@ -173,6 +177,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DelaysConfig:
+    """[delays]: how long each worker's gradients, pulls and pushes take (``ps.delays``).
+
+    Each is a table: a kind and its parameters, and optionally a per-worker
+    ``slowdown = {"3" = 10.0}``. Kinds: none, constant (seconds), uniform (low,
+    high), exponential (mean), lognormal (median, sigma), pareto (scale, alpha),
+    bandwidth (latency, bytes_per_second; pull and push only), trace (path).
+    The same durations drive real sleeps (local) and virtual time (sim).
+    ``Config`` checks the tables against the run's workers and seed.
+    """
+
+    section: ClassVar[str] = "delays"
+    compute: dict = field(default_factory=dict)  # per mini-batch gradient; {} = no delay
+    pull: dict = field(default_factory=dict)     # per pull of the parameters; {} = no delay
+    push: dict = field(default_factory=dict)     # per push of a gradient; {} = no delay
+
+    def __post_init__(self):
+        for name in ("compute", "pull", "push"):
+            _table(self, name, '{kind = "constant", seconds = 0.001}')
+
+    def specs(self) -> dict[str, dict]:
+        """Event -> spec, as ``ps.delays.Delays`` takes them."""
+        return {"compute": self.compute, "pull": self.pull, "push": self.push}
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment: top-level keys, then one field per [section]."""
 
@@ -187,6 +217,7 @@ class Config:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    delays: DelaysConfig = field(default_factory=DelaysConfig)
 
     def __post_init__(self):
         name = self.name
@@ -195,6 +226,7 @@ class Config:
         _nonnegative_int(self, "seed")
         _one_of(self, "backend", BACKENDS)
         _require(self, "out_dir", isinstance(self.out_dir, str) and self.out_dir != "", "must be a non-empty path")
+        Delays(self.delays.specs(), self.seed, self.cluster.workers)  # each refusal names e.g. delays.push.sigma
 
     @property
     def run_dir(self) -> Path:
@@ -206,7 +238,7 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "cluster": ClusterConfig, "protocol": ProtocolConfig,
-            "server": ServerConfig, "train": TrainConfig}
+            "server": ServerConfig, "train": TrainConfig, "delays": DelaysConfig}
 
 
 # -- reading ---------------------------------------------------------------------
@@ -268,7 +300,7 @@ def _build(tree: dict) -> Config:
 
 
 def _apply_override(tree: dict, override: str) -> None:
-    """Set one dotted key, e.g. ``server.options.lr=0.1``; keys may be created only inside ``options``."""
+    """Set one dotted key, e.g. ``server.options.lr=0.1``; keys may be created only inside an open table."""
     if not isinstance(override, str) or "=" not in override:
         raise ValueError(f"Invalid --set override: {override!r} (expected key=value, e.g. cluster.workers=8)")
     dotted, text = (part.strip() for part in override.split("=", 1))
@@ -277,7 +309,7 @@ def _apply_override(tree: dict, override: str) -> None:
         raise ValueError(f"Invalid --set override: {override!r} (expected a dotted key, e.g. server.options.lr=0.1)")
     node = tree
     for depth, key in enumerate(path):
-        if key not in node and not (depth >= 2 and path[1] == "options"):
+        if key not in node and not (depth >= 2 and _is_open_table(path[0], path[1])):
             if depth >= 2:
                 raise ValueError(f"Invalid --set override: {override!r} ({path[0]}.{path[1]} is a value, not a table)")
             raise _unknown_key(path[0] if depth else "", key)
@@ -288,6 +320,11 @@ def _apply_override(tree: dict, override: str) -> None:
             if not isinstance(node, dict):
                 raise ValueError(f"Invalid --set override: {override!r} "
                                  f"({'.'.join(path[:depth + 1])} is a value, not a table)")
+
+
+def _is_open_table(section: str, key: str) -> bool:
+    """Whose keys are the user's: the factories' ``options``, and the delay specs."""
+    return key == "options" or section == "delays"
 
 
 def _parse_value(text: str):

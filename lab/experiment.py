@@ -2,7 +2,8 @@
 
 Every backend runs the same experiment. It is built here once: the data set
 and each worker's shard of it, the model and its initial parameters, the
-layout over the shards, the protocol, and a fresh server rule per shard.
+layout over the shards, the protocol, a fresh server rule per shard, and the
+delay models.
 Errors raised by the factories (``optim.create``, ``protocols.create``,
 ``load_dataset``, ``build_model``) come back naming the config section they
 came from.
@@ -11,7 +12,7 @@ came from.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +20,7 @@ import optim
 import protocols
 from lab.config import Config
 from ps import Layout, ServerRule
+from ps.delays import Delays
 from workers.data_shards import DataShard
 from workers.datasets import Dataset, load_dataset
 from workers.model_base import Model
@@ -45,6 +47,7 @@ class Experiment:
     initial_tables: dict[str, torch.Tensor]
     data_shards: list[DataShard]
     steps: int  # per worker: the same for all, so that synchronous rounds complete
+    delays: Delays = field(default_factory=Delays.none)  # per (worker, event) durations; real sleeps or virtual time
 
     @classmethod
     def build(cls, config: Config) -> "Experiment":
@@ -68,7 +71,9 @@ class Experiment:
         steps = max(1, round(config.train.epochs * min(s.batches_per_epoch for s in shards)))
         layout = Layout(model.dense, model.tables, config.cluster.shards)
         dense, tables = model.init(config.seed)
-        return cls(config, dataset, model, protocol, layout, layout.flatten(dense), tables, shards, steps)
+        with section("delays"):
+            delays = Delays(config.delays.specs(), config.seed, workers)
+        return cls(config, dataset, model, protocol, layout, layout.flatten(dense), tables, shards, steps, delays)
 
     def server_rule(self) -> ServerRule:
         """The rule every shard applies (each shard keeps its own state of it)."""

@@ -3,6 +3,9 @@
 The default of ``asyncps run``: it starts at once and needs no services.
 Each worker runs its protocol loop on its own thread and event loop. The
 numba kernels and torch release the GIL, so workers overlap on both cores.
+When the config has delays, each worker's client sleeps them for real
+(``ps.delays.DelayedClient``): before each pull and push, and after each
+gradient.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from lab.evaluator import Evaluator
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from ps import InProcessClient, make_shards
+from ps.delays import DelayedClient
 from workers.runtime import WorkerRuntime
 
 EVALUATOR = -1  # the evaluator's reader id on the shards
@@ -49,8 +53,16 @@ def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -
         end_run()
 
     evaluator = Evaluator(experiment, InProcessClient(layout, shards, EVALUATOR), metrics, end_run_async)
-    runtimes = [WorkerRuntime(w, workers, InProcessClient(layout, shards, w), experiment.model,
-                              experiment.data_shards[w], experiment.steps, record, stop) for w in range(workers)]
+    delays = experiment.delays
+
+    def runtime(w: int) -> WorkerRuntime:
+        client = InProcessClient(layout, shards, w)
+        delayed = DelayedClient(client, delays) if delays.active else None
+        after_compute = delayed.compute if delayed and delays.is_active("compute") else None
+        return WorkerRuntime(w, workers, delayed or client, experiment.model, experiment.data_shards[w],
+                             experiment.steps, record, stop, after_compute)
+
+    runtimes = [runtime(w) for w in range(workers)]
     failures: list[BaseException] = []
 
     def run_worker(runtime: WorkerRuntime) -> None:

@@ -42,6 +42,10 @@ class Metrics:
         self._staleness_since_eval: list[int] = []
         self.listeners: list[Callable[[str, dict], None]] = []  # told of every record (a progress bar)
 
+    def use_clock(self, clock: Callable[[], float], start: float = 0.0) -> None:
+        """Measure time on another clock from here on (the simulator's virtual one)."""
+        self._clock, self.start = clock, start
+
     def now(self) -> float:
         return self._clock() - self.start
 

@@ -19,8 +19,9 @@ from lab.experiment import Experiment
 from lab.local import run_local
 from lab.metrics import Metrics, merge_worker_parts, summarize
 from lab.plots import plot_run
+from lab.sim import run_sim
 
-BACKENDS = {"local": run_local, "grpc": run_grpc}
+BACKENDS = {"local": run_local, "sim": run_sim, "grpc": run_grpc}
 
 
 def run(config: Config, progress: bool = True) -> Path:

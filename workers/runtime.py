@@ -47,10 +47,15 @@ class RecordingClient(ClientWrapper):
 
 
 class WorkerRuntime:
-    """One worker: its data shard for ``steps`` steps, gradients from ``model``."""
+    """One worker: its data shard for ``steps`` steps, gradients from ``model``.
+
+    ``after_compute``, if given, is called after each gradient, before the step
+    is recorded: a real backend sleeps the computation's delay there, and the
+    sim backend charges it in virtual time.
+    """
 
     def __init__(self, worker: int, num_workers: int, client: Client, model: Model, data: DataShard, steps: int,
-                 record: Record, stop: threading.Event):
+                 record: Record, stop: threading.Event, after_compute: Callable[[], None] | None = None):
         self.worker = worker
         self.num_workers = num_workers
         self.client = RecordingClient(client, record)
@@ -59,6 +64,7 @@ class WorkerRuntime:
         self.steps = steps
         self.record = record
         self.stop = stop
+        self.after_compute = after_compute
         self.step = 0  # steps taken so far
 
     def batches(self) -> Iterator[object]:
@@ -72,6 +78,8 @@ class WorkerRuntime:
 
     def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
         loss, dense, row_grads = loss_and_grad(self.model, params, rows, batch)
+        if self.after_compute is not None:
+            self.after_compute()
         self.step += 1
         self.record("train", worker=self.worker, step=self.step, loss=loss, epoch=self.data.epoch)
         return Gradient(loss, dense, row_grads)

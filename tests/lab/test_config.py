@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import (Config, ClusterConfig, DataConfig, ModelConfig, ProtocolConfig, ServerConfig, TrainConfig,
-                        load_config, to_toml)
+from lab.config import (Config, ClusterConfig, DataConfig, DelaysConfig, ModelConfig, ProtocolConfig, ServerConfig,
+                        TrainConfig, load_config, to_toml)
 from optim import OPTIMIZERS
 
 FULL = """\
@@ -45,6 +45,17 @@ target_accuracy = 0.8
 early_stopping = true
 patience = 0
 min_delta = 0.001
+
+[delays.compute]
+kind = "lognormal"
+median = 0.01
+sigma = 0.5
+slowdown = { "3" = 10.0 }
+
+[delays.push]
+kind = "bandwidth"
+latency = 0.001
+bytes_per_second = 1e8
 """
 
 
@@ -65,6 +76,7 @@ def test_no_file_gives_the_documented_defaults():
     assert config.protocol == ProtocolConfig("downpour", {})
     assert config.server == ServerConfig("adagrad", {"lr": 0.1})
     assert config.train == TrainConfig(30.0, 50, 0.95, False, 5, 0.0)
+    assert config.delays == DelaysConfig(compute={}, pull={}, push={})  # no delay anywhere
     assert str(config.run_dir) == "runs/quickstart"
 
 
@@ -81,11 +93,28 @@ def test_a_full_file_loads_every_key(tmp_path):
     assert config.protocol == ProtocolConfig("sync", {"n_fetch": 2, "n_push": 3, "warmstart_steps": 100})
     assert config.server == ServerConfig("adam", {"lr": 0.001, "betas": [0.9, 0.99]})
     assert config.train == TrainConfig(2.5, 10, 0.8, True, 0, 0.001)
+    assert config.delays == DelaysConfig(
+        compute={"kind": "lognormal", "median": 0.01, "sigma": 0.5, "slowdown": {"3": 10.0}},
+        pull={},
+        push={"kind": "bandwidth", "latency": 0.001, "bytes_per_second": 1e8})
 
 
-@pytest.mark.parametrize("text", [FULL, "", "[train]\nepochs = 3\n"], ids=["full", "empty", "int-epochs"])
+TRACE_FILE = """\
+[cluster]
+workers = 2
+
+[delays.pull]
+kind = "trace"
+path = "{path}"
+"""
+
+
+@pytest.mark.parametrize("text", [FULL, "", "[train]\nepochs = 3\n", TRACE_FILE],
+                         ids=["full", "empty", "int-epochs", "trace"])
 def test_to_toml_round_trips_through_load_config(tmp_path, text):
-    config = load_config(write(tmp_path, text))
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"worker": 0, "event": "pull", "seconds": 0.1}\n{"worker": 1, "event": "pull", "seconds": 0.2}\n')
+    config = load_config(write(tmp_path, text.replace("{path}", trace.as_posix())))
     written = write(tmp_path, to_toml(config), "resolved.toml")
     assert load_config(written) == config
     assert load_config(written).to_dict() == config.to_dict()
@@ -144,6 +173,9 @@ OVERRIDES = [
     ("seed=3", "seed", 3),
     (" name = sweep-1 ", "name", "sweep-1"),                      # spaces around key and value are dropped
     ("backend=sim", "backend", "sim"),
+    ("delays.push={kind = 'constant', seconds = 0.002}", "delays.push", {"kind": "constant", "seconds": 0.002}),
+    ("delays.compute={kind = 'none'}", "delays.compute", {"kind": "none"}),
+    ("delays.pull={}", "delays.pull", {}),
 ]
 
 
@@ -155,6 +187,22 @@ def test_override(override, key, expected):
     assert value == expected and type(value) is type(expected)
 
 
+def test_delay_specs_are_open_tables_built_key_by_key():
+    config = load_config(None, ["delays.push.kind=constant", "delays.push.seconds=0.002",
+                                "delays.compute.kind=pareto", "delays.compute.scale=0.01", "delays.compute.alpha=2.5",
+                                "delays.compute.slowdown.3=10.0"])
+    assert config.delays.push == {"kind": "constant", "seconds": 0.002}
+    assert config.delays.compute == {"kind": "pareto", "scale": 0.01, "alpha": 2.5, "slowdown": {"3": 10.0}}
+    assert config.delays.specs() == {"compute": config.delays.compute, "pull": {}, "push": config.delays.push}
+
+
+def test_a_delays_table_in_the_file_replaces_the_default_whole_and_overrides_add_to_it(tmp_path):
+    path = write(tmp_path, '[delays.push]\nkind = "lognormal"\nmedian = 0.01\nsigma = 0.5\n')
+    config = load_config(path, ["delays.push.slowdown={ '0' = 2.0 }"])
+    assert config.delays.push == {"kind": "lognormal", "median": 0.01, "sigma": 0.5, "slowdown": {"0": 2.0}}
+    assert config.delays.compute == {} and config.delays.pull == {}
+
+
 def test_overrides_apply_over_the_file_in_order(tmp_path):
     config = load_config(write(tmp_path, FULL), ["cluster.workers=2", "cluster.workers=5", "server.options.lr=0.5"])
     assert config.cluster == ClusterConfig(5, 3)
@@ -164,7 +212,7 @@ def test_overrides_apply_over_the_file_in_order(tmp_path):
 
 # -- refusals --------------------------------------------------------------------
 TRAIN_KEYS = "early_stopping, epochs, eval_every, min_delta, patience, target_accuracy"
-TOP_KEYS = "backend, cluster, data, model, name, out_dir, protocol, seed, server, train"
+TOP_KEYS = "backend, cluster, data, delays, model, name, out_dir, protocol, seed, server, train"
 ERRORS = [
     # (file text or None, overrides, the whole message)
     ("[train]\nepochz = 3\n", [],
@@ -230,6 +278,27 @@ ERRORS = [
     (None, ["cluster.workers.x=1"], "Invalid --set override: 'cluster.workers.x=1' (cluster.workers is a value, "
                                     "not a table)"),
     ("[foo]\nx = 1\n", ["foo.x=2"], f"Invalid config key 'foo': unknown key (known top-level keys: {TOP_KEYS})"),
+    # [delays]: the tables' shape here, their contents by ps.delays (every message tested in tests/ps/test_delays.py)
+    (None, ["delays.pushh.kind=constant"],
+     "Invalid config key 'delays.pushh': unknown key (known keys in [delays]: compute, pull, push)"),
+    (None, ["delays.push=0.002"],
+     "Invalid config value delays.push = 0.002 (must be a table, e.g. {kind = \"constant\", seconds = 0.001})"),
+    (None, ["delays.push.seconds=0.002"],
+     "Invalid delays.push: {'seconds': 0.002} (needs a kind: one of bandwidth, constant, exponential, "
+     "lognormal, none, pareto, trace, uniform)"),
+    (None, ["delays.push.kind=gauss"], "Invalid delays.push.kind: 'gauss' (choose one of: bandwidth, constant, "
+                                       "exponential, lognormal, none, pareto, trace, uniform)"),
+    ("[delays.push]\nkind = 'lognormal'\nmedian = 0.01\nsigma = 0\n", [],
+     "Invalid delays.push.sigma: 0 (must be a number > 0: the spread (for none, use kind = \"constant\"))"),
+    (None, ["delays.push.kind=constant"],
+     "Invalid delays.push.seconds: missing (a constant delay takes seconds, and optionally slowdown)"),
+    (None, ["delays.compute={kind = 'constant', seconds = 0.01, slowdown = {'4' = 2.0}}"],
+     "Invalid delays.compute.slowdown worker: '4' (must be a worker index from 0 to 3: the run has 4 workers)"),
+    (None, ["cluster.workers=8", "delays.compute={kind = 'constant', seconds = 0.01, slowdown = {'4' = 2.0}}",
+            "cluster.workers=4"],
+     "Invalid delays.compute.slowdown worker: '4' (must be a worker index from 0 to 3: the run has 4 workers)"),
+    (None, ["delays.pull={kind = 'trace', path = 'nowhere.jsonl'}"],
+     "Invalid delays.pull.path: 'nowhere.jsonl' (no such file; TraceRecorder.write makes one)"),
 ]
 
 

@@ -22,7 +22,7 @@ from workers.runtime import WorkerRuntime
 from workers.splits import DenseSplit
 
 
-BACKENDS = ["local", "grpc"]
+BACKENDS = ["local", "sim", "grpc"]
 backends = pytest.mark.parametrize("backend", BACKENDS)
 
 

@@ -1,0 +1,141 @@
+"""``asyncps compare``: several configurations on one seed, then one report.
+
+``plan(configs, sweeps, overrides, backend, out)`` turns the command line into
+the list of run configs, all validated before anything runs:
+
+- each CONFIG file (none: the defaults) is a base;
+- each ``--sweep key=v1,v2`` multiplies the runs: one per value, the value
+  overriding ``key`` on every base (several sweeps make the cross product);
+- ``--set`` overrides and ``--backend`` apply to every run, before the sweep.
+
+Each run is named ``<base name>-<key>=<value>...`` (or keeps its config's name
+when nothing is swept) and lands in ``out/<name>``. The seed is whatever the
+configs say: the defaults and a swept base give every run the same one, and
+so the same data order, initial parameters and delay schedule.
+``compare(configs, out)`` runs them one after another and writes
+``out/report.html`` with :func:`lab.report.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+from lab.config import Config, load_config
+from lab.report import report
+from lab.runner import run
+
+__all__ = ["parse_sweep", "plan", "compare", "default_out", "SWEEP_FORM"]
+
+SWEEP_FORM = "KEY=V1,V2,..., e.g. --sweep protocol.name=downpour,sync"
+UNSWEEPABLE = ("name", "out_dir")  # compare sets both for every run
+
+
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    """``"key=v1,v2"`` -> ``("key", ["v1", "v2"])``. Commas inside ``[...]``,
+    ``{...}`` or quotes stay in the value: ``model.options.hidden=[64],[64,64]``."""
+    key, equals, values_text = text.partition("=")
+    key = key.strip()
+    values = _split_top_level(values_text)
+    if not equals or not key or any(part == "" for part in key.split(".")) or " " in key:
+        raise ValueError(f"invalid sweep {text!r}: expected {SWEEP_FORM}")
+    if not values or any(value == "" for value in values):
+        raise ValueError(f"invalid sweep {text!r}: expected one or more comma-separated values after "
+                         f"'{key}=', e.g. --sweep {key}=a,b")
+    if key in UNSWEEPABLE:
+        raise ValueError(f"invalid sweep {text!r}: compare sets {key} for every run itself; sweep another key")
+    return key, values
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts, depth, quote, current = [], 0, None, []
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current).strip())
+    return [] if parts == [""] else parts
+
+
+def plan(configs: list[str | Path], sweeps: list[tuple[str, list[str]]], overrides: list[str] = (),
+         backend: str | None = None, out: str | Path = "runs/compare") -> list[Config]:
+    """The configs of a comparison, each named and placed under ``out``; ``ValueError`` for a bad one."""
+    keys = [key for key, _ in sweeps]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"--sweep {repeated[0]} is given twice; put all its values in one --sweep "
+                         f"{repeated[0]}=v1,v2,...")
+    shared = list(overrides) + ([f"backend={backend}"] if backend else [])
+    combinations = list(itertools.product(*([(key, value) for value in values] for key, values in sweeps)))
+    planned = []  # (config, base path or None)
+    for base in configs or [None]:
+        base_name = load_config(base, shared).name
+        for combination in combinations:
+            config = load_config(base, shared + [f"{key}={value}" for key, value in combination])
+            label = "-".join(f"{key}={value}" for key, value in combination)
+            planned.append((dataclasses.replace(config, name=_directory_name(base_name, label)), base))
+    if len(planned) < 2:
+        raise ValueError("nothing to compare: give two or more CONFIG files, or a --sweep with two or more "
+                         f"values ({SWEEP_FORM})")
+    names = _distinct([config.name for config, _ in planned], [base for _, base in planned])
+    return [dataclasses.replace(config, name=name, out_dir=str(out)) for (config, _), name in zip(planned, names)]
+
+
+def _directory_name(base: str, label: str) -> str:
+    """``<base>-<label>`` with anything but letters, digits and ``. _ = + , -`` made ``_``."""
+    name = f"{base}-{label}" if label else base
+    name = re.sub(r"[^A-Za-z0-9._=+,-]+", "_", name)
+    return name if name.strip(".") else f"run{name}"
+
+
+def _distinct(names: list[str], bases: list) -> list[str]:
+    """Names made unique: a repeated one gets its config file's stem, then a number."""
+    if len(set(names)) == len(names):
+        return names
+    named = [f"{name}-{_directory_name(Path(base).stem, '')}" if base is not None and names.count(name) > 1
+             else name for name, base in zip(names, bases)]
+    seen: dict[str, int] = {}
+    unique = []
+    for name in named:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if named.count(name) == 1 else f"{name}-{seen[name]}")
+    return unique
+
+
+def default_out(now: float | None = None) -> Path:
+    return Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S", time.localtime(now))
+
+
+def describe(run_dir: Path) -> str:
+    """One line: what a finished run reached."""
+    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items() if k.startswith("test_"))
+    return (f"{Path(run_dir).name}: {summary['updates']} updates in {summary['wall_time']:.1f} s; {scores}; "
+            f"mean staleness {summary['staleness']['mean'] or 0:.2f}")
+
+
+def compare(configs: list[Config], out: str | Path, progress: bool = True,
+            echo: Callable[[str], None] = print) -> Path:
+    """Run ``configs`` one after another, then write ``out/report.html``; return its path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dirs = []
+    for i, config in enumerate(configs, start=1):
+        run_dirs.append(run(config, progress=progress))
+        echo(f"[{i}/{len(configs)}] {describe(run_dirs[-1])}")
+    return report(run_dirs, out)

@@ -1,0 +1,583 @@
+"""``asyncps report``: the pictures and one HTML page for one or more run directories.
+
+``report(run_dirs, out)`` (re)makes each run's plots with :func:`lab.plots.plot_run`
+and adds two of its own, both into the run directory:
+
+- ``progress.png``: the steps each worker has completed against wall time, and
+  each worker's rate (steps per second); a straggler is the line that lags
+  and the red bar;
+- ``staleness_breakdown.png``: the staleness distribution of each worker's
+  pushes and of the pushes each shard received.
+
+For several runs it also draws overlays, one colour per run, into ``out``:
+``compare_quality.png`` (test accuracy, or RMSE, against time and updates),
+``compare_loss.png`` (test loss, and updates applied, against time) and
+``compare_staleness.png``. Then it writes ``out/report.html``: a page with
+every picture embedded (a base64 data URI, so the page is one file that can
+be mailed), the settings the runs share and those that differ, and a table
+with one row per run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only, never a window
+
+import matplotlib.colors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lab.metrics import summarize  # noqa: E402
+from lab.plots import plot_run, read_metrics  # noqa: E402
+
+__all__ = ["report", "load_run", "plot_progress", "plot_staleness_breakdown", "plot_overlays", "Run"]
+
+DPI = 110
+MAX_COLOURS = 10  # beyond this many workers, one grey for all but the slowest and fastest
+DODGE = 6         # up to this many distributions side by side as bars; more as outlines
+STRAGGLER = 0.8   # a worker slower than this fraction of the median rate is drawn as a straggler
+SKIPPED_KEYS = ("name", "out_dir")  # differ between runs by construction; the table names each run anyway
+
+
+# -- a run directory, read once ----------------------------------------------------
+@dataclass
+class Run:
+    """What a report needs of one run directory."""
+
+    dir: Path
+    name: str
+    settings: dict      # config.toml flattened to dotted keys: {"server.options.lr": 0.1, ...}
+    summary: dict       # summary.json (computed from metrics.jsonl when absent)
+    train: list[dict]
+    pushes: list[dict]
+    evals: list[dict]
+    events: list[dict]
+
+    @property
+    def metric(self) -> str:
+        """``accuracy`` for a classifier, ``rmse`` for a regression run."""
+        has = {key for record in self.evals for key in record}
+        return "rmse" if "test_rmse" in has and "test_accuracy" not in has else "accuracy"
+
+    def series(self, records: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+        points = sorted((r[x], r[y]) for r in records if _is_number(r.get(x)) and _is_number(r.get(y)))
+        return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+
+    def staleness(self, **match) -> np.ndarray:
+        """The staleness of the pushes whose fields equal ``match`` (e.g. ``worker=3``)."""
+        return np.array([r["staleness"] for r in self.pushes
+                         if _is_number(r.get("staleness")) and all(r.get(k) == v for k, v in match.items())], float)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read ``run_dir``; a ``ValueError`` naming it when it is not a run directory."""
+    run_dir = Path(run_dir)
+    records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and _is_number(r.get("time"))]
+    config = _read_toml(run_dir / "config.toml")
+    by_kind = {kind: [r for r in records if r.get("kind") == kind] for kind in ("train", "push", "eval", "event")}
+    summary = _read_json(run_dir / "summary.json")
+    if not summary:  # a run killed before it finished: summarize what it recorded
+        try:
+            summary = summarize(run_dir, _flatten(config).get("train.target_accuracy", 0.95))
+        except (ValueError, KeyError, TypeError):  # records summarize cannot read: the table shows dashes
+            summary = {}
+    name = config.get("name") if isinstance(config.get("name"), str) else run_dir.name
+    return Run(run_dir, name, _flatten(config), summary, by_kind["train"], by_kind["push"],
+               sorted(by_kind["eval"], key=lambda r: r["time"]), by_kind["event"])
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _ids(values) -> list:
+    """Worker or shard ids, numbers in numeric order (10 after 9)."""
+    found = {v for v in values if isinstance(v, (int, str)) and not isinstance(v, bool)}
+    return sorted(found, key=lambda v: (isinstance(v, str), v if isinstance(v, int) else 0, str(v)))
+
+
+def _figure(title: str, panels: int):
+    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 4.6), dpi=DPI, layout="constrained")
+    fig.suptitle(title, fontsize=12)
+    return fig, np.atleast_1d(axes)
+
+
+def _note(ax, text: str) -> None:
+    """An empty panel that says why it is empty."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666666", fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _bins(values: list[np.ndarray]) -> np.ndarray:
+    """Integer bins (staleness counts updates) covering every value; at most about 60 of them."""
+    top = int(max((v.max() for v in values if len(v)), default=0))
+    return np.arange(-0.5, top + 1.5, max(1, int(np.ceil((top + 1) / 60))))
+
+
+def _histograms(ax, groups: list[np.ndarray], labels: list[str], colours: list, styles: list[str] | None = None
+                ) -> None:
+    """Each group's distribution as fractions of its own count: side-by-side bars for a few groups (an
+    outline would hide another with the same value), outlines for more."""
+    bins = _bins(groups)
+    centres, width = (bins[:-1] + bins[1:]) / 2, bins[1] - bins[0]
+    for n, (values, label, colour) in enumerate(zip(groups, labels, colours)):
+        fractions = np.histogram(values, bins=bins)[0] / len(values)
+        if len(groups) <= DODGE:
+            bar = 0.85 * width / len(groups)
+            ax.bar(centres - 0.425 * width + (n + 0.5) * bar, fractions, width=bar, color=colour, label=label)
+        else:
+            ax.stairs(fractions, bins, color=colour, linewidth=1.8, linestyle=(styles or ["-"] * len(groups))[n],
+                      label=label)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    if bins[-1] - bins[0] <= 30:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+
+
+# -- progress.png ----------------------------------------------------------------
+def plot_progress(run: Run) -> Path:
+    """Steps completed by each worker against wall time, and each worker's rate."""
+    fig, (lines, rates) = _figure(f"{run.name}: worker progress (a straggler lags)", 2)
+    workers = _ids(r.get("worker") for r in run.train)
+    curves = {w: np.sort(np.array([r["time"] for r in run.train if r.get("worker") == w], float)) for w in workers}
+    if not workers:
+        _note(lines, "no train records")
+        _note(rates, "no train records")
+        return _save(fig, run.dir / "progress.png")
+    rate = {w: len(t) / t[-1] if t[-1] > 0 else np.nan for w, t in curves.items()}
+    finite = [r for r in rate.values() if np.isfinite(r)]
+    median = float(np.median(finite)) if finite else 0.0
+    slow = {w for w, r in rate.items() if r < STRAGGLER * median}
+    many = len(workers) > MAX_COLOURS
+    slowest = min(rate, key=lambda w: np.nan_to_num(rate[w], nan=np.inf))
+    fastest = max(rate, key=lambda w: np.nan_to_num(rate[w], nan=-np.inf))
+    for i, (worker, t) in enumerate(curves.items()):
+        x, y = np.concatenate([[0.0], t]), np.arange(len(t) + 1)
+        if not many:
+            lines.step(x, y, where="post", color=plt.cm.tab10(i % 10), linewidth=1.6,
+                       label=f"worker {worker}" + (" (straggler)" if worker in slow else ""))
+        elif worker in (slowest, fastest):
+            colour, what = ("#c0392b", "slowest") if worker == slowest else ("#1f77b4", "fastest")
+            lines.step(x, y, where="post", color=colour, linewidth=2, zorder=3, label=f"worker {worker} ({what})")
+        else:
+            lines.step(x, y, where="post", color="#b0b0b0", linewidth=0.8,
+                       label=f"the other {len(workers) - 2} workers")
+    lines.set(title="steps completed", xlabel="wall time (s)", ylabel="steps")
+    handles, labels = lines.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    lines.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", ncol=1 if len(unique) < 6 else 2)
+    lines.grid(alpha=0.3)
+
+    positions = np.arange(len(workers))
+    values = [rate[w] for w in workers]
+    rates.barh(positions, values, height=0.6, color=["#c0392b" if w in slow else "#4c72b0" for w in workers])
+    rates.axvline(median, color="black", linestyle="--", linewidth=1.2, label=f"median {median:.3g}")
+    rates.axvline(STRAGGLER * median, color="#c0392b", linestyle=":", linewidth=1.2,
+                  label=f"{STRAGGLER:.0%} of median: slower is a straggler")
+    step = max(1, len(workers) // 24)
+    rates.set_yticks(positions[::step], [str(w) for w in workers][::step])
+    rates.invert_yaxis()
+    rates.set(title="steps per second (steps / time of the last step)", xlabel="steps per second",
+              ylabel="worker")
+    rates.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    rates.grid(alpha=0.3, axis="x")
+    return _save(fig, run.dir / "progress.png")
+
+
+# -- staleness_breakdown.png -------------------------------------------------------
+def plot_staleness_breakdown(run: Run) -> Path:
+    """The staleness distribution per worker and per shard: histograms side by side, or a heat map for many."""
+    fig, axes = _figure(f"{run.name}: staleness per worker and per shard (fraction of each one's pushes)", 2)
+    for ax, field, who in ((axes[0], "worker", "worker"), (axes[1], "shard", "shard")):
+        ids = _ids(r.get(field) for r in run.pushes)
+        groups = [run.staleness(**{field: i}) for i in ids]
+        ids, groups = [i for i, g in zip(ids, groups) if len(g)], [g for g in groups if len(g)]
+        if not groups:
+            _note(ax, f"no push records name a {who}" if len(run.pushes) else "no push records")
+            continue
+        ax.set(title=f"per {who}", xlabel="staleness (updates a push's parameters missed)")
+        if len(groups) <= MAX_COLOURS:
+            _histograms(ax, groups, [f"{who} {i}: mean {v.mean():.2f}, p95 {np.percentile(v, 95):.3g}"
+                                     for i, v in zip(ids, groups)], [plt.cm.tab10(n % 10) for n in range(len(ids))])
+            ax.set(ylabel="fraction of its pushes")
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                      ncol=2 if len(ids) > 2 else len(ids), frameon=False)
+            ax.grid(alpha=0.3)
+        else:  # dozens of overlaid outlines are noise; one row per worker reads
+            bins = _bins(groups)
+            heat = np.array([np.histogram(values, bins=bins)[0] / len(values) for values in groups])
+            image = ax.imshow(heat, aspect="auto", cmap="viridis", interpolation="nearest", vmin=0,
+                              extent=(bins[0], bins[-1], len(ids) - 0.5, -0.5))
+            step = max(1, len(ids) // 24)
+            ax.set_yticks(np.arange(len(ids))[::step], [str(i) for i in ids][::step])
+            ax.set(ylabel=who, title=f"per {who} (colour: fraction of its pushes)")
+            fig.colorbar(image, ax=ax, format=matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    return _save(fig, run.dir / "staleness_breakdown.png")
+
+
+# -- overlays of several runs --------------------------------------------------------
+def _colour(i: int):
+    return plt.cm.tab10(i % 10) if i < 10 else plt.cm.tab20((i - 10) % 20)
+
+
+def _style(i: int) -> str:
+    return ("-", "--", ":", "-.")[(i // 10) % 4]
+
+
+def _legend_below(fig, axes) -> None:
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(len(handles), 4),
+                   frameon=False, fontsize=9)
+
+
+def plot_overlays(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
+    """The comparison figures, each with its caption."""
+    return [_overlay_quality(runs, out), _overlay_loss(runs, out), _overlay_staleness(runs, out)]
+
+
+def _overlay_quality(runs: list[Run], out: Path) -> tuple[Path, str]:
+    metric = "rmse" if all(run.metric == "rmse" for run in runs) else "accuracy"
+    what = "test RMSE" if metric == "rmse" else "test accuracy"
+    fig, axes = _figure(what, 2)
+    targets = {run.summary.get("target_accuracy") for run in runs} - {None}
+    for ax, x, xlabel in ((axes[0], "time", "wall time (s)"), (axes[1], "updates", "updates applied")):
+        for i, run in enumerate(runs):
+            xs, ys = run.series(run.evals, x, f"test_{metric}")
+            if len(xs):
+                ax.plot(xs, ys, color=_colour(i), linestyle=_style(i), marker="o", markersize=3, linewidth=1.8,
+                        label=run.name)
+        if not ax.lines:
+            _note(ax, f"no eval records with {what}")
+            continue
+        if metric == "accuracy":
+            for target in sorted(targets):
+                ax.axhline(target, color="#2e8b57", linestyle="--", linewidth=1, label=f"target {target:g}")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set(title=f"against {xlabel.split(' (')[0]}", xlabel=xlabel,
+               ylabel=what + (" (lower is better)" if metric == "rmse" else ""))
+        ax.grid(alpha=0.3)
+    _legend_below(fig, axes)
+    caption = f"{what.capitalize()} at each evaluation, against wall time and against updates applied."
+    return _save(fig, out / "compare_quality.png"), caption
+
+
+def _overlay_loss(runs: list[Run], out: Path) -> tuple[Path, str]:
+    fig, (loss, updates) = _figure("test loss and throughput", 2)
+    for i, run in enumerate(runs):
+        style = {"color": _colour(i), "linestyle": _style(i), "linewidth": 1.8, "label": run.name}
+        xs, ys = run.series(run.evals, "time", "test_loss")
+        if len(xs):
+            loss.plot(xs, ys, marker="o", markersize=3, **style)
+        xs, ys = run.series(run.evals, "time", "updates")
+        if len(xs):
+            updates.plot(np.concatenate([[0.0], xs]), np.concatenate([[0.0], ys]), **style)
+    for ax, text in ((loss, "no eval records with a test loss"), (updates, "no eval records count updates")):
+        if not ax.lines:
+            _note(ax, text)
+    if loss.lines:
+        values = np.concatenate([line.get_ydata() for line in loss.lines])
+        if values.min() > 0 and values.max() / values.min() > 5:
+            loss.set_yscale("log")
+        loss.set(title="test loss against wall time", xlabel="wall time (s)", ylabel="test loss")
+    updates.set(title="updates applied against wall time (slope: updates per second)", xlabel="wall time (s)",
+                ylabel="updates applied")
+    for ax in (loss, updates):
+        ax.grid(alpha=0.3)
+    _legend_below(fig, (loss, updates))
+    caption = "Test loss at each evaluation, and how fast each run applied updates."
+    return _save(fig, out / "compare_loss.png"), caption
+
+
+def _overlay_staleness(runs: list[Run], out: Path) -> tuple[Path, str]:
+    fig, (histogram, boxes) = _figure("staleness of every push (updates its parameters missed)", 2)
+    values = [run.staleness() for run in runs]
+    shown = [(i, run, v) for i, (run, v) in enumerate(zip(runs, values)) if len(v)]
+    if not shown:
+        _note(histogram, "no push records")
+        _note(boxes, "no push records")
+    else:
+        _histograms(histogram, [v for _, _, v in shown], [run.name for _, run, _ in shown],
+                    [_colour(i) for i, _, _ in shown], [_style(i) for i, _, _ in shown])
+        histogram.set(title="distribution", xlabel="staleness (updates)", ylabel="fraction of the run's pushes")
+        for row, (i, _, v) in enumerate(shown, start=1):  # drawn by hand: boxplot's orientation API keeps moving
+            p5, q1, median, q3, p95 = np.percentile(v, [5, 25, 50, 75, 95])
+            boxes.hlines(row, p5, p95, color="black", linewidth=1)
+            boxes.vlines([p5, p95], row - 0.15, row + 0.15, color="black", linewidth=1)
+            boxes.barh(row, max(q3 - q1, 0.05), left=q1 if q3 > q1 else q1 - 0.025, height=0.6, color=_colour(i),
+                       alpha=0.8, edgecolor="black", zorder=2)
+            boxes.vlines(median, row - 0.3, row + 0.3, color="black", linewidth=2, zorder=3)
+            boxes.plot(v.mean(), row, marker="D", markerfacecolor="white", markeredgecolor="black", zorder=4)
+        boxes.set_yticks(np.arange(1, len(shown) + 1), [run.name for _, run, _ in shown], fontsize=8)
+        boxes.invert_yaxis()
+        boxes.set(title="per run", xlabel="staleness (updates): box quartiles, whiskers p5 to p95, \u25c7 mean")
+    for ax in (histogram, boxes):
+        ax.grid(alpha=0.3)
+    _legend_below(fig, (histogram,))
+    caption = "How stale each run's pushes were: the whole distribution, and its quartiles and tails side by side."
+    return _save(fig, out / "compare_staleness.png"), caption
+
+
+# -- the page ----------------------------------------------------------------------
+def report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
+    """Plot each run, overlay several, and write ``out/report.html``; return its path.
+
+    ``out`` defaults to the run directory for one run and ``runs/report`` for several.
+    """
+    runs = [load_run(d) for d in dict.fromkeys(Path(d) for d in run_dirs)]
+    if not runs:
+        raise ValueError("Invalid report: no run directories given (pass one or more directories asyncps run wrote)")
+    out = Path(out) if out is not None else runs[0].dir if len(runs) == 1 else Path("runs/report")
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = {}
+    for run in runs:
+        loss, quality, staleness = plot_run(run.dir)
+        pictures[run.dir] = [(p, _CAPTIONS[p.name]) for p in
+                             (quality, loss, staleness, plot_progress(run), plot_staleness_breakdown(run))]
+    overlays = plot_overlays(runs, out) if len(runs) > 1 else []
+    page = out / "report.html"
+    page.write_text(_page(runs, out, overlays, pictures))
+    return page
+
+
+_CAPTIONS = {
+    "accuracy.png": "Validation and test accuracy against wall time and updates applied.",
+    "rmse.png": "Validation and test RMSE against wall time and updates applied.",
+    "loss.png": "Each worker's training loss (smoothed) with the validation and test loss.",
+    "staleness.png": "Staleness of every push, per worker, and between evaluations.",
+    "progress.png": "Steps each worker completed over time, and its rate: a straggler lags and is red.",
+    "staleness_breakdown.png": "Staleness distribution of each worker's pushes and of each shard's.",
+}
+
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1f2328;
+       margin: 0; background: #f6f7f9; }
+main { box-sizing: border-box; max-width: 1400px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 2px solid #e3e6ea; }
+h3 { font-size: 17px; margin: 28px 0 6px; }
+.meta, .note { color: #59636e; font-size: 13px; }
+nav a { margin-right: 14px; }
+code, .mono { font-family: "DejaVu Sans Mono", ui-monospace, Menlo, Consolas, monospace; font-size: 13px; }
+.differs code { background: #fff4d6; padding: 1px 5px; border-radius: 4px; }
+dl.settings { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 2px 24px;
+              margin: 8px 0; }
+dl.settings div { display: flex; gap: 8px; border-bottom: 1px dotted #e3e6ea; padding: 2px 0; }
+dl.settings dt { color: #59636e; font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; }
+dl.settings dd { margin: 0 0 0 auto; font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; }
+table.runs { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 14px; }
+table.runs th, table.runs td { padding: 6px 10px; border-bottom: 1px solid #e3e6ea; text-align: right;
+                               vertical-align: top; }
+table.runs th { background: #f0f2f5; font-weight: 600; font-size: 13px; }
+table.runs th:first-child, table.runs td:first-child, table.runs th.text, table.runs td.text { text-align: left; }
+table.runs tbody tr:nth-child(even) { background: #fafbfc; }
+table.runs td.best { font-weight: 700; }
+table.runs td.name, table.runs td.text { white-space: nowrap; }
+table.runs .muted { color: #8c959f; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 7px;
+          vertical-align: -1px; }
+figure { margin: 12px 0 22px; }
+figure img { box-sizing: border-box; max-width: 100%; height: auto; border: 1px solid #e3e6ea;
+             border-radius: 4px; display: block; }
+figcaption { color: #59636e; font-size: 13px; margin-top: 4px; }
+article { border-top: 1px solid #e3e6ea; }
+"""
+
+
+def _page(runs: list[Run], out: Path, overlays, pictures: dict) -> str:
+    differing = _differing(runs)
+    named = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
+    title = f"{len(runs)} runs compared" + (f": {named}" if named else "") if len(runs) > 1 else f"Run {runs[0].name}"
+    sections = [("settings", "Settings"), ("results", "Results")]
+    if overlays:
+        sections.append(("comparison", "Side by side"))
+    sections.append(("runs", "Each run" if len(runs) > 1 else "Plots"))
+    written = time.strftime("%Y-%m-%d %H:%M:%S")
+    body = [f"<h1>{_e(title)}</h1>",
+            f'<p class="meta">asyncps report, written {written} · {len(runs)} run{"s" * (len(runs) != 1)}</p>',
+            "<nav>" + "".join(f'<a href="#{key}">{_e(text)}</a>' for key, text in sections) + "</nav>",
+            _settings_section(runs, differing), _results_section(runs, differing)]
+    if overlays:
+        body.append('<section id="comparison"><h2>Side by side</h2>'
+                    + "".join(_figure_html(path, caption) for path, caption in overlays) + "</section>")
+    body.append(f'<section id="runs"><h2>{"Each run" if len(runs) > 1 else "Plots"}</h2>'
+                + "".join(_run_article(i, run, out, differing, pictures[run.dir]) for i, run in enumerate(runs))
+                + "</section>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+            + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _differing(runs: list[Run]) -> list[str]:
+    """The dotted settings whose values are not the same in every run, in config order."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.settings))
+    return [key for key in keys if key not in SKIPPED_KEYS
+            and len({json.dumps(run.settings.get(key), sort_keys=True, default=str) for run in runs}) > 1]
+
+
+def _value(value) -> str:
+    """A setting as TOML writes it: true, 0.1, "sync" without quotes, [64, 32], {} ."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _settings_section(runs: list[Run], differing: list[str]) -> str:
+    common = {key: value for key, value in runs[0].settings.items()
+              if key not in differing and key not in SKIPPED_KEYS}
+    parts = ['<section id="settings"><h2>Settings</h2>']
+    if len(runs) > 1:
+        if differing:
+            parts.append('<p class="differs">The runs differ in '
+                         + ", ".join(f"<code>{_e(key)}</code>" for key in differing)
+                         + " (values in the table below); everything else is the same:</p>")
+        else:
+            parts.append("<p>All runs have the same settings.</p>")
+        seeds = {run.settings.get("seed") for run in runs}
+        if len(seeds) > 1:
+            parts.append('<p class="note">The runs do not share a seed, so their data order, initial parameters '
+                         "and delays differ too.</p>")
+    parts.append('<dl class="settings">' + "".join(
+        f"<div><dt>{_e(key)}</dt><dd>{_e(_value(value))}</dd></div>" for key, value in common.items()) + "</dl>")
+    return "".join(parts) + "</section>"
+
+
+def _number(value, digits: int = 4, unit: str = "") -> str | None:
+    return f"{value:.{digits}g}{unit}" if _is_number(value) else None
+
+
+def _percent(value) -> str | None:
+    return f"{100 * value:.2f}%" if _is_number(value) else None
+
+
+def _columns(runs: list[Run]) -> list[tuple[str, callable, callable, int]]:
+    """(header, value of a run, its text, direction: -1 lower is better, +1 higher, 0 neither)."""
+    final = lambda key: lambda run: (run.summary.get("final") or {}).get(key)  # noqa: E731
+    stale = lambda key: lambda run: (run.summary.get("staleness") or {}).get(key)  # noqa: E731
+    columns = [("test loss", final("test_loss"), _number, -1)]
+    if any(_is_number(final("test_accuracy")(run)) for run in runs):
+        targets = {run.summary.get("target_accuracy") for run in runs} - {None}
+        target = f" {100 * targets.pop():g}%" if len(targets) == 1 else " target"
+        columns += [("test accuracy", final("test_accuracy"), _percent, +1),
+                    (f"time to{target} (s)", lambda run: run.summary.get("time_to_target"),
+                     lambda v: _number(v, 3), -1)]
+    if any(_is_number(final("test_rmse")(run)) for run in runs):
+        columns.append(("test RMSE", final("test_rmse"), _number, -1))
+    columns += [("mean staleness", stale("mean"), lambda v: _number(v, 3), -1),
+                ("p95 staleness", stale("p95"), lambda v: _number(v, 3), -1),
+                ("updates", lambda run: run.summary.get("updates"), lambda v: _number(v, 8), 0),
+                ("updates / s", lambda run: run.summary.get("updates_per_second"), lambda v: _number(v, 3), +1),
+                ("wall time (s)", lambda run: run.summary.get("wall_time"), lambda v: _number(v, 3), 0)]
+    return columns
+
+
+def _results_section(runs: list[Run], differing: list[str]) -> str:
+    columns = _columns(runs)
+    head = '<th>run</th>' + ('<th class="text">settings that differ</th>' if differing else "") + "".join(
+        f"<th>{_e(header)}</th>" for header, *_ in columns)
+    best = {}
+    for header, get, _, direction in columns:
+        values = [get(run) for run in runs]
+        numbers = [v for v in values if _is_number(v)]
+        if direction and len(runs) > 1 and len(set(numbers)) > 1:
+            best[header] = max(numbers) if direction > 0 else min(numbers)
+    rows = []
+    for i, run in enumerate(runs):
+        swatch = matplotlib.colors.to_hex(_colour(i))
+        cells = [f'<td class="name"><span class="swatch" style="background:{swatch}"></span>'
+                 f'<a href="#run-{i + 1}">{_e(run.name)}</a></td>']
+        if differing:
+            cells.append('<td class="text mono">' + "<br>".join(
+                f"{_e(key)} = {_e(_value(run.settings.get(key)))}" for key in differing) + "</td>")
+        for header, get, text, _ in columns:
+            value = get(run)
+            shown = text(value)
+            if shown is None:
+                missing = "not reached" if header.startswith("time to") else "—"
+                cells.append(f'<td class="muted">{missing}</td>')
+            else:
+                bold = ' class="best"' if header in best and value == best[header] else ""
+                cells.append(f"<td{bold}>{_e(shown)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    notes = ["Final values are the last evaluation's."]
+    if best:
+        notes.append("The best value of a column is bold.")
+    if any(header.startswith("time to") for header, *_ in columns):
+        notes.append("Time to target: the first evaluation whose test accuracy reached the run's "
+                     "<code>train.target_accuracy</code>.")
+    notes.append("Staleness: updates a push's parameters missed, over all pushes.")
+    return ('<section id="results"><h2>Results</h2><table class="runs">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f'<p class="note">{" ".join(notes)}</p></section>')
+
+
+def _figure_html(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption or path.name)}">'
+            f"<figcaption>{_e(caption)} <span class=\"mono\">({_e(path.name)})</span></figcaption></figure>")
+
+
+def _run_article(i: int, run: Run, out: Path, differing: list[str], pictures) -> str:
+    link = Path(os.path.relpath(run.dir.resolve(), out.resolve())).as_posix()
+    facts = [f'directory <a class="mono" href="{_e(link)}/">{_e(run.dir)}</a>']
+    facts += [f"<code>{_e(key)} = {_e(_value(run.settings.get(key)))}</code>" for key in differing]
+    events = [f"{_e(e.get('message', 'event'))} at {e['time']:.3g} s" for e in run.events]
+    if events:
+        facts.append("events: " + "; ".join(events))
+    return (f'<article id="run-{i + 1}"><h3>{_e(run.name)}</h3><p class="meta">{" · ".join(facts)}</p>'
+            + "".join(_figure_html(path, caption) for path, caption in pictures) + "</article>")

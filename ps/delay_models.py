@@ -1,0 +1,232 @@
+"""The kinds of delay, one small class each, and the reading of a spec table.
+
+A spec is a table holding a ``kind`` and that kind's parameters, e.g.
+``{kind = "lognormal", median = 0.01, sigma = 0.5}``, with an optional
+per-worker ``slowdown = {"3" = 10.0}`` that multiplies worker 3's durations.
+Every duration is in seconds. ``read_spec`` checks the table, and each refusal
+names the key as the config writes it (``delays.push.sigma``).
+
+A model draws from a *source*, one per (worker, event): a numpy Generator
+seeded from ``(seed, worker, event)`` for the random kinds, and the recorded
+rows, cycled, for a trace.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from optim.validation import check, is_number
+
+EVENTS = ("compute", "pull", "push")  # one mini-batch gradient; a pull; a push
+TRACE_ROW = '{"worker": <int >= 0>, "event": "compute" | "pull" | "push", "seconds": <number >= 0>}'
+
+
+@dataclass(frozen=True)
+class Model:
+    """A kind of delay. ``build`` checks a spec's parameters (each a number >= 0,
+    or > 0 where ``positive`` says why), ``source`` makes one (worker, event)'s
+    state, and ``draw`` takes its next duration, in seconds, from that state."""
+
+    kind: ClassVar[str]
+    positive: ClassVar[dict[str, str]] = {}  # parameter -> why it must be > 0
+
+    @classmethod
+    def parameters(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.init)
+
+    @classmethod
+    def build(cls, where: str, event: str, num_workers: int, **params) -> "Model":
+        for name, value in params.items():
+            if name in cls.positive:
+                check(is_number(value) and value > 0, f"{where}.{name}", value,
+                      f"must be a number > 0: {cls.positive[name]}")
+            else:
+                check(is_number(value) and value >= 0, f"{where}.{name}", value, "must be a number >= 0")
+        return cls(**params)
+
+    def source(self, seed: int, worker: int, event: str):
+        return np.random.default_rng([seed, worker, EVENTS.index(event)])
+
+    def draw(self, source, nbytes: int) -> float:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NoDelay(Model):
+    kind: ClassVar[str] = "none"
+
+    def draw(self, source, nbytes):
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Constant(Model):
+    kind: ClassVar[str] = "constant"
+    seconds: float
+
+    def draw(self, source, nbytes):
+        return float(self.seconds)
+
+
+@dataclass(frozen=True)
+class Uniform(Model):
+    kind: ClassVar[str] = "uniform"
+    low: float
+    high: float
+
+    @classmethod
+    def build(cls, where, event, num_workers, **params):
+        model = super().build(where, event, num_workers, **params)
+        check(model.low <= model.high, f"{where}.high", model.high, f"must be >= low = {model.low!r}")
+        return model
+
+    def draw(self, source, nbytes):
+        return float(source.uniform(self.low, self.high))
+
+
+@dataclass(frozen=True)
+class Exponential(Model):
+    kind: ClassVar[str] = "exponential"
+    mean: float
+
+    def draw(self, source, nbytes):
+        return float(source.exponential(self.mean))
+
+
+@dataclass(frozen=True)
+class Lognormal(Model):
+    """exp(N(log median, sigma²)): the median is ``median``, the mean median·exp(sigma²/2)."""
+
+    kind: ClassVar[str] = "lognormal"
+    positive: ClassVar[dict[str, str]] = {"sigma": 'the spread (for none, use kind = "constant")'}
+    median: float
+    sigma: float
+
+    def draw(self, source, nbytes):
+        return self.median * math.exp(self.sigma * source.standard_normal())
+
+
+@dataclass(frozen=True)
+class Pareto(Model):
+    """Heavy-tailed stragglers: the classical (type I) Pareto with minimum ``scale``,
+    P(X > x) = (scale / x)^alpha for x >= scale, drawn as scale·(1 + Lomax), i.e.
+    ``scale * (1 + numpy.random.Generator.pareto(alpha))``. The median is
+    scale·2^(1/alpha); the mean, alpha·scale/(alpha - 1), exists only for alpha > 1."""
+
+    kind: ClassVar[str] = "pareto"
+    positive: ClassVar[dict[str, str]] = {"alpha": "the tail index (the mean exists only for alpha > 1)"}
+    scale: float
+    alpha: float
+
+    def draw(self, source, nbytes):
+        return self.scale * (1.0 + source.pareto(self.alpha))
+
+
+@dataclass(frozen=True)
+class Bandwidth(Model):
+    """A message's time on the wire: latency + nbytes / bytes_per_second."""
+
+    kind: ClassVar[str] = "bandwidth"
+    positive: ClassVar[dict[str, str]] = {"bytes_per_second": "it divides the message size"}
+    latency: float
+    bytes_per_second: float
+
+    @classmethod
+    def build(cls, where, event, num_workers, **params):
+        check(event != "compute", f"{where}.kind", cls.kind,
+              "a computation sends no message: use bandwidth for pull or push")
+        return super().build(where, event, num_workers, **params)
+
+    def draw(self, source, nbytes):
+        return self.latency + nbytes / self.bytes_per_second
+
+
+@dataclass(frozen=True)
+class Trace(Model):
+    """Replays a recorded trace (``TraceRecorder.write``): this event's rows for a
+    worker, in file order, starting over when they run out."""
+
+    kind: ClassVar[str] = "trace"
+    path: str
+    rows: dict[int, tuple[float, ...]] = field(init=False, repr=False, compare=False)  # worker -> seconds
+
+    @classmethod
+    def build(cls, where, event, num_workers, **params):
+        path = params["path"]
+        check(isinstance(path, str) and path != "", f"{where}.path", path, "must be the path of a JSONL trace file")
+        check(Path(path).is_file(), f"{where}.path", path, "no such file; TraceRecorder.write makes one")
+        rows = _read_trace(path, event)
+        for worker in range(num_workers):
+            check(worker in rows, f"{where}.path", path,
+                  f"no {event!r} rows for worker {worker}: a trace must cover all {num_workers} workers")
+        model = cls(path)
+        object.__setattr__(model, "rows", {w: tuple(seconds) for w, seconds in rows.items()})  # frozen: set once
+        return model
+
+    def source(self, seed, worker, event):
+        return itertools.cycle(self.rows[worker])
+
+    def draw(self, source, nbytes):
+        return next(source)
+
+
+KINDS = {cls.kind: cls for cls in (NoDelay, Constant, Uniform, Exponential, Lognormal, Pareto, Bandwidth, Trace)}
+
+
+def _read_trace(path: str, event: str) -> dict[int, list[float]]:
+    """``event``'s rows of the trace file, per worker in file order."""
+    rows: dict[int, list[float]] = {}
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            ok = (isinstance(row, dict) and set(row) == {"worker", "event", "seconds"}
+                  and type(row["worker"]) is int and row["worker"] >= 0 and row["event"] in EVENTS
+                  and is_number(row["seconds"]) and row["seconds"] >= 0)
+            check(ok, "trace row", line.strip(), f"{path} line {number}: each row is {TRACE_ROW}")
+            if row["event"] == event:
+                rows.setdefault(row["worker"], []).append(float(row["seconds"]))
+    return rows
+
+
+def read_spec(event: str, spec, num_workers: int) -> tuple[Model, dict[int, float]]:
+    """``event``'s spec table -> its model and the slowdown factor of each slowed worker."""
+    where = f"delays.{event}"
+    check(isinstance(spec, dict), where, spec, 'must be a table, e.g. {kind = "constant", seconds = 0.001}')
+    check("kind" in spec, where, spec, f"needs a kind: one of {', '.join(sorted(KINDS))}")
+    kind = spec["kind"]
+    check(isinstance(kind, str) and kind in KINDS, f"{where}.kind", kind, f"choose one of: {', '.join(sorted(KINDS))}")
+    cls = KINDS[kind]
+    wanted = cls.parameters()
+    takes = f"a {kind} delay takes {', '.join(wanted) or 'no parameters'}, and optionally slowdown"
+    params = {key: value for key, value in spec.items() if key not in ("kind", "slowdown")}
+    for name in wanted:
+        if name not in params:
+            raise ValueError(f"Invalid {where}.{name}: missing ({takes})")
+    for name, value in params.items():
+        check(name in wanted, f"{where}.{name}", value, f"not a parameter of this kind: {takes}")
+    model = cls.build(where, event, num_workers, **params)
+    return model, _read_slowdown(f"{where}.slowdown", spec.get("slowdown", {}), num_workers)
+
+
+def _read_slowdown(where: str, table, num_workers: int) -> dict[int, float]:
+    check(isinstance(table, dict), where, table, 'must be a table of worker = factor, e.g. {"3" = 10.0}')
+    factors = {}
+    for key, factor in table.items():
+        worker = int(key) if isinstance(key, str) and key.isdecimal() else key  # "3" in TOML, 3 in Python
+        check(type(worker) is int and 0 <= worker < num_workers, f"{where} worker", key,
+              f"must be a worker index from 0 to {num_workers - 1}: the run has {num_workers} workers")
+        check(is_number(factor) and factor > 0, f"{where}.{key}", factor, "must be a number > 0 (1 is no slowdown)")
+        factors[worker] = float(factor)
+    return factors

@@ -1,0 +1,145 @@
+"""Seeded delays: how long each worker's computations and messages take.
+
+``Delays(specs, seed, num_workers)`` holds one model per event ("compute": one
+mini-batch gradient; "pull"; "push"; see ``ps.delay_models`` for the kinds) and
+answers ``duration(worker, event, nbytes)`` in seconds. Every (worker, event)
+draws from its own generator, seeded from ``(seed, worker, event)``, so the
+sequence a worker sees does not depend on how the workers interleave: a run
+in virtual time (sim) and one with real sleeps (local) draw the same
+durations. An event with no spec (``{}``) or ``kind = "none"`` takes no time.
+If every event does, ``active`` is False, and a backend skips the delays.
+
+Real backends sleep: ``DelayedClient`` wraps any client and sleeps before
+forwarding each pull and push, and its ``compute``, passed as
+``WorkerRuntime(after_compute=...)``, sleeps after each gradient.
+``TraceRecorder`` collects the durations a run drew and writes the JSONL
+file that a ``trace`` delay replays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from optim.validation import check, is_number
+from ps.client import Client, ClientWrapper, Pulled
+from ps.delay_models import EVENTS, KINDS, Model, read_spec
+from ps.shard import Push
+
+__all__ = ["Delays", "DelayedClient", "TraceRecorder", "EVENTS", "KINDS"]
+
+
+def _check_event(event) -> None:
+    check(event in EVENTS, "delay event", event, f"choose one of: {', '.join(EVENTS)}")
+
+
+class Delays:
+    """One delay model per event, drawn per (worker, event) from seeded sources."""
+
+    def __init__(self, specs: dict | None = None, seed: int = 0, num_workers: int = 1):
+        specs = {} if specs is None else specs
+        check(isinstance(specs, dict), "delays", specs, "must be a table of event -> spec, e.g. "
+              '{"push": {"kind": "constant", "seconds": 0.001}}')
+        check(type(seed) is int and seed >= 0, "seed", seed, "must be an integer >= 0")
+        check(type(num_workers) is int and num_workers >= 1, "num_workers", num_workers, "must be a positive integer")
+        self.seed, self.num_workers = seed, num_workers
+        self.models: dict[str, Model] = {}  # the events that take time
+        self._sources: dict[str, list] = {}  # event -> per worker, where its durations come from
+        self._factors: dict[str, list[float]] = {}  # event -> per worker, its slowdown factor
+        for event, spec in specs.items():
+            _check_event(event)
+            if spec == {}:
+                continue
+            model, slowdown = read_spec(event, spec, num_workers)
+            if model.kind == "none":
+                continue
+            self.models[event] = model
+            self._sources[event] = [model.source(seed, w, event) for w in range(num_workers)]
+            self._factors[event] = [slowdown.get(w, 1.0) for w in range(num_workers)]
+
+    @classmethod
+    def none(cls) -> "Delays":
+        """No delay anywhere."""
+        return cls()
+
+    @property
+    def active(self) -> bool:
+        """Whether any event takes time (if not, a backend need not wrap anything)."""
+        return bool(self.models)
+
+    def is_active(self, event: str) -> bool:
+        _check_event(event)
+        return event in self.models
+
+    def duration(self, worker: int, event: str, nbytes: int = 0) -> float:
+        """Seconds that ``worker``'s next ``event`` takes; ``nbytes``: the message's size (pull, push)."""
+        if not (type(worker) is int and 0 <= worker < self.num_workers):  # the message only when refused
+            check(False, "worker", worker,
+                  f"must be in [0, {self.num_workers}): the delays were built for {self.num_workers} workers")
+        check(type(nbytes) is int and nbytes >= 0, "nbytes", nbytes, "must be an integer >= 0")
+        model = self.models.get(event)
+        if model is None:
+            _check_event(event)
+            return 0.0
+        return model.draw(self._sources[event][worker], nbytes) * self._factors[event][worker]
+
+
+class DelayedClient(ClientWrapper):
+    """Sleeps each pull's and push's duration, then forwards the call.
+
+    The message size is the tensors' bytes: a dense pull moves ``layout.size``
+    float32s, a push its gradient, a rows call its rows. ``compute`` sleeps a
+    gradient's duration: pass it as ``WorkerRuntime(after_compute=...)``."""
+
+    def __init__(self, inner: Client, delays: Delays):
+        super().__init__(inner)
+        self.delays = delays
+
+    def compute(self) -> None:
+        """Block this worker's thread for one gradient computation's delay."""
+        seconds = self.delays.duration(self.worker, "compute")
+        if seconds > 0:
+            time.sleep(seconds)
+
+    async def _wait(self, event: str, nbytes: int) -> None:
+        seconds = self.delays.duration(self.worker, event, nbytes)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    async def pull(self, min_versions=None) -> Pulled:
+        await self._wait("pull", self.layout.size * 4)
+        return await self.inner.pull(min_versions)
+
+    async def push(self, grad, versions) -> list[Push]:
+        await self._wait("push", grad.numel() * grad.element_size())
+        return await self.inner.push(grad, versions)
+
+    async def pull_rows(self, table, rows):
+        await self._wait("pull", rows.numel() * self.layout.table(table)[1] * 4)
+        return await self.inner.pull_rows(table, rows)
+
+    async def push_rows(self, table, rows, grad_rows, versions) -> list[Push]:
+        await self._wait("push", grad_rows.numel() * grad_rows.element_size())
+        return await self.inner.push_rows(table, rows, grad_rows, versions)
+
+
+class TraceRecorder:
+    """The durations a run drew, as ``(worker, event, seconds)`` rows in the order
+    they were drawn. ``write(path)`` makes the JSONL file that a ``trace`` delay
+    (``{kind = "trace", path = ...}``) replays: the same durations per (worker, event)."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, str, float]] = []
+
+    def add(self, worker: int, event: str, seconds: float) -> None:
+        check(type(worker) is int and worker >= 0, "trace worker", worker, "must be an integer >= 0")
+        _check_event(event)
+        check(is_number(seconds) and seconds >= 0, "trace seconds", seconds, "must be a number >= 0")
+        self.rows.append((worker, event, float(seconds)))
+
+    def write(self, path: str | Path) -> None:
+        """One JSON object a line: ``{"worker": 0, "event": "push", "seconds": 0.0021}``."""
+        lines = (json.dumps({"worker": w, "event": e, "seconds": s}) + "\n" for w, e, s in self.rows)
+        Path(path).write_text("".join(lines), encoding="utf-8")
