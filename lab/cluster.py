@@ -34,7 +34,7 @@ from lab.config import load_config
 from lab.evaluator import Evaluator
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics
-from ps import make_shards
+from ps import DelayedClient, make_shards
 from ps.grpc_client import GrpcClient
 from ps.grpc_server import serve
 from workers.runtime import WorkerRuntime
@@ -78,10 +78,13 @@ def work_main(config_path: str, worker: int, addresses: list[str], run_dir: str,
         raise ValueError(f"Invalid worker: {worker} (the config has {workers} workers: 0..{workers - 1})")
     torch.set_num_threads(1)
     client = GrpcClient(experiment.layout, addresses, worker, token=token_from_env(), tls_ca=tls_ca)
+    delays = experiment.delays
+    delayed = DelayedClient(client, delays) if delays.active else None
     part = Path(run_dir) / WORKER_PARTS / f"worker-{worker}.jsonl"
     with Metrics(part, start=0.0) as metrics:  # absolute wall times, merged by the evaluator
-        runtime = WorkerRuntime(worker, workers, client, experiment.model, experiment.data_shards[worker],
-                                experiment.steps, metrics.record, threading.Event())
+        runtime = WorkerRuntime(worker, workers, delayed or client, experiment.model,
+                                experiment.data_shards[worker], experiment.steps, metrics.record, threading.Event(),
+                                after_compute=delayed.compute if delayed and delays.is_active("compute") else None)
 
         async def main():
             await runtime.work(experiment.protocol)

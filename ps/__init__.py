@@ -1,9 +1,10 @@
 """The parameter server: layout, shards, server rules and the client interface."""
 
 from ps.client import Client, ClientWrapper, InProcessClient, Pulled
+from ps.delays import DelayedClient, Delays, TraceRecorder
 from ps.layout import Layout, Range
 from ps.rules import ApplyEach, ServerRule
 from ps.shard import Push, Shard, ShardClosed, make_shards
 
 __all__ = ["Layout", "Range", "Shard", "ShardClosed", "Push", "make_shards", "ServerRule", "ApplyEach", "Client", "ClientWrapper", "InProcessClient",
-           "Pulled"]
+           "Pulled", "Delays", "DelayedClient", "TraceRecorder"]

@@ -65,6 +65,7 @@ class Shard:
         self._published = values.detach().to(torch.float32).contiguous().clone()
         self._buffers = [self._published]
         self._held: dict[Hashable, torch.Tensor] = {}
+        self._holders: Counter[int] = Counter()  # id(buffer) -> readers holding it: O(1) checks with many workers
         self.tables = {name: t.detach().to(torch.float32).contiguous().clone() for name, t in (tables or {}).items()}
         self.rule_state = rule.init(self._published)
         self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
@@ -95,7 +96,7 @@ class Shard:
             values, version = self._published, self.version
             if reader is None:
                 return values.clone(), version
-            self._held[reader] = values
+            self._hold(reader, values)
             return values, version
 
     def close(self) -> None:
@@ -106,7 +107,16 @@ class Shard:
 
     def release(self, reader: Hashable) -> None:
         with self._published_lock:
-            self._held.pop(reader, None)
+            self._hold(reader, None)
+
+    def _hold(self, reader: Hashable, buffer: torch.Tensor | None) -> None:
+        """Move ``reader``'s hold to ``buffer`` (None: let go)."""
+        previous = self._held.pop(reader, None)
+        if previous is not None:
+            self._holders[id(previous)] -= 1
+        if buffer is not None:
+            self._held[reader] = buffer
+            self._holders[id(buffer)] += 1
 
     def push(self, grad: torch.Tensor, read_version: int, worker: int = 0, reader: Hashable | None = None) -> Push:
         """Hand a gradient to the server rule. Bad input raises ValueError and changes nothing.
@@ -129,9 +139,9 @@ class Shard:
         """``push`` without the checks, for a caller that made them with ``check_push``."""
         with self._update_lock:
             with self._published_lock:
-                self._held.pop(reader, None)
+                self._hold(reader, None)
                 push_at, current = self.version, self._published
-                if not any(current is held for held in self._held.values()):
+                if not self._holders[id(current)]:
                     # Nobody reads the published values: update them in place (no
                     # spare buffer to stream through), under the lock so that no
                     # pull sees half an update.
@@ -144,9 +154,8 @@ class Shard:
             return self._finish(worker, read_version, push_at, applied, out)
 
     def _free_buffer(self) -> torch.Tensor:
-        busy = [self._published, *self._held.values()]
         for buffer in self._buffers:
-            if not any(buffer is b for b in busy):
+            if buffer is not self._published and not self._holders[id(buffer)]:
                 return buffer
         self._buffers.append(torch.empty_like(self._published))
         return self._buffers[-1]
@@ -210,6 +219,7 @@ class Shard:
             self._published = saved["values"].clone()
             self._buffers = [self._published]
             self._held.clear()
+            self._holders.clear()
             self.tables = {name: t.clone() for name, t in saved["tables"].items()}
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
