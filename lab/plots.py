@@ -4,7 +4,7 @@
 with a ``kind`` and a ``time`` in seconds since the start) and writes:
 
 - ``loss.png``: each worker's training loss (smoothed, thin) with the
-  validation and test loss, against wall time and against updates applied;
+  validation and test loss, against time and against updates applied;
 - ``accuracy.png``: validation and test accuracy, with the target accuracy
   (``train.target_accuracy`` in ``summary.json`` or ``config.toml``) dashed;
   for a regression model (no accuracy in the records) ``rmse.png`` instead;
@@ -86,8 +86,10 @@ class _Run:
                                                 _lookup(summary, "config", "train", "target_accuracy"),
                                                 _lookup(config, "train", "target_accuracy")) if _is_number(value)),
                            None)
+        backend = _lookup(config, "backend")
+        clock = "virtual time" if backend == "sim" else (f"{backend} backend" if backend else None)
         setup = [_lookup(config, "protocol", "name"), _workers(_lookup(config, "cluster", "workers")),
-                 _shards(_lookup(config, "cluster", "shards")), _lookup(config, "server", "optimizer")]
+                 _shards(_lookup(config, "cluster", "shards")), _lookup(config, "server", "optimizer"), clock]
         self.setup = ", ".join(str(part) for part in setup if part)
 
     def title(self, what: str) -> str:
@@ -221,11 +223,11 @@ def _plot_loss(run: _Run) -> Path:
     fig, axes = _figure(run, "loss", 2)
     curves = _train_curves(run)
     counted = len(run.update_clock[0]) > 0
-    panels = ((axes[0], "time", "wall time (s)", lambda t: t),
-              (axes[1], "updates", "updates applied (train curves: interpolated from wall time)",
+    panels = ((axes[0], "time", "time (s)", lambda t: t),
+              (axes[1], "updates", "updates applied (train curves: interpolated from time)",
                run.updates_at if counted else None))
     for ax, x, xlabel, place in panels:
-        ax.set_title("against wall time" if x == "time" else "against updates applied")
+        ax.set_title("against time" if x == "time" else "against updates applied")
         val, test = run.series(run.evals, x, "val_loss"), run.series(run.evals, x, "test_loss")
         train = curves if place is not None else []
         if not train and not len(val[0]) and not len(test[0]):
@@ -264,8 +266,8 @@ def _plot_quality(run: _Run) -> Path:
         "val_rmse" in r or "test_rmse" in r for r in run.evals)
     metric, what = ("rmse", "RMSE") if regression else ("accuracy", "accuracy")
     fig, (by_time, by_updates) = _figure(run, f"{what} on held-out data", 2)
-    for ax, x, xlabel in ((by_time, "time", "wall time (s)"), (by_updates, "updates", "updates applied")):
-        ax.set_title(f"against {'wall time' if x == 'time' else 'updates applied'}")
+    for ax, x, xlabel in ((by_time, "time", "time (s)"), (by_updates, "updates", "updates applied")):
+        ax.set_title(f"against {'time' if x == 'time' else 'updates applied'}")
         val = run.series(run.evals, x, f"val_{metric}")
         test = run.series(run.evals, x, f"test_{metric}")
         if not len(val[0]) and not len(test[0]):
@@ -341,7 +343,7 @@ def _plot_staleness(run: _Run) -> Path:
             over_time.plot(t, y, linestyle=style, color="#4c72b0" if key != "max" else "#c0392b", marker=".",
                            label=key)
         _mark_events(over_time, run)
-        over_time.set(xlabel="wall time (s)", ylabel="staleness (updates)")
+        over_time.set(xlabel="time (s)", ylabel="staleness (updates)")
         _legend_under(over_time)
     else:
         _note(over_time, "no staleness statistics in the eval records")

@@ -3,7 +3,7 @@
 ``report(run_dirs, out)`` (re)makes each run's plots with :func:`lab.plots.plot_run`
 and adds two of its own, both into the run directory:
 
-- ``progress.png``: the steps each worker has completed against wall time, and
+- ``progress.png``: the steps each worker has completed against time, and
   each worker's rate (steps per second); a straggler is the line that lags
   and the red bar;
 - ``staleness_breakdown.png``: the staleness distribution of each worker's
@@ -177,7 +177,7 @@ def _histograms(ax, groups: list[np.ndarray], labels: list[str], colours: list, 
 
 # -- progress.png ----------------------------------------------------------------
 def plot_progress(run: Run) -> Path:
-    """Steps completed by each worker against wall time, and each worker's rate."""
+    """Steps completed by each worker against time, and each worker's rate."""
     fig, (lines, rates) = _figure(f"{run.name}: worker progress (a straggler lags)", 2)
     workers = _ids(r.get("worker") for r in run.train)
     curves = {w: np.sort(np.array([r["time"] for r in run.train if r.get("worker") == w], float)) for w in workers}
@@ -203,7 +203,7 @@ def plot_progress(run: Run) -> Path:
         else:
             lines.step(x, y, where="post", color="#b0b0b0", linewidth=0.8,
                        label=f"the other {len(workers) - 2} workers")
-    lines.set(title="steps completed", xlabel="wall time (s)", ylabel="steps")
+    lines.set(title="steps completed", xlabel="time (s)", ylabel="steps")
     handles, labels = lines.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     lines.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", ncol=1 if len(unique) < 6 else 2)
@@ -285,7 +285,7 @@ def _overlay_quality(runs: list[Run], out: Path) -> tuple[Path, str]:
     what = "test RMSE" if metric == "rmse" else "test accuracy"
     fig, axes = _figure(what, 2)
     targets = {run.summary.get("target_accuracy") for run in runs} - {None}
-    for ax, x, xlabel in ((axes[0], "time", "wall time (s)"), (axes[1], "updates", "updates applied")):
+    for ax, x, xlabel in ((axes[0], "time", "time (s)"), (axes[1], "updates", "updates applied")):
         for i, run in enumerate(runs):
             xs, ys = run.series(run.evals, x, f"test_{metric}")
             if len(xs):
@@ -302,7 +302,7 @@ def _overlay_quality(runs: list[Run], out: Path) -> tuple[Path, str]:
                ylabel=what + (" (lower is better)" if metric == "rmse" else ""))
         ax.grid(alpha=0.3)
     _legend_below(fig, axes)
-    caption = f"{what.capitalize()} at each evaluation, against wall time and against updates applied."
+    caption = f"{what.capitalize()} at each evaluation, against time and against updates applied."
     return _save(fig, out / "compare_quality.png"), caption
 
 
@@ -323,8 +323,8 @@ def _overlay_loss(runs: list[Run], out: Path) -> tuple[Path, str]:
         values = np.concatenate([line.get_ydata() for line in loss.lines])
         if values.min() > 0 and values.max() / values.min() > 5:
             loss.set_yscale("log")
-        loss.set(title="test loss against wall time", xlabel="wall time (s)", ylabel="test loss")
-    updates.set(title="updates applied against wall time (slope: updates per second)", xlabel="wall time (s)",
+        loss.set(title="test loss against time", xlabel="time (s)", ylabel="test loss")
+    updates.set(title="updates applied against time (slope: updates per second)", xlabel="time (s)",
                 ylabel="updates applied")
     for ax in (loss, updates):
         ax.grid(alpha=0.3)
@@ -385,8 +385,8 @@ def report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
 
 
 _CAPTIONS = {
-    "accuracy.png": "Validation and test accuracy against wall time and updates applied.",
-    "rmse.png": "Validation and test RMSE against wall time and updates applied.",
+    "accuracy.png": "Validation and test accuracy against time and updates applied.",
+    "rmse.png": "Validation and test RMSE against time and updates applied.",
     "loss.png": "Each worker's training loss (smoothed) with the validation and test loss.",
     "staleness.png": "Staleness of every push, per worker, and between evaluations.",
     "progress.png": "Steps each worker completed over time, and its rate: a straggler lags and is red.",
@@ -522,7 +522,7 @@ def _columns(runs: list[Run]) -> list[tuple[str, callable, callable, int]]:
                 ("p95 staleness", stale("p95"), lambda v: _number(v, 3), -1),
                 ("updates", lambda run: run.summary.get("updates"), lambda v: _number(v, 8), 0),
                 ("updates / s", lambda run: run.summary.get("updates_per_second"), lambda v: _number(v, 3), +1),
-                ("wall time (s)", lambda run: run.summary.get("wall_time"), lambda v: _number(v, 3), 0)]
+                ("run time (s)", lambda run: run.summary.get("wall_time"), lambda v: _number(v, 3), 0)]
     return columns
 
 

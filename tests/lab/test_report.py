@@ -119,7 +119,7 @@ def test_the_page_has_one_row_per_run_the_differences_and_every_picture_embedded
     assert ["protocol.name = downpour", "protocol.name = sync"] == [row[1] for row in page.rows]
     body = " ".join(page.text)
     for header in ("test loss", "test accuracy", "time to 95% (s)", "mean staleness", "p95 staleness",
-                   "updates / s", "wall time (s)", "The runs differ in"):
+                   "updates / s", "run time (s)", "The runs differ in"):
         assert header in body
     assert len(page.images) == OVERLAYS + PER_RUN_PICTURES * len(RUNS)
     for src in page.images:
