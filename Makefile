@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench protos clean
+.PHONY: run test bench protos compose-test clean
 
 # torch is pinned here, before the project, so that the package's own range
 # (torch>=2.3) is already satisfied and pip never fetches a CUDA build.
@@ -25,6 +25,11 @@ protos: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/optim_bench.py
 	$(PY) benchmarks/ps_local_bench.py
+
+# The docker-compose cluster end to end: a Docker engine of its own (installed
+# if missing), images built offline, the run's accuracy checked (needs root).
+compose-test:
+	bash deploy/compose-test.sh
 
 clean:
 	rm -rf $(VENV) runs

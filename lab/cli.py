@@ -220,7 +220,7 @@ def add_evaluate(commands) -> None:
 def add_health(commands) -> None:
     command = commands.add_parser("health", help="exit 0 if the shard at HOST:PORT is serving")
     command.add_argument("address")
-    command.set_defaults(run=lambda a: cluster.health_main(a.address))
+    command.set_defaults(run=lambda a: health_main(a.address))
 
 
 # -- the parser ------------------------------------------------------------------

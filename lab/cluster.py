@@ -25,14 +25,13 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import torch
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
 from lab.config import load_config
 from lab.evaluator import Evaluator
 from lab.experiment import Experiment
+from lab.health import wait_until_serving
 from lab.metrics import WORKER_PARTS, Metrics
 from ps import DelayedClient, make_shards
 from ps.grpc_client import GrpcClient
@@ -113,6 +112,7 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     config = load_config(config_path)
     experiment = Experiment.build(config)
     run_dir = Path(run_dir) if run_dir else config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(Path(config_path).read_text())
     for address in addresses:
         wait_until_serving(address, timeout=120.0)
@@ -122,34 +122,6 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     finish(config, run_dir, metrics.start, dense, tables)
     print(f"run directory: {run_dir}/", flush=True)
     return 0
-
-
-def health_main(address: str, timeout: float = 3.0) -> int:
-    """0 if the server at ``address`` reports SERVING (for compose health checks)."""
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-    except grpc.RpcError as err:
-        print(f"{address}: {err.code().name}", file=sys.stderr)
-        return 1
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
-def wait_until_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
-    give_up = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the shard server for {address} exited with code {process.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                if time.monotonic() > give_up:
-                    raise TimeoutError(f"no shard server answered at {address} within {timeout} s") from None
-            time.sleep(0.1)
 
 
 # -- asyncps run --backend grpc ------------------------------------------------------
