@@ -17,6 +17,7 @@ from pathlib import Path
 from lab import cluster
 from lab.compare import compare, default_out, parse_sweep, plan
 from lab.config import BACKENDS, load_config
+from lab.health import health_main
 from lab.report import report
 from lab.runner import run
 from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES

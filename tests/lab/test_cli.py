@@ -54,3 +54,11 @@ def test_a_subcommand_is_required(capsys):
         main([])
     assert exit_.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+def test_health_says_not_serving_where_nothing_listens(capsys):
+    from lab.cluster import free_ports
+
+    port = free_ports(1)[0]
+    assert main(["health", f"127.0.0.1:{port}"]) == 1
+    assert "UNAVAILABLE" in capsys.readouterr().err

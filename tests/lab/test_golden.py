@@ -4,7 +4,6 @@ grpc backend runs every shard and worker as a real process on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import threading
