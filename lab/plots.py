@@ -78,8 +78,8 @@ class _Run:
         self.train, self.pushes, self.evals, self.events = by_kind.values()
         self.evals.sort(key=lambda r: r["time"])
         self.update_clock = self.series(self.evals, "time", "updates")
-        config = _read_toml(run_dir / "config.toml")
-        summary = _read_json(run_dir / "summary.json")
+        config = read_toml(run_dir / "config.toml")
+        summary = read_json(run_dir / "summary.json")
         self.name = config.get("name") or run_dir.name
         self.target = next((value for value in (_lookup(summary, "target_accuracy"),
                                                 _lookup(summary, "train", "target_accuracy"),
@@ -131,7 +131,7 @@ def _shards(n) -> str | None:
     return f"{n} shard{'s' * (n != 1)}" if n else None
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
     """The run's config, or {} when absent or unreadable: a picture must not depend on it."""
     try:
         return tomllib.loads(path.read_text())
@@ -139,7 +139,8 @@ def _read_toml(path: Path) -> dict:
         return {}
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A run's JSON file, or {} when absent or unreadable."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

@@ -25,7 +25,6 @@ import html
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lab.metrics import summarize  # noqa: E402
-from lab.plots import plot_run, read_metrics  # noqa: E402
+from lab.plots import plot_run, read_json, read_metrics, read_toml  # noqa: E402
 
 __all__ = ["report", "load_run", "plot_progress", "plot_staleness_breakdown", "plot_overlays", "Run"]
 
@@ -84,9 +83,9 @@ def load_run(run_dir: str | Path) -> Run:
     """Read ``run_dir``; a ``ValueError`` naming it when it is not a run directory."""
     run_dir = Path(run_dir)
     records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and _is_number(r.get("time"))]
-    config = _read_toml(run_dir / "config.toml")
+    config = read_toml(run_dir / "config.toml")
     by_kind = {kind: [r for r in records if r.get("kind") == kind] for kind in ("train", "push", "eval", "event")}
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     if not summary:  # a run killed before it finished: summarize what it recorded
         try:
             summary = summarize(run_dir, _flatten(config).get("train.target_accuracy", 0.95))
@@ -95,20 +94,6 @@ def load_run(run_dir: str | Path) -> Run:
     name = config.get("name") if isinstance(config.get("name"), str) else run_dir.name
     return Run(run_dir, name, _flatten(config), summary, by_kind["train"], by_kind["push"],
                sorted(by_kind["eval"], key=lambda r: r["time"]), by_kind["event"])
-
-
-def _read_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
