@@ -89,12 +89,8 @@ def add_run(commands) -> None:
 
 def run_experiment(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
-    try:
-        config = load_config(args.config, overrides)
-        run_dir = run(config, progress=args.progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"asyncps run: error: {err}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, overrides)
+    run_dir = run(config, progress=args.progress)
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary["final"]
     scores = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
@@ -119,12 +115,7 @@ def add_report(commands) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    try:
-        page = report(args.runs, args.out)
-    except ValueError as err:
-        print(f"asyncps report: error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {page}")
+    print(f"report: {report(args.runs, args.out)}")
     return 0
 
 
@@ -156,16 +147,11 @@ def add_compare(commands) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     out = args.out or default_out()
-    try:
-        configs = plan(args.configs, args.sweeps, args.overrides, args.backend, out)
-        if len({config.seed for config in configs}) > 1 and "seed" not in dict(args.sweeps):
-            print("asyncps compare: note: the configs set different seeds, so data order, initial parameters "
-                  "and delays differ too; --set seed=N gives them one", file=sys.stderr)
-        page = compare(configs, out, progress=args.progress)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"asyncps compare: error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {page}")
+    configs = plan(args.configs, args.sweeps, args.overrides, args.backend, out)
+    if len({config.seed for config in configs}) > 1 and "seed" not in dict(args.sweeps):
+        print("asyncps compare: note: the configs set different seeds, so data order, initial parameters "
+              "and delays differ too; --set seed=N gives them one", file=sys.stderr)
+    print(f"report: {compare(configs, out, progress=args.progress)}")
     return 0
 
 
@@ -237,9 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments), run the subcommand,
-    return its exit code."""
+    return its exit code. Input the user can fix (a config value, a missing
+    file) is a one-line error and exit code 2, for every subcommand alike."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"asyncps {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
