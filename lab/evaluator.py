@@ -2,9 +2,10 @@
 and scores them on the validation and test splits as training goes on.
 
 It evaluates after every ``eval_every`` updates applied (counted on shard 0,
-which every dense push reaches), records the staleness of the pushes since
-the previous evaluation beside the scores, and, with early stopping on, ends
-the run once the validation loss has stopped improving.
+which every dense push reaches) and, with early stopping on, ends the run
+once the validation loss has stopped improving. The staleness beside each
+evaluation is derived from the push records when the run is finished
+(``lab.metrics.finalize_metrics``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Evaluator:
         result = {"updates": updates}
         for split_name, split in (("val", data.val), ("test", data.test)):
             result.update({f"{split_name}_{k}": v for k, v in model.evaluate(dense, tables, split).items()})
-        self.metrics.record("eval", **result, staleness=self.metrics.take_staleness())
+        self.metrics.record("eval", **result)
         return result
 
     async def run(self) -> None:

@@ -3,8 +3,8 @@
 Every line has ``time`` (seconds since the start, wall or virtual) and
 ``kind``: ``train`` (worker, step, loss), ``push`` (worker, shard, version,
 staleness, applied), ``eval`` (updates, validation and test metrics, and the
-staleness summary of the pushes since the previous evaluation) and ``event``
-(message). ``summary.json`` is computed back from the file, so it means the
+staleness summary of the pushes since the previous evaluation, filled in by
+``finalize_metrics``) and ``event`` (message). ``summary.json`` is computed back from the file, so it means the
 same on every backend.
 """
 
@@ -39,7 +39,6 @@ class Metrics:
         self._lock = threading.Lock()
         self._clock = clock
         self.start = clock() if start is None else start
-        self._staleness_since_eval: list[int] = []
         self.listeners: list[Callable[[str, dict], None]] = []  # told of every record (a progress bar)
 
     def use_clock(self, clock: Callable[[], float], start: float = 0.0) -> None:
@@ -53,16 +52,8 @@ class Metrics:
         line = json.dumps({"time": round(self.now(), 6), "kind": kind, **fields})
         with self._lock:
             self._file.write(line + "\n")
-            if kind == "push":
-                self._staleness_since_eval.append(fields["staleness"])
         for listener in self.listeners:
             listener(kind, fields)
-
-    def take_staleness(self) -> dict:
-        """The staleness summary of the pushes since the last call."""
-        with self._lock:
-            values, self._staleness_since_eval = self._staleness_since_eval, []
-        return staleness_summary(values)
 
     def close(self) -> None:
         with self._lock:
@@ -78,21 +69,20 @@ class Metrics:
 WORKER_PARTS = "workers"  # <run_dir>/workers/worker-<w>.jsonl: what worker processes record
 
 
-def merge_worker_parts(run_dir: Path, start: float) -> None:
-    """Fold the worker processes' records (absolute wall times) into
-    ``metrics.jsonl``, in time order, and give every evaluation the staleness
-    of the pushes since the previous one (the evaluator could not see them)."""
+def finalize_metrics(run_dir: Path, start: float) -> None:
+    """Put ``metrics.jsonl`` in its final form: the worker processes' records
+    (absolute wall times, gRPC backend) folded in, everything in time order,
+    and every evaluation given the staleness summary of the pushes since the
+    previous one, derived here from the push records on every backend."""
     run_dir = Path(run_dir)
     parts = sorted((run_dir / WORKER_PARTS).glob("worker-*.jsonl"))
-    if not parts:
-        return
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for part in parts:
         for line in part.read_text().splitlines():
             record = json.loads(line)
             record["time"] = round(record["time"] - start, 6)
             lines.append(record)
-    lines.sort(key=lambda m: m["time"])
+    lines.sort(key=lambda m: m["time"])  # stable: an evaluation stays after the push that triggered it
     since_eval: list[int] = []
     for m in lines:
         if m["kind"] == "push":

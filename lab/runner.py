@@ -17,7 +17,7 @@ from lab.cluster import run_grpc
 from lab.config import Config, to_toml
 from lab.experiment import Experiment
 from lab.local import run_local
-from lab.metrics import Metrics, merge_worker_parts, summarize
+from lab.metrics import Metrics, finalize_metrics, summarize
 from lab.plots import plot_run
 from lab.sim import run_sim
 
@@ -40,7 +40,7 @@ def run(config: Config, progress: bool = True) -> Path:
 
 def finish(config: Config, run_dir: Path, start: float, dense: dict, tables: dict) -> None:
     """The run directory's results: merged metrics, model.pt, summary.json, plots."""
-    merge_worker_parts(run_dir, start)
+    finalize_metrics(run_dir, start)
     torch.save({"dense": dense, "tables": tables}, run_dir / "model.pt")
     summary = summarize(run_dir, config.train.target_accuracy)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

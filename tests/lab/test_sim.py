@@ -99,3 +99,19 @@ def test_scheduler_reports_a_deadlock_instead_of_hanging():
     sim.spawn(waits_forever(), "lonely worker")
     with pytest.raises(RuntimeError, match="simulation deadlock at t=0: lonely worker"):
         sim.run(on_idle=lambda: None)
+
+
+def test_every_evaluation_carries_the_staleness_of_the_pushes_since_the_previous_one(tmp_path):
+    run_dir = sim_run(tmp_path, "train.epochs=2", *LOGNORMAL)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [i for i, m in enumerate(records) if m["kind"] == "eval"]
+    assert len(evals) > 3
+    previous = -1
+    for i in evals:
+        window = [m["staleness"] for m in records[previous + 1:i] if m["kind"] == "push"]
+        summary = records[i]["staleness"]
+        assert summary["count"] == len(window)
+        if window:
+            assert summary["max"] == max(window)
+            assert summary["mean"] == pytest.approx(sum(window) / len(window))
+        previous = i
