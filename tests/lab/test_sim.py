@@ -102,7 +102,7 @@ def test_scheduler_reports_a_deadlock_instead_of_hanging():
 
 
 def test_every_evaluation_carries_the_staleness_of_the_pushes_since_the_previous_one(tmp_path):
-    run_dir = sim_run(tmp_path, "train.epochs=2", *LOGNORMAL)
+    run_dir = sim_run(tmp_path, "train.epochs=2", "train.eval_every=20", *LOGNORMAL)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [i for i, m in enumerate(records) if m["kind"] == "eval"]
     assert len(evals) > 3
