@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from lab.config import load_config
-from lab.evaluator import Evaluator
+from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
 from lab.health import wait_until_serving
 from lab.metrics import WORKER_PARTS, Metrics
@@ -115,7 +115,7 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     (run_dir / "config.toml").write_text(Path(config_path).read_text())
     for address in addresses:
         wait_until_serving(address, timeout=120.0)
-    client = GrpcClient(experiment.layout, addresses, worker=-1, token=token_from_env(), tls_ca=tls_ca)
+    client = GrpcClient(experiment.layout, addresses, worker=EVALUATOR, token=token_from_env(), tls_ca=tls_ca)
     with Metrics(run_dir / "metrics.jsonl") as metrics:
         dense, tables = asyncio.run(evaluate_cluster(experiment, client, metrics))
     finish(config, run_dir, metrics.start, dense, tables)
@@ -153,7 +153,7 @@ def run_grpc(experiment: Experiment, metrics: Metrics, progress: bool = True) ->
                    for w in range(config.cluster.workers)]
         bar = tqdm(unit="update", desc=config.name, disable=not progress, mininterval=0.5)
         metrics.listeners.append(lambda kind, fields: kind == "eval" and bar.update(fields["updates"] - bar.n))
-        client = GrpcClient(experiment.layout, addresses, worker=-1)
+        client = GrpcClient(experiment.layout, addresses, worker=EVALUATOR)
         dense, tables = asyncio.run(evaluate_cluster(experiment, client, metrics))
         bar.close()
         failed = [w for w, p in enumerate(workers) if p.wait() != 0]

@@ -10,6 +10,7 @@ evaluation is derived from the push records when the run is finished
 
 from __future__ import annotations
 
+import inspect
 from typing import Awaitable, Callable
 
 import torch
@@ -21,9 +22,14 @@ from ps import Client, ShardClosed
 from workers.gradient import unflatten
 
 
+EVALUATOR = -1  # the evaluator's reader and worker id on the shards: never a worker's
+
+
 class Evaluator:
     def __init__(self, experiment: Experiment, client: Client, metrics: Metrics,
-                 end_run: Callable[[], Awaitable[None]]):
+                 end_run: Callable[[], Awaitable[None] | None]):
+        """``end_run`` closes the run early (early stopping): closing in-process
+        shards is a plain call, closing remote ones a coroutine."""
         self.experiment = experiment
         self.client = client
         self.metrics = metrics
@@ -66,7 +72,9 @@ class Evaluator:
                     self.metrics.record("event", message=f"early stopping after {result['updates']} updates: "
                                                          f"no validation improvement in {self.early_stopping.patience}"
                                                          " evaluations")
-                    await self.end_run()
+                    ended = self.end_run()
+                    if inspect.isawaitable(ended):
+                        await ended
                     return
         except ShardClosed:
             return

@@ -16,14 +16,13 @@ import threading
 import torch
 from tqdm import tqdm
 
-from lab.evaluator import Evaluator
+from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from ps import InProcessClient, make_shards
 from ps.delays import DelayedClient
 from workers.runtime import WorkerRuntime
 
-EVALUATOR = -1  # the evaluator's reader id on the shards
 
 
 def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -> tuple[dict, dict]:
@@ -49,10 +48,7 @@ def run_local(experiment: Experiment, metrics: Metrics, progress: bool = True) -
 
     metrics.listeners.append(move_bar)
     record = metrics.record
-    async def end_run_async() -> None:
-        end_run()
-
-    evaluator = Evaluator(experiment, InProcessClient(layout, shards, EVALUATOR), metrics, end_run_async)
+    evaluator = Evaluator(experiment, InProcessClient(layout, shards, EVALUATOR), metrics, end_run)
     delays = experiment.delays
 
     def runtime(w: int) -> WorkerRuntime:

@@ -25,7 +25,7 @@ from typing import Callable, Coroutine
 import torch
 from tqdm import tqdm
 
-from lab.evaluator import Evaluator
+from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from ps import ClientWrapper, InProcessClient, Pulled, Push, make_shards
@@ -159,7 +159,6 @@ class SimClient(ClientWrapper):
         return await self.inner.push_rows(table, rows, grad_rows, versions)
 
 
-EVALUATOR = -1
 DEFAULT_COMPUTE_SECONDS = 1.0  # a gradient's virtual duration when the config gives none
 
 
@@ -176,12 +175,9 @@ def run_sim(experiment: Experiment, metrics: Metrics, progress: bool = True) -> 
         for shard in shards:
             shard.close()
 
-    async def end_run_async() -> None:
-        end_run()
-
     no_delay = lambda worker, event, nbytes: 0.0  # noqa: E731  (the evaluator reads instantly)
     evaluator = Evaluator(experiment, SimClient(InProcessClient(layout, shards, EVALUATOR), sim, no_delay),
-                          metrics, end_run_async)
+                          metrics, end_run)
     delays = experiment.delays
 
     def duration(worker: int, event: str, nbytes: int) -> float:
