@@ -27,6 +27,9 @@ def staleness_summary(values: list[int]) -> dict:
             "max": int(arr.max())}
 
 
+_encode = json.JSONEncoder(check_circular=False).encode  # json.dumps, without a check flat records never need
+
+
 class Metrics:
     """A thread-safe JSONL writer; ``record(kind, **fields)`` is what workers are handed."""
 
@@ -49,7 +52,7 @@ class Metrics:
         return self._clock() - self.start
 
     def record(self, kind: str, **fields) -> None:
-        line = json.dumps({"time": round(self.now(), 6), "kind": kind, **fields})
+        line = _encode({"time": round(self.now(), 6), "kind": kind, **fields})
         with self._lock:
             self._file.write(line + "\n")
         for listener in self.listeners:

@@ -29,7 +29,7 @@ from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from ps import ClientWrapper, InProcessClient, Pulled, Push, make_shards
-from ps.delays import TraceRecorder
+from ps.delays import EVENTS, TraceRecorder
 from workers.runtime import WorkerRuntime
 
 
@@ -117,12 +117,14 @@ class VirtualTime:
 class SimClient(ClientWrapper):
     """An in-process client whose calls take virtual time."""
 
-    def __init__(self, inner: InProcessClient, sim: VirtualTime, duration: Callable[[int, str, int], float],
-                 trace: TraceRecorder | None = None):
+    def __init__(self, inner: InProcessClient, sim: VirtualTime,
+                 samplers: dict[str, Callable[[int], float]] | None = None, trace: TraceRecorder | None = None):
+        """``samplers[event](nbytes)`` draws each event's duration (``None``:
+        every call is instant); the draws are recorded in ``trace``."""
         super().__init__(inner)
         self.sim = sim
-        self.duration = duration
-        self.trace = trace
+        self.samplers = samplers or {event: lambda nbytes: 0.0 for event in EVENTS}
+        self.trace = trace.rows if trace is not None else None  # appended to directly: the draws are valid
         self.owed = 0.0  # compute time not yet charged
 
     def compute(self) -> None:
@@ -130,9 +132,9 @@ class SimClient(ClientWrapper):
         self.owed += self._draw("compute", 0)
 
     def _draw(self, event: str, nbytes: int) -> float:
-        seconds = self.duration(self.worker, event, nbytes)
+        seconds = self.samplers[event](nbytes)
         if self.trace is not None:
-            self.trace.add(self.worker, event, seconds)
+            self.trace.append((self.worker, event, seconds))
         return seconds
 
     async def _travel(self, event: str, nbytes: int) -> None:
@@ -175,18 +177,18 @@ def run_sim(experiment: Experiment, metrics: Metrics, progress: bool = True) -> 
         for shard in shards:
             shard.close()
 
-    no_delay = lambda worker, event, nbytes: 0.0  # noqa: E731  (the evaluator reads instantly)
-    evaluator = Evaluator(experiment, SimClient(InProcessClient(layout, shards, EVALUATOR), sim, no_delay),
-                          metrics, end_run)
+    # The evaluator reads instantly.
+    evaluator = Evaluator(experiment, SimClient(InProcessClient(layout, shards, EVALUATOR), sim), metrics, end_run)
     delays = experiment.delays
 
-    def duration(worker: int, event: str, nbytes: int) -> float:
-        if event == "compute" and not delays.is_active("compute"):
-            return DEFAULT_COMPUTE_SECONDS
-        return delays.duration(worker, event, nbytes)
+    def samplers(worker: int) -> dict[str, Callable[[int], float]]:
+        drawn = {event: delays.sampler(worker, event) for event in EVENTS}
+        if not delays.is_active("compute"):
+            drawn["compute"] = lambda nbytes: DEFAULT_COMPUTE_SECONDS
+        return drawn
 
     for w in range(workers):
-        client = SimClient(InProcessClient(layout, shards, w), sim, duration, trace)
+        client = SimClient(InProcessClient(layout, shards, w), sim, samplers(w), trace)
         runtime = WorkerRuntime(w, workers, client, experiment.model, experiment.data_shards[w], experiment.steps,
                                 metrics.record, ShardsClosed(shards), after_compute=client.compute)
         sim.spawn(runtime.work(experiment.protocol), f"worker {w}")

@@ -131,6 +131,12 @@ class Optimizer:
         self._check_state(p, state)
         if out is not None and (out.shape != p.shape or out.dtype != p.dtype):
             raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
+        self.update(p, g, state, out)
+
+    def update(self, p: torch.Tensor, g: torch.Tensor, state: State, out: torch.Tensor | None = None) -> None:
+        """``step`` without its checks, for a caller that has made them: a shard
+        validates every push, and its tensors and their state are its own.
+        Small tensors, updated thousands of times a second, feel the checks."""
         lr = lr_at(self.lr, state.step)
         state.step += 1
         if self._fast_ok(p, g, state) and (out is None or out.is_contiguous()):
@@ -215,7 +221,7 @@ class Optimizer:
 
 def flat(t: torch.Tensor) -> np.ndarray:
     """The numpy view a fast kernel writes through (shares memory)."""
-    return t.view(-1).numpy()
+    return (t if t.dim() == 1 else t.view(-1)).numpy()
 
 
 def flat_or_none(t: torch.Tensor | None) -> np.ndarray | None:

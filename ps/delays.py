@@ -22,6 +22,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from optim.validation import check, is_number
 from ps.client import Client, ClientWrapper, Pulled
@@ -75,15 +76,21 @@ class Delays:
 
     def duration(self, worker: int, event: str, nbytes: int = 0) -> float:
         """Seconds that ``worker``'s next ``event`` takes; ``nbytes``: the message's size (pull, push)."""
-        if not (type(worker) is int and 0 <= worker < self.num_workers):  # the message only when refused
-            check(False, "worker", worker,
-                  f"must be in [0, {self.num_workers}): the delays were built for {self.num_workers} workers")
         check(type(nbytes) is int and nbytes >= 0, "nbytes", nbytes, "must be an integer >= 0")
+        return self.sampler(worker, event)(nbytes)
+
+    def sampler(self, worker: int, event: str) -> Callable[[int], float]:
+        """``duration`` for one worker and event, checked once: ``sampler(nbytes)``
+        draws the next duration. A client takes one per event; the sim backend
+        draws hundreds of thousands."""
+        check(type(worker) is int and 0 <= worker < self.num_workers, "worker", worker,
+              f"must be in [0, {self.num_workers}): the delays were built for {self.num_workers} workers")
+        _check_event(event)
         model = self.models.get(event)
         if model is None:
-            _check_event(event)
-            return 0.0
-        return model.draw(self._sources[event][worker], nbytes) * self._factors[event][worker]
+            return lambda nbytes: 0.0
+        source, factor = self._sources[event][worker], self._factors[event][worker]
+        return lambda nbytes: model.draw(source, nbytes) * factor
 
 
 class DelayedClient(ClientWrapper):
@@ -96,15 +103,16 @@ class DelayedClient(ClientWrapper):
     def __init__(self, inner: Client, delays: Delays):
         super().__init__(inner)
         self.delays = delays
+        self._draw = {event: delays.sampler(self.worker, event) for event in EVENTS}
 
     def compute(self) -> None:
         """Block this worker's thread for one gradient computation's delay."""
-        seconds = self.delays.duration(self.worker, "compute")
+        seconds = self._draw["compute"](0)
         if seconds > 0:
             time.sleep(seconds)
 
     async def _wait(self, event: str, nbytes: int) -> None:
-        seconds = self.delays.duration(self.worker, event, nbytes)
+        seconds = self._draw[event](nbytes)
         if seconds > 0:
             await asyncio.sleep(seconds)
 

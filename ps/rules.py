@@ -50,7 +50,7 @@ class ApplyEach:
         return self.optimizer.init(values)
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
-        self.optimizer.step(values, grad, state, out=out)
+        self.optimizer.update(values, grad, state, out)  # the shard has checked the push
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:

@@ -63,7 +63,7 @@ class Shard:
         self.index = index
         self.rule = rule
         self._published = values.detach().to(torch.float32).contiguous().clone()
-        self._buffers = [self._published]
+        self._spare: list[torch.Tensor] = []  # buffers neither published nor held: the next updates' outputs
         self._held: dict[Hashable, torch.Tensor] = {}
         self._holders: Counter[int] = Counter()  # id(buffer) -> readers holding it: O(1) checks with many workers
         self.tables = {name: t.detach().to(torch.float32).contiguous().clone() for name, t in (tables or {}).items()}
@@ -114,6 +114,8 @@ class Shard:
         previous = self._held.pop(reader, None)
         if previous is not None:
             self._holders[id(previous)] -= 1
+            if not self._holders[id(previous)] and previous is not self._published:
+                self._spare.append(previous)
         if buffer is not None:
             self._held[reader] = buffer
             self._holders[id(buffer)] += 1
@@ -148,17 +150,10 @@ class Shard:
                     applied = self.rule.apply(current, grad, self.rule_state, None, worker=worker,
                                               staleness=push_at - read_version, version=push_at)
                     return self._finish(worker, read_version, push_at, applied, None)
-                out = self._free_buffer()
+                out = self._spare.pop() if self._spare else torch.empty_like(current)
             applied = self.rule.apply(current, grad, self.rule_state, out, worker=worker,
                                       staleness=push_at - read_version, version=push_at)
             return self._finish(worker, read_version, push_at, applied, out)
-
-    def _free_buffer(self) -> torch.Tensor:
-        for buffer in self._buffers:
-            if buffer is not self._published and not self._holders[id(buffer)]:
-                return buffer
-        self._buffers.append(torch.empty_like(self._published))
-        return self._buffers[-1]
 
     def _finish(self, worker: int, read_version: int, push_at: int, applied: bool,
                 out: torch.Tensor | None) -> Push:
@@ -166,9 +161,13 @@ class Shard:
             self.staleness[worker][push_at - read_version] += 1
             if applied:
                 if out is not None:
-                    self._published = out
+                    old, self._published = self._published, out
+                    if not self._holders[id(old)]:  # its readers let go during the update
+                        self._spare.append(old)
                 self.version += 1
                 self._published_lock.notify_all()
+            elif out is not None:
+                self._spare.append(out)
         return Push(self.index, worker, read_version, push_at, applied)
 
     # -- sparse rows -----------------------------------------------------------
@@ -217,7 +216,7 @@ class Shard:
         self._check_values(saved["values"], (self.size,), "checkpoint values")
         with self._update_lock, self._published_lock:
             self._published = saved["values"].clone()
-            self._buffers = [self._published]
+            self._spare.clear()
             self._held.clear()
             self._holders.clear()
             self.tables = {name: t.clone() for name, t in saved["tables"].items()}
