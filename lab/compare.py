@@ -6,6 +6,8 @@ the list of run configs, all validated before anything runs:
 - each CONFIG file (none: the defaults) is a base;
 - each ``--sweep key=v1,v2`` multiplies the runs: one per value, the value
   overriding ``key`` on every base (several sweeps make the cross product);
+  ``--sweep a+b=v1,v2`` sets both keys to each value together (Downpour's
+  ``n_fetch`` and ``n_push`` as one communication period);
 - ``--set`` overrides and ``--backend`` apply to every run, before the sweep.
 
 Each run is named ``<base name>-<key>=<value>...`` (or keeps its config's name
@@ -42,13 +44,14 @@ def parse_sweep(text: str) -> tuple[str, list[str]]:
     key, equals, values_text = text.partition("=")
     key = key.strip()
     values = _split_top_level(values_text)
-    if not equals or not key or any(part == "" for part in key.split(".")) or " " in key:
+    if not equals or not key or any(part == "" for part in re.split(r"[.+]", key)) or " " in key:
         raise ValueError(f"invalid sweep {text!r}: expected {SWEEP_FORM}")
     if not values or any(value == "" for value in values):
         raise ValueError(f"invalid sweep {text!r}: expected one or more comma-separated values after "
                          f"'{key}=', e.g. --sweep {key}=a,b")
-    if key in UNSWEEPABLE:
-        raise ValueError(f"invalid sweep {text!r}: compare sets {key} for every run itself; sweep another key")
+    for joint in key.split("+"):
+        if joint in UNSWEEPABLE:
+            raise ValueError(f"invalid sweep {text!r}: compare sets {joint} for every run itself; sweep another key")
     return key, values
 
 
@@ -86,7 +89,8 @@ def plan(configs: list[str | Path], sweeps: list[tuple[str, list[str]]], overrid
     for base in configs or [None]:
         base_name = load_config(base, shared).name
         for combination in combinations:
-            config = load_config(base, shared + [f"{key}={value}" for key, value in combination])
+            config = load_config(base, shared + [f"{joint}={value}" for key, value in combination
+                                                 for joint in key.split("+")])
             label = "-".join(f"{key}={value}" for key, value in combination)
             planned.append((dataclasses.replace(config, name=_directory_name(base_name, label)), base))
     if len(planned) < 2:

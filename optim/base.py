@@ -133,11 +133,14 @@ class Optimizer:
             raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
         self.update(p, g, state, out)
 
-    def update(self, p: torch.Tensor, g: torch.Tensor, state: State, out: torch.Tensor | None = None) -> None:
+    def update(self, p: torch.Tensor, g: torch.Tensor, state: State, out: torch.Tensor | None = None,
+               lr_scale: float = 1.0) -> None:
         """``step`` without its checks, for a caller that has made them: a shard
         validates every push, and its tensors and their state are its own.
-        Small tensors, updated thousands of times a second, feel the checks."""
-        lr = lr_at(self.lr, state.step)
+        Small tensors, updated thousands of times a second, feel the checks.
+        ``lr_scale`` multiplies this update's learning rate (a staleness-aware
+        server divides it by the push's staleness)."""
+        lr = lr_at(self.lr, state.step) * lr_scale
         state.step += 1
         if self._fast_ok(p, g, state) and (out is None or out.is_contiguous()):
             self.fast(p, g, state, lr, out)
@@ -179,13 +182,14 @@ class Optimizer:
         raise NotImplementedError
 
     # -- sparse rows -----------------------------------------------------------
-    def step_rows(self, table: Array, rows: Array, grad_rows: Array, state: State) -> None:
+    def step_rows(self, table: Array, rows: Array, grad_rows: Array, state: State, lr_scale: float = 1.0) -> None:
         """Lazy sparse update: only ``table[rows]`` and the same rows of the state change.
 
         Duplicate row ids have their gradients summed first (the update is not
         linear in the gradient). The touched rows are then updated exactly as
         the dense rule would update them; untouched rows keep their values and
         state (as ``torch.optim.SparseAdam``). ``state.step`` advances once.
+        ``lr_scale`` multiplies this update's learning rate, as in ``update``.
         """
         t = as_tensor(table, "table")
         idx = as_tensor(rows, "rows")
@@ -212,7 +216,7 @@ class Optimizer:
         sub_state = State(state.step, {
             k: v.index_select(0, touched) if k in self.slots else v for k, v in state.tensors.items()
         })
-        self.step(sub_table, g_sum, sub_state)
+        self.update(sub_table, g_sum, sub_state, lr_scale=lr_scale)
         t.index_copy_(0, touched, sub_table)
         for slot in self.slots:
             state.tensors[slot].index_copy_(0, touched, sub_state.tensors[slot])

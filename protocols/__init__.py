@@ -1,10 +1,15 @@
 """Protocols: one file per algorithm, each its server rule and its worker loop."""
 
 from protocols.base import Gradient, Protocol, WorkerContext
+from protocols.dcasgd import DCASGD
 from protocols.downpour import Downpour
+from protocols.dtadagrad import AdaptiveRevision
+from protocols.easgd import EAMSGD, EASGD
+from protocols.ssp import SSP
 from protocols.sync import Sync
 
-PROTOCOLS: dict[str, type[Protocol]] = {cls.name: cls for cls in (Downpour, Sync)}
+PROTOCOLS: dict[str, type[Protocol]] = {cls.name: cls for cls in (Downpour, Sync, EASGD, EAMSGD, SSP,
+                                                                AdaptiveRevision, DCASGD)}
 
 
 def create(name: str, **options) -> Protocol:
@@ -17,4 +22,5 @@ def create(name: str, **options) -> Protocol:
         raise ValueError(f"Invalid options for protocol {name!r}: {err}") from None
 
 
-__all__ = ["PROTOCOLS", "create", "Protocol", "WorkerContext", "Gradient", "Downpour", "Sync"]
+__all__ = ["PROTOCOLS", "create", "Protocol", "WorkerContext", "Gradient", "Downpour", "Sync", "EASGD", "EAMSGD",
+           "SSP", "AdaptiveRevision", "DCASGD"]

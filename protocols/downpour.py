@@ -14,6 +14,10 @@ n_push)``::
         if (step + 1) % n_push == 0: push(accrued); accrued = 0
         step += 1
 
+With ``staleness_lr`` the server divides each update's learning rate by the
+push's staleness, lr / staleness (Zhang, Gupta, Lian & Liu, "Staleness-aware
+Async-SGD for Distributed Deep Learning", IJCAI 2016); a fresh push uses lr.
+
 The server applies any core-library optimizer to each push. AdaGrad is the
 default, as in DistBelief, where with warm-starting (one replica trains alone
 for a while before "unleashing the other replicas") it "virtually eliminated
@@ -44,6 +48,7 @@ class Downpour(Protocol):
     n_push: int = 1  # push the accrued gradient every n_push steps
     local_lr: float = 0.0  # alpha: the client's own step between fetches (0: none)
     warmstart_steps: int = 0  # worker 0 alone until every shard has applied this many updates
+    staleness_lr: bool = False  # divide each update's lr by its push's staleness (Zhang et al. 2016)
 
     def __post_init__(self):
         check_positive_int(self.n_fetch, "n_fetch")
@@ -51,9 +56,11 @@ class Downpour(Protocol):
         check(is_number(self.local_lr) and self.local_lr >= 0, "local_lr", self.local_lr, "local_lr must be >= 0")
         check(isinstance(self.warmstart_steps, int) and self.warmstart_steps >= 0, "warmstart_steps",
               self.warmstart_steps, "warmstart_steps must be an integer >= 0")
+        check(isinstance(self.staleness_lr, bool), "staleness_lr", self.staleness_lr,
+              "staleness_lr must be true or false")
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
-        return ApplyEach(optimizer)
+        return ApplyEach(optimizer, staleness_aware=self.staleness_lr)
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client

@@ -35,26 +35,37 @@ class ServerRule(Protocol):
     def load_state_dict(self, saved: dict) -> Any: ...
 
 
+def staleness_lr_scale(staleness: int) -> float:
+    """The staleness-aware learning rate's factor (Zhang, Gupta, Lian & Liu,
+    IJCAI 2016): a gradient computed ``staleness`` updates ago is applied with
+    lr / staleness; a fresh one (staleness 0) with lr itself."""
+    return 1.0 / staleness if staleness > 1 else 1.0
+
+
 class ApplyEach:
     """Apply a core-library optimizer to every gradient as it arrives: the
     asynchronous server of Downpour SGD (Dean et al. 2012) and Hogwild-style
-    parameter servers."""
+    parameter servers. With ``staleness_aware``, each update's learning rate
+    is divided by its push's staleness (``staleness_lr_scale``)."""
 
-    def __init__(self, optimizer: optim.Optimizer):
+    def __init__(self, optimizer: optim.Optimizer, staleness_aware: bool = False):
         self.optimizer = optimizer
+        self.staleness_aware = staleness_aware
 
     def __repr__(self) -> str:
-        return f"ApplyEach({self.optimizer!r})"
+        return f"ApplyEach({self.optimizer!r}, staleness_aware={self.staleness_aware})"
 
     def init(self, values: torch.Tensor) -> optim.State:
         return self.optimizer.init(values)
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
-        self.optimizer.update(values, grad, state, out)  # the shard has checked the push
+        scale = staleness_lr_scale(staleness) if self.staleness_aware else 1.0
+        self.optimizer.update(values, grad, state, out, scale)  # the shard has checked the push
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
-        self.optimizer.step_rows(table, ids, grad_rows, state)
+        self.optimizer.step_rows(table, ids, grad_rows, state,
+                                 staleness_lr_scale(staleness) if self.staleness_aware else 1.0)
         return True
 
     def state_dict(self, state: optim.State) -> dict:

@@ -19,9 +19,11 @@ Sparse tables are updated in place. Row pulls copy the rows they return
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Hashable
 
 import torch
@@ -224,6 +226,35 @@ class Shard:
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
             self.version = int(saved["version"])
             self._published_lock.notify_all()
+
+    def save(self, path: str | os.PathLike, run: str = "") -> int:
+        """Write ``state_dict()`` to the file ``path``, tagged with ``run``; return the version saved.
+
+        The file is written beside ``path`` and renamed over it: a crash
+        mid-write leaves the previous checkpoint whole.
+        """
+        saved = self.state_dict()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
+        torch.save({"run": run, "shard": saved}, partial)
+        os.replace(partial, path)
+        return saved["version"]
+
+    def restore(self, path: str | os.PathLike, run: str = "") -> int | None:
+        """Resume from the checkpoint file ``path``; return its version. None,
+        and nothing changes, when there is no such file or it is another run's."""
+        try:
+            saved = torch.load(path, weights_only=True)
+        except FileNotFoundError:
+            return None
+        if saved.get("run") != run:
+            return None
+        if saved["shard"]["index"] != self.index:
+            raise ValueError(f"Invalid checkpoint {path}: it holds shard {saved['shard']['index']}, "
+                             f"not shard {self.index}")
+        self.load_state_dict(saved["shard"])
+        return self.version
 
     # -- validation --------------------------------------------------------------
     def _table(self, table: str) -> torch.Tensor:

@@ -237,6 +237,8 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path, capsys):
     ("protocol.name=", "expected one or more comma-separated values after 'protocol.name='"),
     ("protocol.name=downpour,,sync", "expected one or more comma-separated values"),
     ("name=a,b", "compare sets name for every run itself; sweep another key"),
+    ("seed+out_dir=a,b", "compare sets out_dir for every run itself; sweep another key"),
+    ("seed+=1,2", "expected KEY=V1,V2,..."),
 ])
 def test_bad_sweep_syntax_is_a_usage_error_showing_the_expected_form(sweep, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -267,6 +269,13 @@ def test_sweeps_make_the_cross_product_after_the_shared_overrides(tmp_path):
         ("downpour", 2), ("downpour", 8), ("sync", 2), ("sync", 8)]
     assert configs[1].name == "quickstart-protocol.name=downpour-cluster.workers=8"
     assert {(c.seed, c.backend, c.train.epochs, c.out_dir) for c in configs} == {(0, "sim", 2, str(tmp_path))}
+
+
+def test_a_joint_sweep_sets_its_keys_together(tmp_path):
+    key, values = parse_sweep("protocol.options.n_fetch+protocol.options.n_push=1,4")
+    configs = plan([], [(key, values)], [], None, tmp_path)
+    assert [c.protocol.options for c in configs] == [{"n_fetch": 1, "n_push": 1}, {"n_fetch": 4, "n_push": 4}]
+    assert configs[1].name == "quickstart-protocol.options.n_fetch+protocol.options.n_push=4"
 
 
 def test_sweep_values_keep_their_brackets_and_names_stay_directory_names(tmp_path):

@@ -342,6 +342,34 @@ def test_load_state_dict_refuses_values_of_another_size():
     assert torch.equal(shard.pull()[0], randn(WIDTH))
 
 
+def test_a_checkpoint_file_restores_the_shard_of_its_own_run_only(tmp_path):
+    rule = ApplyEach(optim.Adagrad(lr=0.1))
+    original = Shard(0, randn(WIDTH), {"emb": randn(ROWS, DIM, seed=1)}, rule)
+    for s in range(3):
+        original.push(randn(WIDTH, seed=s), s)
+    original.push_rows("emb", torch.tensor([1, 4]), randn(2, DIM, seed=9), 3)
+    path = tmp_path / "checkpoints" / "shard-0.pt"
+    assert original.save(path, run="run-a") == 4
+    assert [p.name for p in path.parent.iterdir()] == ["shard-0.pt"]  # written aside, renamed over: nothing left
+    saved = original.state_dict()
+    original.push(randn(WIDTH, seed=7), 4)  # after the checkpoint: a restart loses it
+
+    def fresh():
+        return Shard(0, torch.zeros(WIDTH), {"emb": torch.zeros(ROWS, DIM)}, rule)
+
+    restarted = fresh()
+    assert restarted.restore(path, run="run-a") == 4
+    assert restarted.version == 4
+    assert_same(restarted.state_dict(), saved)
+    for other_run, where in (("run-b", path), ("run-a", tmp_path / "missing.pt")):
+        untouched = fresh()
+        assert untouched.restore(where, run=other_run) is None
+        assert untouched.version == 0 and torch.equal(untouched.pull()[0], torch.zeros(WIDTH))
+    wrong = Shard(1, torch.zeros(WIDTH), {"emb": torch.zeros(ROWS, DIM)}, rule)
+    with pytest.raises(ValueError, match=r"Invalid checkpoint .*shard-0.pt: it holds shard 0, not shard 1"):
+        wrong.restore(path, run="run-a")
+
+
 # -- concurrency ----------------------------------------------------------------------------
 # lr * -grad = 0.25, a power of two: every partial sum below is exact in float32,
 # so a snapshot at version v holds exactly 0.25 * v in every element, and a torn

@@ -1,0 +1,119 @@
+r"""Elastic averaging SGD: Zhang, Choromanska & LeCun, "Deep learning with
+Elastic Averaging SGD", NIPS 2015 (arXiv 1412.6651).
+
+Each worker trains its own copy x of the model with local steps. The shards
+hold the center variable x~, the model the evaluator scores. An elastic force
+links the two: every ``tau`` local steps a worker moves toward the center by
+alpha (x - x~) and the center moves toward the worker by the same amount.
+Asynchronous EASGD, the paper's Algorithm 1, for worker i::
+
+    x <- x~ (fetched); t <- 0
+    loop:
+        g <- gradient(x, next mini-batch)               # at x before the elastic move
+        if t % tau == 0:                                # also at t = 0
+            x~ <- fetch()
+            d  <- alpha * (x - x~)
+            x  <- x - d                                 # the worker moves toward the center
+            push(d)                                     # the shard: x~ <- x~ + d
+        x <- local_step(x, g)                           # any core-library optimizer
+        t <- t + 1
+
+The paper sets beta = p * alpha for p workers, a symmetric force, and uses
+beta = 0.9: alpha = 0.9 / p. With alpha = 0 the workers train independently
+and the center never moves. The local step is SGD in Algorithm 1; here it is
+any core-library optimizer (``optimizer``, ``options``).
+
+EAMSGD (Algorithm 2) replaces the local step by Nesterov momentum with
+delta = 0.99, the paper's setting: the protocol ``eamsgd`` is EASGD whose
+local optimizer is SGD with Nesterov momentum. The elastic move does not
+enter the velocity (as in the authors' code).
+
+The shards only add what is pushed (the elastic differences); the [server]
+optimizer is not used. Dense parameters only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+import optim
+from optim.validation import check, is_number
+from protocols.base import Protocol, WorkerContext, check_positive_int
+from ps import ServerRule
+
+
+class AddPushed:
+    """The center variable's rule: add each pushed elastic difference."""
+
+    def init(self, values: torch.Tensor) -> None:
+        return None
+
+    def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
+        if out is None:
+            values.add_(grad)
+        else:
+            torch.add(values, grad, out=out)
+        return True
+
+    def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
+        raise ValueError("Invalid push: EASGD exchanges dense parameters only (use protocol 'downpour' for "
+                         "models with sparse tables)")
+
+    def state_dict(self, state: None) -> dict:
+        return {}
+
+    def load_state_dict(self, saved: dict) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class EASGD(Protocol):
+    name: ClassVar[str] = "easgd"
+    supports_sparse: ClassVar[bool] = False
+
+    tau: int = 1  # the communication period: local steps between elastic exchanges
+    beta: float = 0.9  # the moving rate of the center: alpha = beta / workers
+    alpha: float | None = None  # the elastic force per exchange; None: beta / workers
+    optimizer: str = "sgd"  # the workers' local optimizer: any optim.create name
+    options: dict = field(default_factory=lambda: {"lr": 0.05})
+
+    def __post_init__(self):
+        check_positive_int(self.tau, "tau")
+        check(is_number(self.beta) and 0 <= self.beta <= 1, "beta", self.beta, "beta must be in [0, 1]")
+        check(self.alpha is None or (is_number(self.alpha) and 0 <= self.alpha <= 1), "alpha", self.alpha,
+              "alpha must be in [0, 1] (or left out: beta / workers)")
+        optim.create(self.optimizer, **self.options)  # a bad local optimizer fails here, not in a worker
+
+    def elastic_alpha(self, num_workers: int) -> float:
+        return self.beta / num_workers if self.alpha is None else self.alpha
+
+    def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
+        return AddPushed()
+
+    async def work(self, ctx: WorkerContext) -> None:
+        client = ctx.client
+        alpha = self.elastic_alpha(ctx.num_workers)
+        local = optim.create(self.optimizer, **self.options)
+        x = (await client.pull()).flat(out=torch.empty(client.layout.size))  # this worker's own copy
+        state = local.init(x)
+        center = torch.empty_like(x)
+        for t, batch in enumerate(ctx.batches()):
+            g = ctx.gradient(x, {}, batch)
+            if t % self.tau == 0:
+                pulled = await client.pull()
+                d = x.sub(pulled.flat(out=center)).mul_(alpha)
+                x.sub_(d)
+                await client.push(d, pulled.versions)
+            local.step(x, g.dense, state)
+
+
+@dataclass(frozen=True)
+class EAMSGD(EASGD):
+    """EASGD with Nesterov momentum (delta = 0.99) as the local step."""
+
+    name: ClassVar[str] = "eamsgd"
+
+    options: dict = field(default_factory=lambda: {"lr": 0.005, "momentum": 0.99, "nesterov": True})

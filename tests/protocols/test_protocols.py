@@ -1,0 +1,180 @@
+"""Every protocol from one table: it converges on a convex problem, and where
+the algorithm implies it, one worker with no delay is sequential training."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+
+import pytest
+import torch
+
+import optim
+import protocols
+from lab.config import load_config
+from lab.experiment import Experiment
+from lab.runner import run
+from ps import InProcessClient, make_shards
+from workers.gradient import loss_and_grad
+from workers.runtime import WorkerRuntime
+
+# name, protocol options, [server] optimizer and options: each protocol as a user would set it up.
+PROTOCOLS = [
+    ("downpour", {}, "adagrad", {"lr": 0.1}),
+    ("downpour", {"staleness_lr": True}, "adagrad", {"lr": 0.1}),
+    ("sync", {}, "sgd", {"lr": 0.5}),
+    ("ssp", {"staleness": 2}, "sgd", {"lr": 0.5}),
+    ("easgd", {"tau": 2, "options": {"lr": 0.2}}, "sgd", {"lr": 0.1}),
+    ("eamsgd", {"tau": 2, "options": {"lr": 0.03, "momentum": 0.9, "nesterov": True}}, "sgd", {"lr": 0.1}),
+    ("dtadagrad", {}, "adagrad", {"lr": 0.1}),
+    ("dcasgd", {}, "sgd", {"lr": 0.5}),
+    ("dcasgd", {"adaptive": True}, "sgd", {"lr": 0.5}),
+]
+
+# One worker, no delay: the pushes reach the server in order, each read at the
+# version it is applied to, so these are plain training with the server's optimizer.
+SEQUENTIAL = [
+    ("downpour", {"staleness_lr": True}),
+    ("ssp", {"staleness": 3}),
+    ("dcasgd", {}),
+]
+
+
+def config_for(tmp_path, name, options, optimizer, server_options, *overrides):
+    return load_config(None, [
+        f"out_dir={tmp_path}", "backend=sim", "model.name=softmax", f"protocol.name={name}",
+        f"protocol.options={_toml(options)}", f"server.optimizer={optimizer}",
+        f"server.options={_toml(server_options)}", "train.eval_every=100000", *overrides])
+
+
+def _toml(table: dict) -> str:
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return _toml(v) if isinstance(v, dict) else repr(v)
+    return "{" + ", ".join(f"{k} = {value(v)}" for k, v in table.items()) + "}"
+
+
+def test_the_table_names_every_registered_protocol():
+    assert {name for name, *_ in PROTOCOLS} == set(protocols.PROTOCOLS)
+
+
+@pytest.mark.parametrize("name, options, optimizer, server_options", PROTOCOLS,
+                         ids=[f"{p[0]}{'-' + '-'.join(p[1]) if p[1] else ''}" for p in PROTOCOLS])
+def test_every_protocol_converges_on_a_convex_problem(tmp_path, name, options, optimizer, server_options):
+    # Softmax regression on the digits with 4 asynchronous workers in virtual
+    # time, messages taking a tenth of a gradient: the loss is convex.
+    config = config_for(tmp_path, name, options, optimizer, server_options, "cluster.workers=4", "train.epochs=3",
+                        "delays.push={kind = 'constant', seconds = 0.1}")
+    run_dir = run(config, progress=False)
+    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if '"kind": "eval"' in line]
+    assert evals[-1]["test_accuracy"] >= 0.8  # 10 classes: chance is 0.1
+    first = Experiment.build(config)
+    untrained = first.model.evaluate(first.layout.unflatten(first.initial_flat), {}, first.dataset.test)
+    assert evals[-1]["test_loss"] < 0.8 * untrained["loss"]
+
+
+@pytest.mark.parametrize("name, options", SEQUENTIAL, ids=[s[0] for s in SEQUENTIAL])
+def test_one_worker_without_delay_is_sequential_training(tmp_path, name, options):
+    config = config_for(tmp_path, name, options, "adam", {"lr": 0.01}, "cluster.workers=1", "cluster.shards=2",
+                        "train.epochs=2")
+    saved = torch.load(run(config, progress=False) / "model.pt")
+    exp = Experiment.build(config)
+    opt = optim.create("adam", lr=0.01)
+    flat = exp.initial_flat.clone()
+    state = opt.init(flat)
+    for batch in itertools.islice(iter(exp.data_shards[0]), exp.steps):
+        opt.step(flat, loss_and_grad(exp.model, flat, {}, batch)[1], state)
+    assert torch.allclose(exp.layout.flatten(saved["dense"]), flat, rtol=0, atol=1e-6)
+
+
+def test_ssp_with_bound_zero_is_synchronous_sgd(tmp_path):
+    common = ["cluster.workers=3", "cluster.shards=2", "train.epochs=2", "delays.compute={kind = 'uniform', "
+              "low = 0.5, high = 1.5}"]
+    ssp = config_for(tmp_path / "ssp", "ssp", {"staleness": 0}, "adam", {"lr": 0.01}, *common)
+    sync = config_for(tmp_path / "sync", "sync", {}, "adam", {"lr": 0.01}, *common)
+    ours, theirs = (torch.load(run(c, progress=False) / "model.pt")["dense"] for c in (ssp, sync))
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+
+
+class Recording(WorkerRuntime):
+    """A worker runtime that keeps every parameter vector its gradients were taken at."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list[torch.Tensor] = []
+
+    def gradient(self, params, rows, batch):
+        self.seen.append(params.clone())
+        return super().gradient(params, rows, batch)
+
+
+def test_easgd_with_alpha_zero_is_independent_workers(tmp_path):
+    config = config_for(tmp_path, "easgd", {"alpha": 0.0, "tau": 1, "options": {"lr": 0.3}}, "sgd", {"lr": 0.1},
+                        "cluster.workers=3", "train.epochs=1")
+    exp = Experiment.build(config)
+    shards = make_shards(exp.layout, exp.initial_flat, {}, exp.server_rule())
+    runtimes = [Recording(w, 3, InProcessClient(exp.layout, shards, w), exp.model, exp.data_shards[w], exp.steps,
+                          lambda *a, **k: None, threading.Event()) for w in range(3)]
+
+    async def together():  # interleaved on one event loop, as asynchronous workers are
+        await asyncio.gather(*(rt.work(exp.protocol) for rt in runtimes))
+
+    asyncio.run(together())
+    # Each worker's own copy followed plain SGD on its own batches, as if alone.
+    fresh = Experiment.build(config)
+    for w, runtime in enumerate(runtimes):
+        alone = fresh.initial_flat.clone()
+        for step, batch in enumerate(itertools.islice(iter(fresh.data_shards[w]), fresh.steps)):
+            assert torch.allclose(runtime.seen[step], alone, rtol=0, atol=1e-6), (w, step)
+            alone.sub_(loss_and_grad(fresh.model, alone, {}, batch)[1], alpha=0.3)
+    center = torch.cat([shard.pull()[0] for shard in shards])
+    assert torch.equal(center, exp.initial_flat)  # pushed differences were all zero: the center never moved
+
+
+def test_easgd_follows_algorithm_1(tmp_path):
+    # Two workers, exchanging every second step: the center and each worker's
+    # copy are exactly the paper's updates, computed here by hand.
+    alpha, lr, tau = 0.3, 0.2, 2
+    config = config_for(tmp_path, "easgd", {"alpha": alpha, "tau": tau, "options": {"lr": lr}}, "sgd", {"lr": 0.1},
+                        "cluster.workers=2", "cluster.shards=2", "train.epochs=1")
+    exp = Experiment.build(config)
+    shards = make_shards(exp.layout, exp.initial_flat, {}, exp.server_rule())
+    runtimes = [Recording(w, 2, InProcessClient(exp.layout, shards, w), exp.model, exp.data_shards[w], exp.steps,
+                          lambda *a, **k: None, threading.Event()) for w in range(2)]
+
+    for runtime in runtimes:  # one after the other: worker 1 starts from the center worker 0 left
+        asyncio.run(runtime.work(exp.protocol))
+    fresh = Experiment.build(config)
+    center = fresh.initial_flat.clone()
+    x = [None, None]
+    for w in range(2):
+        x[w] = center.clone()
+        for t, batch in enumerate(itertools.islice(iter(fresh.data_shards[w]), fresh.steps)):
+            assert torch.allclose(runtimes[w].seen[t], x[w], atol=1e-6), (w, t)
+            g = loss_and_grad(fresh.model, x[w], {}, batch)[1]
+            if t % tau == 0:
+                d = alpha * (x[w] - center)
+                x[w] -= d
+                center += d
+            x[w] -= lr * g
+    pulled = [shard.pull()[0] for shard in shards]
+    assert torch.allclose(torch.cat(pulled), center, atol=1e-6)
+
+
+def test_protocol_options_are_checked_with_clear_errors():
+    cases = [
+        ("easgd", {"tau": 0}, "tau must be a positive integer"),
+        ("easgd", {"beta": 1.5}, "beta must be in [0, 1]"),
+        ("easgd", {"alpha": -0.1}, "alpha must be in [0, 1]"),
+        ("easgd", {"optimizer": "nope"}, "nope"),
+        ("ssp", {"staleness": -1}, "staleness must be an integer >= 0"),
+        ("downpour", {"staleness_lr": "yes"}, "staleness_lr must be true or false"),
+    ]
+    for name, options, message in cases:
+        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            protocols.create(name, **options)
