@@ -60,20 +60,23 @@ class UpdateLog:
 
     def since(self, read_version: int, ids: torch.Tensor | None = None) -> torch.Tensor:
         """The sum of the entries applied at versions >= ``read_version``:
-        the whole tensor, or (``ids``) those rows of it."""
+        the whole tensor, or (``ids``, sorted and unique) those rows of it."""
         check(read_version >= self.kept_from, "read version", read_version,
               f"updates before version {self.kept_from} were dropped from the log: a worker must pull after "
               "it pushes, as the plain asynchronous loop does")
         shape = self.shape if ids is None else (ids.numel(), *self.shape[1:])
         total = torch.zeros(shape, dtype=self.dtype)
-        for k in range(bisect_left(self.versions, read_version), len(self.versions)):
-            if ids is None:
+        missed = range(bisect_left(self.versions, read_version), len(self.versions))
+        if ids is None:
+            for k in missed:
                 total.add_(self.deltas[k])
-                continue
-            entry_ids = self.ids[k]
-            where = torch.searchsorted(entry_ids, ids).clamp_(max=entry_ids.numel() - 1)
-            hit = entry_ids[where] == ids
-            total[hit] += self.deltas[k][where[hit]]
+        elif missed and ids.numel():
+            # Every row the missed entries touched, at once: with delays of
+            # thousands of updates a loop over the entries would dominate.
+            rows = torch.cat([self.ids[k] for k in missed])
+            where = torch.searchsorted(ids, rows).clamp_(max=ids.numel() - 1)
+            hit = ids[where] == rows
+            total.index_add_(0, where[hit], torch.cat([self.deltas[k] for k in missed])[hit])
         return total
 
     def record(self, version: int, worker: int, delta: torch.Tensor, ids: torch.Tensor | None = None) -> None:
