@@ -71,8 +71,8 @@ def delays(out: Path) -> bool:
                 "asynchronous AdaGrad degrades: at the largest delay its loss is more than 10% above no delay"),
         verdict(loss(revision[-1]) <= NEAR * loss(revision[0]),
                 "AdaptiveRevision stays within 10% of its no-delay loss at the largest delay"),
-        verdict(all(loss(r) <= loss(a) for r, a in zip(revision[1:], adagrad[1:])),
-                "with any delay, AdaptiveRevision's loss is no worse than AdaGrad's"),
+        verdict(loss(revision[-1]) < loss(adagrad[-1]),
+                "at the largest delay, AdaptiveRevision's loss is below AdaGrad's"),
     ])
 
 

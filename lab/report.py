@@ -12,7 +12,9 @@ and adds two of its own, both into the run directory:
 For several runs it also draws overlays, one colour per run, into ``out``:
 ``compare_quality.png`` (test accuracy, or RMSE, against time and updates),
 ``compare_loss.png`` (test loss, and updates applied, against time) and
-``compare_staleness.png``. Then it writes ``out/report.html``: a page with
+``compare_staleness.png``; when the runs sweep one number (a ``--sweep``),
+``compare_sweep.png`` first: each run's final test loss and accuracy against
+it, one line per compared config. Then it writes ``out/report.html``: a page with
 every picture embedded (a base64 data URI, so the page is one file that can
 be mailed), the settings the runs share and those that differ, and a table
 with one row per run.
@@ -261,8 +263,58 @@ def _legend_below(fig, axes) -> None:
 
 
 def plot_overlays(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
-    """The comparison figures, each with its caption."""
-    return [_overlay_quality(runs, out), _overlay_loss(runs, out), _overlay_staleness(runs, out)]
+    """The comparison figures, each with its caption; a sweep's first."""
+    swept = _sweep(runs)
+    overlays = [_overlay_sweep(runs, *swept, out)] if swept else []
+    return overlays + [_overlay_quality(runs, out), _overlay_loss(runs, out), _overlay_staleness(runs, out)]
+
+
+def _sweep(runs: list[Run]) -> tuple[list[str], list[str]] | None:
+    """``(swept, grouping)`` setting keys when the runs differ in one number
+    (keys that always change together count as one, as in a joint sweep) and
+    perhaps in other settings that group them (the compared configs)."""
+    keys = sorted({key for run in runs for key in run.settings} - set(SKIPPED_KEYS))
+    columns = {key: tuple(run.settings.get(key) for run in runs) for key in keys}
+    differing = {key: column for key, column in columns.items() if len(set(map(repr, column))) > 1}
+    numeric = [key for key, column in differing.items() if all(_is_number(v) for v in column)]
+    if not numeric or any(differing[key] != differing[numeric[0]] for key in numeric):
+        return None
+    grouping = [key for key in differing if key not in numeric]
+    groups = {tuple(repr(run.settings.get(key)) for key in grouping) for run in runs}
+    if len(set(differing[numeric[0]])) < 3 or len(groups) * 2 > len(runs):
+        return None  # two values make no curve
+    return numeric, grouping
+
+
+def _overlay_sweep(runs: list[Run], swept: list[str], grouping: list[str], out: Path) -> tuple[Path, str]:
+    metric = "rmse" if all(run.metric == "rmse" for run in runs) else "accuracy"
+    x_label = " = ".join(swept)
+    fig, axes = _figure(f"final results against {x_label}", 2)
+    lines: dict[str, list[tuple[float, dict]]] = {}
+    for run in runs:
+        label = ", ".join(f"{key}={run.settings.get(key)}" for key in grouping) or "runs"
+        lines.setdefault(label, []).append((run.settings[swept[0]], run.summary.get("final", {})))
+    xs_all = [x for points in lines.values() for x, _ in points]
+    for ax, key, title in ((axes[0], "test_loss", "final test loss"), (axes[1], f"test_{metric}",
+                                                                         f"final test {metric}")):
+        for i, (label, points) in enumerate(lines.items()):
+            points = sorted((x, final[key]) for x, final in points if _is_number(final.get(key)))
+            if points:
+                ax.plot(*zip(*points), color=_colour(i), linestyle=_style(i), marker="o", linewidth=1.8, label=label)
+        if not ax.lines:
+            _note(ax, f"no final {key}")
+            continue
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+            ax.set_xscale("log")
+            ax.set_xticks(sorted(set(xs_all)), [f"{x:g}" for x in sorted(set(xs_all))])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if key == "test_accuracy":
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set(title=title, xlabel=x_label, ylabel=key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    _legend_below(fig, axes)
+    caption = f"Each run's final test loss and {metric}, against the swept {x_label}."
+    return _save(fig, out / "compare_sweep.png"), caption
 
 
 def _overlay_quality(runs: list[Run], out: Path) -> tuple[Path, str]:

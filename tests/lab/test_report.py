@@ -133,6 +133,17 @@ def test_the_page_has_one_row_per_run_the_differences_and_every_picture_embedded
             assert (compared / run / name).is_file()
 
 
+def test_a_numeric_sweep_gets_its_final_results_drawn_against_the_swept_value(tmp_path):
+    out = tmp_path / "sweep"
+    assert main(["compare", "--sweep", "protocol.name=downpour,sync", "--sweep", "cluster.workers=1,2,3", "--backend",
+                 "sim", "--set", "train.epochs=0.5", "--out", str(out), "--no-progress"]) == 0
+    page = Page((out / "report.html").read_text())
+    assert len(page.images) == OVERLAYS + 1 + PER_RUN_PICTURES * 6
+    decode_png(page.images[0]).verify()  # the sweep's figure comes first
+    assert (out / "compare_sweep.png").is_file()
+    assert "final test loss and accuracy, against the swept cluster.workers" in " ".join(page.text)
+
+
 def test_the_page_renders_in_headless_chromium(compared, tmp_path):
     url = (compared / "report.html").resolve().as_uri()
     dumped = chromium("--dump-dom", url, profile=tmp_path / "profile")
