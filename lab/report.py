@@ -270,20 +270,24 @@ def plot_overlays(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
 
 
 def _sweep(runs: list[Run]) -> tuple[list[str], list[str]] | None:
-    """``(swept, grouping)`` setting keys when the runs differ in one number
-    (keys that always change together count as one, as in a joint sweep) and
-    perhaps in other settings that group them (the compared configs)."""
+    """``(swept, grouping)`` setting keys when the runs sweep one number over
+    three or more values (keys that always change together count as one, as
+    in a joint sweep), one line per value of the other differing settings
+    (the compared configs)."""
     keys = sorted({key for run in runs for key in run.settings} - set(SKIPPED_KEYS))
     columns = {key: tuple(run.settings.get(key) for run in runs) for key in keys}
     differing = {key: column for key, column in columns.items() if len(set(map(repr, column))) > 1}
-    numeric = [key for key, column in differing.items() if all(_is_number(v) for v in column)]
-    if not numeric or any(differing[key] != differing[numeric[0]] for key in numeric):
+    swept = [key for key, column in differing.items()
+             if all(_is_number(v) for v in column) and len(set(column)) >= 3]
+    if not swept or any(differing[key] != differing[swept[0]] for key in swept):
         return None
-    grouping = [key for key in differing if key not in numeric]
-    groups = {tuple(repr(run.settings.get(key)) for key in grouping) for run in runs}
-    if len(set(differing[numeric[0]])) < 3 or len(groups) * 2 > len(runs):
-        return None  # two values make no curve
-    return numeric, grouping
+    others = [key for key in differing if key not in swept]
+    groups = {tuple(repr(run.settings.get(key)) for key in others) for run in runs}
+    if len(groups) * 2 > len(runs):
+        return None  # a line needs two points
+    # Label the lines by the one setting that tells the groups apart, if there is one.
+    telling = [key for key in others if len(set(map(repr, differing[key]))) == len(groups)]
+    return swept, (telling[:1] if telling else others)
 
 
 def _overlay_sweep(runs: list[Run], swept: list[str], grouping: list[str], out: Path) -> tuple[Path, str]:
