@@ -83,13 +83,21 @@ def add_run(commands) -> None:
     command.add_argument("--backend", choices=["local", "sim", "ray", "grpc"], help="where shards and workers run")
     command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config value, e.g. --set cluster.workers=8 (repeatable)")
+    command.add_argument("--ray-address", metavar="HOST:PORT",
+                         help="with --backend ray: join the Ray cluster there (e.g. one `ray start --head` started) "
+                              "instead of starting a local Ray")
     command.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     command.set_defaults(run=run_experiment)
 
 
 def run_experiment(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"backend={args.backend}"] if args.backend else [])
+    if args.ray_address is not None:
+        overrides.append(f"ray.address={json.dumps(args.ray_address)}")
     config = load_config(args.config, overrides)
+    if args.ray_address is not None and config.backend != "ray":
+        raise ValueError(f"Invalid --ray-address: it is for the ray backend, and this run's backend is "
+                         f"{config.backend!r} (add --backend ray)")
     run_dir = run(config, progress=args.progress)
     summary = json.loads((run_dir / "summary.json").read_text())
     final = summary["final"]
@@ -135,7 +143,8 @@ def add_compare(commands) -> None:
 
     command.add_argument("configs", nargs="*", metavar="CONFIG", help="a TOML experiment config")
     command.add_argument("--sweep", dest="sweeps", action="append", default=[], type=sweep,
-                         metavar="KEY=V1,V2,...", help="one run per value of KEY (repeatable: the cross product)")
+                         metavar="KEY=V1,V2,...", help="one run per value of KEY (repeatable: the cross product); KEY1+KEY2=... "
+                              "sets both keys to each value")
     command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config value in every run (repeatable)")
     command.add_argument("--backend", choices=BACKENDS, help="where shards and workers run, for every run")

@@ -18,6 +18,7 @@ dotted key, and may add keys inside an open table
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,7 +33,7 @@ from ps.delays import Delays
 from workers import CURRICULA, DATASETS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
-           "DelaysConfig", "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES"]
+           "DelaysConfig", "RayConfig", "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES"]
 
 BACKENDS = ("local", "sim", "ray", "grpc")
 PROTOCOL_NAMES = tuple(sorted(PROTOCOLS))
@@ -133,7 +134,7 @@ class ProtocolConfig:
     """[protocol]: the algorithm (server rule and worker loop), by its registered name."""
 
     section: ClassVar[str] = "protocol"
-    name: str = "downpour"       # a registered protocol: downpour | sync
+    name: str = "downpour"       # a registered protocol: dcasgd | downpour | dtadagrad | eamsgd | easgd | ssp | sync
     options: dict = field(default_factory=dict)  # its hyperparameters, e.g. {n_fetch = 1, n_push = 1}
 
     def __post_init__(self):
@@ -203,6 +204,28 @@ class DelaysConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """[ray]: where the ray backend runs, what each actor asks of the cluster, and how shards survive a crash."""
+
+    section: ClassVar[str] = "ray"
+    address: str = ""            # "": start a local Ray sized to this machine; HOST:PORT (or "auto"): join that cluster
+    shard_cpus: float = 0.0      # CPUs each shard actor reserves: a number >= 0 (0: share the cores, like threads)
+    worker_cpus: float = 0.0     # CPUs each worker actor reserves: a number >= 0 (e.g. 1 on a real cluster)
+    max_restarts: int = 3        # times Ray restarts a shard actor that dies: an integer >= 0
+    checkpoint_every: int = 100  # a shard checkpoints after every this many updates (0: never), in <run>/checkpoints
+
+    def __post_init__(self):
+        address = self.address
+        _require(self, "address", isinstance(address, str) and (
+            address in ("", "auto") or re.fullmatch(r"(ray://)?[^\s:/]+:\d+", address) is not None),
+            "must be HOST:PORT of a running Ray head, e.g. 127.0.0.1:6379, or 'auto', or empty to start a local Ray")
+        _nonnegative_number(self, "shard_cpus")
+        _nonnegative_number(self, "worker_cpus")
+        _nonnegative_int(self, "max_restarts")
+        _nonnegative_int(self, "checkpoint_every")
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment: top-level keys, then one field per [section]."""
 
@@ -218,6 +241,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     delays: DelaysConfig = field(default_factory=DelaysConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
         name = self.name
@@ -238,7 +262,7 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "cluster": ClusterConfig, "protocol": ProtocolConfig,
-            "server": ServerConfig, "train": TrainConfig, "delays": DelaysConfig}
+            "server": ServerConfig, "train": TrainConfig, "delays": DelaysConfig, "ray": RayConfig}
 
 
 # -- reading ---------------------------------------------------------------------

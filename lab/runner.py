@@ -21,7 +21,15 @@ from lab.metrics import Metrics, finalize_metrics, summarize
 from lab.plots import plot_run
 from lab.sim import run_sim
 
-BACKENDS = {"local": run_local, "sim": run_sim, "grpc": run_grpc}
+
+def run_ray(experiment: Experiment, metrics: Metrics, progress: bool = True) -> tuple[dict, dict]:
+    """The ``ray`` backend (``lab.ray_backend``), imported when a run asks for it: importing Ray takes half a second."""
+    from lab.ray_backend import run_ray as run_on_ray
+
+    return run_on_ray(experiment, metrics, progress)
+
+
+BACKENDS = {"local": run_local, "sim": run_sim, "ray": run_ray, "grpc": run_grpc}
 
 
 def run(config: Config, progress: bool = True) -> Path:

@@ -42,14 +42,14 @@ class ClockState:
 
 
 class ApplyEachClock:
-    """Sum each clock's gradients apart; apply a clock's mean once all ``workers`` have pushed it.
+    """Sum each clock's gradients apart; apply a clock's mean once all ``needed`` workers have pushed it.
 
     Clock c completes only after every worker pushed clock c - 1, so clocks
     are applied in order, one update each."""
 
-    def __init__(self, optimizer: optim.Optimizer, workers: int):
+    def __init__(self, optimizer: optim.Optimizer, needed: int):
         self.optimizer = optimizer
-        self.workers = workers
+        self.needed = needed  # every worker: a backend that loses one cannot go on
 
     def init(self, values: torch.Tensor) -> ClockState:
         return ClockState(self.optimizer.init(values))
@@ -63,7 +63,7 @@ class ApplyEachClock:
             state.pending[clock][0].add_(grad)
             state.pending[clock][1] += 1
         total, count = state.pending[clock]
-        if count < self.workers:
+        if count < self.needed:
             return False
         del state.pending[clock]
         self.optimizer.update(values, total.div_(count), state.optimizer, out)

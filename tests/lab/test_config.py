@@ -212,7 +212,7 @@ def test_overrides_apply_over_the_file_in_order(tmp_path):
 
 # -- refusals --------------------------------------------------------------------
 TRAIN_KEYS = "early_stopping, epochs, eval_every, min_delta, patience, target_accuracy"
-TOP_KEYS = "backend, cluster, data, delays, model, name, out_dir, protocol, seed, server, train"
+TOP_KEYS = "backend, cluster, data, delays, model, name, out_dir, protocol, ray, seed, server, train"
 ERRORS = [
     # (file text or None, overrides, the whole message)
     ("[train]\nepochz = 3\n", [],
@@ -243,7 +243,8 @@ ERRORS = [
                                   "(choose one of: cnn, matrix_factorization, mlp, softmax, sparse_logreg)"),
     (None, ["model.options=[64]"],
      "Invalid config value model.options = [64] (must be a table, e.g. {hidden = [64], batch_norm = false})"),
-    (None, ["protocol.name=hogwild"], "Invalid config value protocol.name = 'hogwild' (choose one of: downpour, sync)"),
+    (None, ["protocol.name=downpoor"], "Invalid config value protocol.name = 'downpoor' (choose one of: dcasgd, "
+                                       "downpour, dtadagrad, eamsgd, easgd, ssp, sync)"),
     (None, ["protocol.options=1"],
      "Invalid config value protocol.options = 1 (must be a table, e.g. {n_fetch = 1, n_push = 1})"),
     (None, ["server.optimizer=adamm"],

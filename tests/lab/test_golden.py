@@ -1,6 +1,7 @@
 """Golden equivalences on every backend: what asynchronous and synchronous runs
 must reduce to, checked against plain single-process training loops. The
-grpc backend runs every shard and worker as a real process on 127.0.0.1."""
+grpc backend runs every shard and worker as a real process on 127.0.0.1; the
+ray backend, every one as an actor of a Ray started once for this module."""
 
 from __future__ import annotations
 
@@ -21,8 +22,15 @@ from workers.runtime import WorkerRuntime
 from workers.splits import DenseSplit
 
 
-BACKENDS = ["local", "sim", "grpc"]
-backends = pytest.mark.parametrize("backend", BACKENDS)
+BACKENDS = ["local", "sim", "grpc", "ray"]
+backends = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request):
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+    return request.param
 
 
 def run_experiment(tmp_path, backend, *overrides):
@@ -113,7 +121,7 @@ def test_staleness_is_consistent_with_the_versions_read(tmp_path, backend):
         assert sorted(p["version"] for p in mine) == list(range(len(mine)))
         assert all(0 <= p["version"] - p["staleness"] <= p["version"] for p in mine)
     assert summary["updates"] == 4 * exp.steps
-    if backend != "grpc":  # worker processes start seconds apart: a short gRPC run may not overlap
+    if backend not in ("grpc", "ray"):  # processes and actors start apart: a short run may not overlap
         assert summary["staleness"]["max"] > 0  # four asynchronous workers do overlap
 
 

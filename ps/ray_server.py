@@ -1,0 +1,132 @@
+"""One shard as a Ray actor: a thin shell over ``ps.Shard``.
+
+Every rule lives in the Shard; this class only turns arrays from the object
+store into tensors and back, refuses pushes once the run is over, and
+checkpoints. It is a plain class: ``ray.remote(ShardActor)`` makes the actor
+(``lab.ray_backend``), and tests call it directly.
+
+Tensors. Arguments arrive as numpy arrays. Large ones are read-only views of
+the object store's shared memory, and the shard only reads gradients, so
+nothing is copied. A pull returns the published snapshot itself, held for
+its reader as in-process: Ray copies it into the object store once, after
+the method returns, and the hold keeps it unchanged until then. The
+reader's next call comes only after it has received the result.
+
+Crashes. Ray restarts a shard actor that dies (``max_restarts``), by
+running ``__init__`` again, which resumes from the last checkpoint of this
+run. Its version clock goes back to the checkpoint's. Each life of the
+actor has its own ``life`` token, returned with every answer. A caller
+passes back the token of the answer its versions came from, so a version
+read in an earlier life is known for what it is. Such a version may be
+ahead of this life's clock: a push counts it as a read of the current
+version, and a pull waits for no version of an earlier life.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ps.rules import ServerRule
+from ps.shard import Shard, ShardClosed
+
+
+def _warn_once_quietly() -> None:
+    """Arrays from the object store are read-only, and torch warns, once per
+    process, that writing to them would be undefined. The shards and clients
+    only read them: the one warning is had here, silenced."""
+    read_only = np.zeros(1, dtype=np.float32)
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.from_numpy(read_only)
+
+
+_warn_once_quietly()
+
+
+def tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over ``array``'s memory (no copy), read-only if the array is."""
+    return torch.from_numpy(array)
+
+
+class ShardActor:
+    def __init__(self, index: int, values: np.ndarray, tables: dict[str, np.ndarray], rule: ServerRule,
+                 checkpoint: str | None = None, checkpoint_every: int = 0, run: str = ""):
+        """``checkpoint``: the file this shard saves to after every
+        ``checkpoint_every`` updates, and resumes from when restarted; only a
+        checkpoint of ``run`` (one id per run) is taken."""
+        torch.set_num_threads(1)
+        self.shard = Shard(index, tensor(values), {name: tensor(t) for name, t in tables.items()}, rule)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.checkpoint_every = checkpoint_every
+        self.run = run
+        self.life = uuid.uuid4().hex
+        self.restored = self.shard.restore(self.checkpoint, run) if self.checkpoint else None
+        self._saved = self.shard.version
+        self._save_lock = threading.Lock()
+
+    def status(self) -> dict:
+        """This life's token, the version, and the checkpoint version it resumed from (None: a first start)."""
+        return {"shard": self.shard.index, "life": self.life, "version": self.shard.version,
+                "restored": self.restored, "closed": self.shard.closed}
+
+    def _current(self, version: int, life: str | None) -> int:
+        """``version``, read in ``life``, as a version of this life."""
+        if life is not None and life != self.life:
+            return min(version, self.shard.version)
+        return version
+
+    # -- the verbs ---------------------------------------------------------------
+    def pull(self, reader, min_version: int, life: str | None) -> tuple[np.ndarray, int, str]:
+        values, version = self.shard.pull(reader, self._current(min_version, life))
+        return values.numpy(), version, self.life
+
+    def push(self, grad: np.ndarray, span: tuple[int, int] | None, read_version: int, worker: int,
+             life: str | None) -> tuple[int, int, bool, str]:
+        """``grad[span[0]:span[1]]`` is this shard's part (a whole gradient put
+        once in the object store serves every shard); ``span=None``: all of it.
+        Returns the read version as counted, the version at arrival, whether
+        the rule applied it, and this life's token."""
+        self._refuse_if_closed()
+        part = grad if span is None else grad[span[0]:span[1]]
+        push = self.shard.push(tensor(part), self._current(read_version, life), worker, reader=worker)
+        self._maybe_save(push.applied)
+        return push.read_version, push.version, push.applied, self.life
+
+    def pull_rows(self, table: str, ids: np.ndarray) -> tuple[np.ndarray, int, str]:
+        rows, version = self.shard.pull_rows(table, tensor(ids))
+        return rows.numpy(), version, self.life
+
+    def push_rows(self, table: str, ids: np.ndarray, grad_rows: np.ndarray, read_version: int, worker: int,
+                  life: str | None) -> tuple[int, int, bool, str]:
+        self._refuse_if_closed()
+        push = self.shard.push_rows(table, tensor(ids), tensor(grad_rows), self._current(read_version, life),
+                                    worker)
+        self._maybe_save(push.applied)
+        return push.read_version, push.version, push.applied, self.life
+
+    def release(self, reader) -> None:
+        self.shard.release(reader)
+
+    def close(self) -> dict:
+        """End the run: waiting pulls raise ShardClosed, and so do later pushes."""
+        self.shard.close()
+        return self.status()
+
+    # -- the shell's own work ------------------------------------------------------
+    def _refuse_if_closed(self) -> None:
+        if self.shard.closed:
+            raise ShardClosed(f"shard {self.shard.index}: the run is over")
+
+    def _maybe_save(self, applied: bool) -> None:
+        if not (applied and self.checkpoint and self.checkpoint_every):
+            return
+        with self._save_lock:  # one save at a time, and never an older one over a newer one
+            if self.shard.version - self._saved >= self.checkpoint_every:
+                self._saved = self.shard.save(self.checkpoint, self.run)
