@@ -25,6 +25,9 @@ protos: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/optim_bench.py
 	$(PY) benchmarks/ps_local_bench.py
+	$(PY) benchmarks/sim_bench.py
+	$(PY) benchmarks/grpc_bench.py
+	$(PY) benchmarks/ray_bench.py
 
 # The docker-compose cluster end to end: a Docker engine of its own (installed
 # if missing), images built offline, the run's accuracy checked (needs root).
