@@ -28,6 +28,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/sim_bench.py
 	$(PY) benchmarks/grpc_bench.py
 	$(PY) benchmarks/ray_bench.py
+	$(PY) benchmarks/hogwild_bench.py
 
 # The docker-compose cluster end to end: a Docker engine of its own (installed
 # if missing), images built offline, the run's accuracy checked (needs root).

@@ -18,6 +18,7 @@ from lab import cluster
 from lab.compare import compare, default_out, parse_sweep, plan
 from lab.config import BACKENDS, load_config
 from lab.health import health_main
+from lab.hogwild_cli import add_hogwild
 from lab.report import report
 from lab.runner import run
 from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asyncps", description="Run and study asynchronous SGD on a parameter server.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_run, add_compare, add_report, add_serve, add_work, add_evaluate, add_health,
-                add_visualize):
+                add_visualize, add_hogwild):
         add(commands)
     return parser
 
