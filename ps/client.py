@@ -71,6 +71,20 @@ class Client(abc.ABC):
             raise ValueError(f"Invalid gradient: {shape} (expected shape ({self.layout.size},), "
                              "the model's flat dense vector)")
 
+    def _route_row_push(self, table: str, rows: torch.Tensor, grad_rows: torch.Tensor,
+                        versions: dict[int, int]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``layout.route_rows`` for a push of row gradients, once the gradients
+        and the versions are known to fit: every transport refuses alike."""
+        dim = self.layout.table(table)[1]
+        if not isinstance(grad_rows, torch.Tensor) or tuple(grad_rows.shape) != (rows.numel(), dim):
+            shape = tuple(grad_rows.shape) if isinstance(grad_rows, torch.Tensor) else type(grad_rows).__name__
+            raise ValueError(f"Invalid row gradients: {shape} (expected ({rows.numel()}, {dim}): one row per id)")
+        routed = self.layout.route_rows(table, rows)
+        missing = [shard for shard, _, _ in routed if shard not in versions]
+        if missing:
+            raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
+        return routed
+
     def _check_versions(self, versions: list[int]) -> None:
         if len(versions) != self.layout.num_shards:
             raise ValueError(f"Invalid versions: {len(versions)} given (one per shard expected: "
@@ -109,14 +123,7 @@ class InProcessClient(Client):
         return out, versions
 
     async def push_rows(self, table, rows, grad_rows, versions):
-        dim = self.layout.table(table)[1]
-        if not isinstance(grad_rows, torch.Tensor) or tuple(grad_rows.shape) != (rows.numel(), dim):
-            shape = tuple(grad_rows.shape) if isinstance(grad_rows, torch.Tensor) else type(grad_rows).__name__
-            raise ValueError(f"Invalid row gradients: {shape} (expected ({rows.numel()}, {dim}): one row per id)")
-        routed = self.layout.route_rows(table, rows)
-        missing = [shard for shard, _, _ in routed if shard not in versions]
-        if missing:
-            raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
+        routed = self._route_row_push(table, rows, grad_rows, versions)
         work = [(self.shards[shard], local, grad_rows[positions], versions[shard]) for shard, positions, local in routed]
         for shard, local, grads, version in work:  # all checked first: a refused push changes no shard
             shard.check_push_rows(table, local, grads, version)

@@ -144,10 +144,7 @@ class GrpcClient(Client):
         return out, versions
 
     async def push_rows(self, table, rows, grad_rows, versions):
-        routed = self.layout.route_rows(table, rows)
-        missing = [shard for shard, _, _ in routed if shard not in versions]
-        if missing:
-            raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
+        routed = self._route_row_push(table, rows, grad_rows, versions)
 
         async def one(shard: int, positions: torch.Tensor, local: torch.Tensor):
             grads = grad_rows[positions].contiguous()

@@ -101,14 +101,7 @@ class RayClient(Client):
         return out, versions
 
     async def push_rows(self, table, rows, grad_rows, versions):
-        dim = self.layout.table(table)[1]
-        if not isinstance(grad_rows, torch.Tensor) or tuple(grad_rows.shape) != (rows.numel(), dim):
-            shape = tuple(grad_rows.shape) if isinstance(grad_rows, torch.Tensor) else type(grad_rows).__name__
-            raise ValueError(f"Invalid row gradients: {shape} (expected ({rows.numel()}, {dim}): one row per id)")
-        routed = self.layout.route_rows(table, rows)
-        missing = [shard for shard, _, _ in routed if shard not in versions]
-        if missing:
-            raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
+        routed = self._route_row_push(table, rows, grad_rows, versions)
         answers = get([self.shards[shard].push_rows.remote(table, local.numpy(), grad_rows[positions].numpy(),
                                                            versions[shard], self.worker, self.lives[shard])
                        for shard, positions, local in routed])
