@@ -12,7 +12,6 @@ import optim
 from lab.config import load_config
 from lab.runner import run
 from protocols import DCASGD
-from ps import Shard
 
 
 def push(rule, values, grad, state, *, worker=0, read, version, out=None):
@@ -101,26 +100,6 @@ def test_adaptive_lambda_follows_the_mean_square_of_the_gradients():
         history.append(expected)
         torch.testing.assert_close(w, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state.mean_square, mean_square, rtol=1e-14, atol=0)
-
-
-def test_a_checkpoint_restores_the_log_and_optimizer_state(tmp_path):
-    torch.manual_seed(4)
-    rules = [DCASGD(adaptive=True).server_rule(optim.Adam(lr=0.01), 2) for _ in range(2)]
-    shards = [Shard(0, torch.zeros(5), {"emb": torch.zeros(8, 2)}, rule) for rule in rules]
-    history = [(w, torch.randn(5), torch.randint(0, 8, (3,)), torch.randn(3, 2)) for w in (0, 1) * 6]
-
-    def replay(shard, part):
-        for w, g, ids, rows in part:  # every push reads two versions back: a log window to keep
-            shard.push_rows("emb", ids, rows, max(0, shard.version - 2), worker=w)
-            shard.push(g, max(0, shard.version - 2), worker=w)
-
-    replay(shards[0], history[:6])
-    shards[0].save(tmp_path / "shard.pt")
-    assert shards[1].restore(tmp_path / "shard.pt") == 12
-    replay(shards[0], history[6:])
-    replay(shards[1], history[6:])
-    assert torch.equal(shards[0].pull()[0], shards[1].pull()[0])
-    assert torch.equal(shards[0].tables["emb"], shards[1].tables["emb"])
 
 
 def test_defaults_are_the_papers_lambdas():

@@ -13,7 +13,6 @@ from lab.config import load_config
 from lab.experiment import Experiment
 from lab.runner import run
 from protocols import AdaptiveRevision
-from ps import Shard
 
 
 def make_rule(num_workers: int = 1, **adagrad):
@@ -134,26 +133,6 @@ def test_a_slow_worker_keeps_its_window_in_the_log():
     assert torch.equal(state.log.since(1), torch.full((3,), 29.0))
     push(rule, x, torch.ones(3), state, worker=1, read=1, version=30)
     assert len(state.log) == 2  # versions 29 (worker 0's last push) and 30
-
-
-def test_a_checkpoint_restores_the_log_and_accumulators(tmp_path):
-    torch.manual_seed(4)
-    rules = [make_rule(2, lr=0.1, initial_accumulator_value=1.0) for _ in range(2)]
-    shards = [Shard(0, torch.zeros(5), {"emb": torch.zeros(8, 2)}, rule) for rule in rules]
-    history = [(w, torch.randn(5), torch.randint(0, 8, (3,)), torch.randn(3, 2)) for w in (0, 1) * 6]
-
-    def replay(shard, part):
-        for w, g, ids, rows in part:  # every push reads two versions back: a log window to keep
-            shard.push_rows("emb", ids, rows, max(0, shard.version - 2), worker=w)
-            shard.push(g, max(0, shard.version - 2), worker=w)
-
-    replay(shards[0], history[:6])
-    shards[0].save(tmp_path / "shard.pt")
-    assert shards[1].restore(tmp_path / "shard.pt") == 12  # loads with weights_only: tensors and plain values
-    replay(shards[0], history[6:])
-    replay(shards[1], history[6:])
-    assert torch.equal(shards[0].pull()[0], shards[1].pull()[0])
-    assert torch.equal(shards[0].tables["emb"], shards[1].tables["emb"])
 
 
 @pytest.mark.parametrize("optimizer, match", [
