@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from lab import cluster
-from lab.compare import compare, default_out, parse_sweep, plan
+from lab.compare import compare, default_out, describe, parse_sweep, plan
 from lab.config import BACKENDS, load_config
 from lab.health import health_main
 from lab.hogwild_cli import add_hogwild
@@ -100,11 +100,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise ValueError(f"Invalid --ray-address: it is for the ray backend, and this run's backend is "
                          f"{config.backend!r} (add --backend ray)")
     run_dir = run(config, progress=args.progress)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    final = summary["final"]
-    scores = ", ".join(f"{k} {v:.4g}" for k, v in final.items() if k.startswith("test_"))
-    print(f"{config.name}: {summary['updates']} updates in {summary['wall_time']:.1f} s; {scores}; "
-          f"mean staleness {summary['staleness']['mean'] or 0:.2f}")
+    print(describe(run_dir))
     print(f"run directory: {run_dir}/")
     return 0
 

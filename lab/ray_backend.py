@@ -116,12 +116,6 @@ def check_resources(experiment: Experiment) -> None:
                          f"{available:g}: lower them (0 shares the cores) or add nodes")
 
 
-def quorum(experiment: Experiment) -> int:
-    """The workers a protocol needs alive to go on: a synchronous round waits
-    for ``N - backup_workers`` gradients (the rule's ``needed``); others need one."""
-    return getattr(experiment.server_rule(), "needed", 1)
-
-
 def first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
@@ -242,7 +236,7 @@ class Driver:
                                              "remain)")
         for shard in self.shards:
             shard.release.remote(w)  # its snapshots: the shards may update in place again
-        needed = quorum(self.experiment)
+        needed = self.experiment.protocol.min_workers(self.experiment.config.cluster.workers)
         if alive < needed:
             protocol = self.experiment.protocol.name
             self.fail(f"the run stopped: protocol {protocol!r} needs {needed} live workers and {alive} remain"

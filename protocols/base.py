@@ -51,6 +51,11 @@ class Protocol:
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         raise NotImplementedError
 
+    def min_workers(self, num_workers: int) -> int:
+        """The workers that must stay alive for the run to go on; an
+        asynchronous protocol goes on with any one."""
+        return 1
+
     async def work(self, ctx: WorkerContext) -> None:
         raise NotImplementedError
 

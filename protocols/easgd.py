@@ -45,8 +45,8 @@ from protocols.base import Protocol, WorkerContext, check_positive_int
 from ps import ServerRule
 
 
-class AddPushed:
-    """The center variable's rule: add each pushed elastic difference."""
+class ElasticCenter:
+    """The center variable x~ on a shard: each push is an elastic difference alpha (x - x~), added to it."""
 
     def init(self, values: torch.Tensor) -> None:
         return None
@@ -91,7 +91,7 @@ class EASGD(Protocol):
         return self.beta / num_workers if self.alpha is None else self.alpha
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
-        return AddPushed()
+        return ElasticCenter()
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client

@@ -49,7 +49,7 @@ class ApplyEachClock:
 
     def __init__(self, optimizer: optim.Optimizer, needed: int):
         self.optimizer = optimizer
-        self.needed = needed  # every worker: a backend that loses one cannot go on
+        self.needed = needed
 
     def init(self, values: torch.Tensor) -> ClockState:
         return ClockState(self.optimizer.init(values))
@@ -94,7 +94,10 @@ class SSP(Protocol):
               "staleness", self.staleness, "staleness must be an integer >= 0 (0: synchronous SGD)")
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
-        return ApplyEachClock(optimizer, num_workers)
+        return ApplyEachClock(optimizer, self.min_workers(num_workers))
+
+    def min_workers(self, num_workers: int) -> int:
+        return num_workers  # every clock waits for every worker's gradient
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client

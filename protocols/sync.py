@@ -90,7 +90,10 @@ class Sync(Protocol):
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         check(self.backup_workers < num_workers, "backup_workers", self.backup_workers,
               f"backup_workers must be less than the number of workers ({num_workers})")
-        return AverageThenApply(optimizer, num_workers - self.backup_workers)
+        return AverageThenApply(optimizer, self.min_workers(num_workers))
+
+    def min_workers(self, num_workers: int) -> int:
+        return num_workers - self.backup_workers  # a round applies once this many gradients are in
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client

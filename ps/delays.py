@@ -102,7 +102,6 @@ class DelayedClient(ClientWrapper):
 
     def __init__(self, inner: Client, delays: Delays):
         super().__init__(inner)
-        self.delays = delays
         self._draw = {event: delays.sampler(self.worker, event) for event in EVENTS}
 
     def compute(self) -> None:

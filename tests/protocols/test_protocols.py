@@ -204,3 +204,11 @@ def test_a_checkpoint_restores_a_shard_with_its_rules_state(tmp_path, name, opti
     replay(shards[1], history[6:])
     assert torch.equal(shards[0].pull()[0], shards[1].pull()[0])
     assert torch.equal(shards[0].tables["emb"], shards[1].tables["emb"])
+
+
+def test_each_protocol_says_how_many_workers_it_needs_alive():
+    # A backend that loses workers goes on while this many remain (Ray), and stops otherwise.
+    assert protocols.create("sync", backup_workers=2).min_workers(8) == 6
+    assert protocols.create("ssp", staleness=3).min_workers(8) == 8
+    for name in ("downpour", "easgd", "eamsgd", "dtadagrad", "dcasgd"):
+        assert protocols.create(name).min_workers(8) == 1
