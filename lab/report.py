@@ -22,11 +22,7 @@ with one row per run.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +37,8 @@ import numpy as np  # noqa: E402
 
 from lab.metrics import summarize  # noqa: E402
 from lab.plots import plot_run, read_json, read_metrics, read_toml  # noqa: E402
+from lab.report_page import SKIPPED_KEYS, page  # noqa: E402
+from optim.validation import is_number  # noqa: E402
 
 __all__ = ["report", "load_run", "plot_progress", "plot_staleness_breakdown", "plot_overlays", "Run"]
 
@@ -48,7 +46,6 @@ DPI = 110
 MAX_COLOURS = 10  # beyond this many workers, one grey for all but the slowest and fastest
 DODGE = 6         # up to this many distributions side by side as bars; more as outlines
 STRAGGLER = 0.8   # a worker slower than this fraction of the median rate is drawn as a straggler
-SKIPPED_KEYS = ("name", "out_dir")  # differ between runs by construction; the table names each run anyway
 
 
 # -- a run directory, read once ----------------------------------------------------
@@ -72,19 +69,19 @@ class Run:
         return "rmse" if "test_rmse" in has and "test_accuracy" not in has else "accuracy"
 
     def series(self, records: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-        points = sorted((r[x], r[y]) for r in records if _is_number(r.get(x)) and _is_number(r.get(y)))
+        points = sorted((r[x], r[y]) for r in records if is_number(r.get(x)) and is_number(r.get(y)))
         return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
 
     def staleness(self, **match) -> np.ndarray:
         """The staleness of the pushes whose fields equal ``match`` (e.g. ``worker=3``)."""
         return np.array([r["staleness"] for r in self.pushes
-                         if _is_number(r.get("staleness")) and all(r.get(k) == v for k, v in match.items())], float)
+                         if is_number(r.get("staleness")) and all(r.get(k) == v for k, v in match.items())], float)
 
 
 def load_run(run_dir: str | Path) -> Run:
     """Read ``run_dir``; a ``ValueError`` naming it when it is not a run directory."""
     run_dir = Path(run_dir)
-    records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and _is_number(r.get("time"))]
+    records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and is_number(r.get("time"))]
     config = read_toml(run_dir / "config.toml")
     by_kind = {kind: [r for r in records if r.get("kind") == kind] for kind in ("train", "push", "eval", "event")}
     summary = read_json(run_dir / "summary.json")
@@ -106,10 +103,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _ids(values) -> list:
@@ -274,11 +267,9 @@ def _sweep(runs: list[Run]) -> tuple[list[str], list[str]] | None:
     three or more values (keys that always change together count as one, as
     in a joint sweep), one line per value of the other differing settings
     (the compared configs)."""
-    keys = sorted({key for run in runs for key in run.settings} - set(SKIPPED_KEYS))
-    columns = {key: tuple(run.settings.get(key) for run in runs) for key in keys}
-    differing = {key: column for key, column in columns.items() if len(set(map(repr, column))) > 1}
+    differing = {key: tuple(run.settings.get(key) for run in runs) for key in _differing(runs)}
     swept = [key for key, column in differing.items()
-             if all(_is_number(v) for v in column) and len(set(column)) >= 3]
+             if all(is_number(v) for v in column) and len(set(column)) >= 3]
     if not swept or any(differing[key] != differing[swept[0]] for key in swept):
         return None
     others = [key for key in differing if key not in swept]
@@ -302,7 +293,7 @@ def _overlay_sweep(runs: list[Run], swept: list[str], grouping: list[str], out: 
     for ax, key, title in ((axes[0], "test_loss", "final test loss"), (axes[1], f"test_{metric}",
                                                                          f"final test {metric}")):
         for i, (label, points) in enumerate(lines.items()):
-            points = sorted((x, final[key]) for x, final in points if _is_number(final.get(key)))
+            points = sorted((x, final[key]) for x, final in points if is_number(final.get(key)))
             if points:
                 ax.plot(*zip(*points), color=_colour(i), linestyle=_style(i), marker="o", linewidth=1.8, label=label)
         if not ax.lines:
@@ -403,7 +394,7 @@ def _overlay_staleness(runs: list[Run], out: Path) -> tuple[Path, str]:
     return _save(fig, out / "compare_staleness.png"), caption
 
 
-# -- the page ----------------------------------------------------------------------
+# -- the report -------------------------------------------------------------------
 def report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     """Plot each run, overlay several, and write ``out/report.html``; return its path.
 
@@ -420,9 +411,10 @@ def report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
         pictures[run.dir] = [(p, _CAPTIONS[p.name]) for p in
                              (quality, loss, staleness, plot_progress(run), plot_staleness_breakdown(run))]
     overlays = plot_overlays(runs, out) if len(runs) > 1 else []
-    page = out / "report.html"
-    page.write_text(_page(runs, out, overlays, pictures))
-    return page
+    html_file = out / "report.html"
+    swatches = [matplotlib.colors.to_hex(_colour(i)) for i in range(len(runs))]
+    html_file.write_text(page(runs, out, _differing(runs), swatches, overlays, pictures))
+    return html_file
 
 
 _CAPTIONS = {
@@ -434,191 +426,9 @@ _CAPTIONS = {
     "staleness_breakdown.png": "Staleness distribution of each worker's pushes and of each shard's.",
 }
 
-CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1f2328;
-       margin: 0; background: #f6f7f9; }
-main { box-sizing: border-box; max-width: 1400px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 2px solid #e3e6ea; }
-h3 { font-size: 17px; margin: 28px 0 6px; }
-.meta, .note { color: #59636e; font-size: 13px; }
-nav a { margin-right: 14px; }
-code, .mono { font-family: "DejaVu Sans Mono", ui-monospace, Menlo, Consolas, monospace; font-size: 13px; }
-.differs code { background: #fff4d6; padding: 1px 5px; border-radius: 4px; }
-dl.settings { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 2px 24px;
-              margin: 8px 0; }
-dl.settings div { display: flex; gap: 8px; border-bottom: 1px dotted #e3e6ea; padding: 2px 0; }
-dl.settings dt { color: #59636e; font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; }
-dl.settings dd { margin: 0 0 0 auto; font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; }
-table.runs { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 14px; }
-table.runs th, table.runs td { padding: 6px 10px; border-bottom: 1px solid #e3e6ea; text-align: right;
-                               vertical-align: top; }
-table.runs th { background: #f0f2f5; font-weight: 600; font-size: 13px; }
-table.runs th:first-child, table.runs td:first-child, table.runs th.text, table.runs td.text { text-align: left; }
-table.runs tbody tr:nth-child(even) { background: #fafbfc; }
-table.runs td.best { font-weight: 700; }
-table.runs td.name, table.runs td.text { white-space: nowrap; }
-table.runs .muted { color: #8c959f; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 7px;
-          vertical-align: -1px; }
-figure { margin: 12px 0 22px; }
-figure img { box-sizing: border-box; max-width: 100%; height: auto; border: 1px solid #e3e6ea;
-             border-radius: 4px; display: block; }
-figcaption { color: #59636e; font-size: 13px; margin-top: 4px; }
-article { border-top: 1px solid #e3e6ea; }
-"""
-
-
-def _page(runs: list[Run], out: Path, overlays, pictures: dict) -> str:
-    differing = _differing(runs)
-    named = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
-    title = f"{len(runs)} runs compared" + (f": {named}" if named else "") if len(runs) > 1 else f"Run {runs[0].name}"
-    sections = [("settings", "Settings"), ("results", "Results")]
-    if overlays:
-        sections.append(("comparison", "Side by side"))
-    sections.append(("runs", "Each run" if len(runs) > 1 else "Plots"))
-    written = time.strftime("%Y-%m-%d %H:%M:%S")
-    body = [f"<h1>{_e(title)}</h1>",
-            f'<p class="meta">asyncps report, written {written} · {len(runs)} run{"s" * (len(runs) != 1)}</p>',
-            "<nav>" + "".join(f'<a href="#{key}">{_e(text)}</a>' for key, text in sections) + "</nav>",
-            _settings_section(runs, differing), _results_section(runs, differing)]
-    if overlays:
-        body.append('<section id="comparison"><h2>Side by side</h2>'
-                    + "".join(_figure_html(path, caption) for path, caption in overlays) + "</section>")
-    body.append(f'<section id="runs"><h2>{"Each run" if len(runs) > 1 else "Plots"}</h2>'
-                + "".join(_run_article(i, run, out, differing, pictures[run.dir]) for i, run in enumerate(runs))
-                + "</section>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
-            + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
-
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
 
 def _differing(runs: list[Run]) -> list[str]:
     """The dotted settings whose values are not the same in every run, in config order."""
     keys = list(dict.fromkeys(key for run in runs for key in run.settings))
     return [key for key in keys if key not in SKIPPED_KEYS
             and len({json.dumps(run.settings.get(key), sort_keys=True, default=str) for run in runs}) > 1]
-
-
-def _value(value) -> str:
-    """A setting as TOML writes it: true, 0.1, "sync" without quotes, [64, 32], {} ."""
-    if value is None:
-        return "(not set)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + "}"
-    return str(value)
-
-
-def _settings_section(runs: list[Run], differing: list[str]) -> str:
-    common = {key: value for key, value in runs[0].settings.items()
-              if key not in differing and key not in SKIPPED_KEYS}
-    parts = ['<section id="settings"><h2>Settings</h2>']
-    if len(runs) > 1:
-        if differing:
-            parts.append('<p class="differs">The runs differ in '
-                         + ", ".join(f"<code>{_e(key)}</code>" for key in differing)
-                         + " (values in the table below); everything else is the same:</p>")
-        else:
-            parts.append("<p>All runs have the same settings.</p>")
-        seeds = {run.settings.get("seed") for run in runs}
-        if len(seeds) > 1:
-            parts.append('<p class="note">The runs do not share a seed, so their data order, initial parameters '
-                         "and delays differ too.</p>")
-    parts.append('<dl class="settings">' + "".join(
-        f"<div><dt>{_e(key)}</dt><dd>{_e(_value(value))}</dd></div>" for key, value in common.items()) + "</dl>")
-    return "".join(parts) + "</section>"
-
-
-def _number(value, digits: int = 4, unit: str = "") -> str | None:
-    return f"{value:.{digits}g}{unit}" if _is_number(value) else None
-
-
-def _percent(value) -> str | None:
-    return f"{100 * value:.2f}%" if _is_number(value) else None
-
-
-def _columns(runs: list[Run]) -> list[tuple[str, callable, callable, int]]:
-    """(header, value of a run, its text, direction: -1 lower is better, +1 higher, 0 neither)."""
-    final = lambda key: lambda run: (run.summary.get("final") or {}).get(key)  # noqa: E731
-    stale = lambda key: lambda run: (run.summary.get("staleness") or {}).get(key)  # noqa: E731
-    columns = [("test loss", final("test_loss"), _number, -1)]
-    if any(_is_number(final("test_accuracy")(run)) for run in runs):
-        targets = {run.summary.get("target_accuracy") for run in runs} - {None}
-        target = f" {100 * targets.pop():g}%" if len(targets) == 1 else " target"
-        columns += [("test accuracy", final("test_accuracy"), _percent, +1),
-                    (f"time to{target} (s)", lambda run: run.summary.get("time_to_target"),
-                     lambda v: _number(v, 3), -1)]
-    if any(_is_number(final("test_rmse")(run)) for run in runs):
-        columns.append(("test RMSE", final("test_rmse"), _number, -1))
-    columns += [("mean staleness", stale("mean"), lambda v: _number(v, 3), -1),
-                ("p95 staleness", stale("p95"), lambda v: _number(v, 3), -1),
-                ("updates", lambda run: run.summary.get("updates"), lambda v: _number(v, 8), 0),
-                ("updates / s", lambda run: run.summary.get("updates_per_second"), lambda v: _number(v, 3), +1),
-                ("run time (s)", lambda run: run.summary.get("wall_time"), lambda v: _number(v, 3), 0)]
-    return columns
-
-
-def _results_section(runs: list[Run], differing: list[str]) -> str:
-    columns = _columns(runs)
-    head = '<th>run</th>' + ('<th class="text">settings that differ</th>' if differing else "") + "".join(
-        f"<th>{_e(header)}</th>" for header, *_ in columns)
-    best = {}
-    for header, get, _, direction in columns:
-        values = [get(run) for run in runs]
-        numbers = [v for v in values if _is_number(v)]
-        if direction and len(runs) > 1 and len(set(numbers)) > 1:
-            best[header] = max(numbers) if direction > 0 else min(numbers)
-    rows = []
-    for i, run in enumerate(runs):
-        swatch = matplotlib.colors.to_hex(_colour(i))
-        cells = [f'<td class="name"><span class="swatch" style="background:{swatch}"></span>'
-                 f'<a href="#run-{i + 1}">{_e(run.name)}</a></td>']
-        if differing:
-            cells.append('<td class="text mono">' + "<br>".join(
-                f"{_e(key)} = {_e(_value(run.settings.get(key)))}" for key in differing) + "</td>")
-        for header, get, text, _ in columns:
-            value = get(run)
-            shown = text(value)
-            if shown is None:
-                missing = "not reached" if header.startswith("time to") else "—"
-                cells.append(f'<td class="muted">{missing}</td>')
-            else:
-                bold = ' class="best"' if header in best and value == best[header] else ""
-                cells.append(f"<td{bold}>{_e(shown)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    notes = ["Final values are the last evaluation's."]
-    if best:
-        notes.append("The best value of a column is bold.")
-    if any(header.startswith("time to") for header, *_ in columns):
-        notes.append("Time to target: the first evaluation whose test accuracy reached the run's "
-                     "<code>train.target_accuracy</code>.")
-    notes.append("Staleness: updates a push's parameters missed, over all pushes.")
-    return ('<section id="results"><h2>Results</h2><table class="runs">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            f'<p class="note">{" ".join(notes)}</p></section>')
-
-
-def _figure_html(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption or path.name)}">'
-            f"<figcaption>{_e(caption)} <span class=\"mono\">({_e(path.name)})</span></figcaption></figure>")
-
-
-def _run_article(i: int, run: Run, out: Path, differing: list[str], pictures) -> str:
-    link = Path(os.path.relpath(run.dir.resolve(), out.resolve())).as_posix()
-    facts = [f'directory <a class="mono" href="{_e(link)}/">{_e(run.dir)}</a>']
-    facts += [f"<code>{_e(key)} = {_e(_value(run.settings.get(key)))}</code>" for key in differing]
-    events = [f"{_e(e.get('message', 'event'))} at {e['time']:.3g} s" for e in run.events]
-    if events:
-        facts.append("events: " + "; ".join(events))
-    return (f'<article id="run-{i + 1}"><h3>{_e(run.name)}</h3><p class="meta">{" · ".join(facts)}</p>'
-            + "".join(_figure_html(path, caption) for path, caption in pictures) + "</article>")

@@ -1,0 +1,204 @@
+"""The HTML page of ``asyncps report``: settings, the results table, and every
+picture embedded as a data URI, so that the page is one file that can be
+mailed. ``lab.report`` draws the pictures and calls :func:`page`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from optim.validation import is_number
+
+if TYPE_CHECKING:
+    from lab.report import Run
+
+__all__ = ["page", "SKIPPED_KEYS"]
+
+SKIPPED_KEYS = ("name", "out_dir")  # differ between runs by construction; the table names each run anyway
+
+CSS = """
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1f2328;
+       margin: 0; background: #f6f7f9; }
+main { box-sizing: border-box; max-width: 1400px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 20px; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 2px solid #e3e6ea; }
+h3 { font-size: 17px; margin: 28px 0 6px; }
+.meta, .note { color: #59636e; font-size: 13px; }
+nav a { margin-right: 14px; }
+code, .mono { font-family: "DejaVu Sans Mono", ui-monospace, Menlo, Consolas, monospace; font-size: 13px; }
+.differs code { background: #fff4d6; padding: 1px 5px; border-radius: 4px; }
+dl.settings { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 2px 24px;
+              margin: 8px 0; }
+dl.settings div { display: flex; gap: 8px; border-bottom: 1px dotted #e3e6ea; padding: 2px 0; }
+dl.settings dt { color: #59636e; font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; }
+dl.settings dd { margin: 0 0 0 auto; font-family: "DejaVu Sans Mono", ui-monospace, monospace; font-size: 13px; }
+table.runs { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 14px; }
+table.runs th, table.runs td { padding: 6px 10px; border-bottom: 1px solid #e3e6ea; text-align: right;
+                               vertical-align: top; }
+table.runs th { background: #f0f2f5; font-weight: 600; font-size: 13px; }
+table.runs th:first-child, table.runs td:first-child, table.runs th.text, table.runs td.text { text-align: left; }
+table.runs tbody tr:nth-child(even) { background: #fafbfc; }
+table.runs td.best { font-weight: 700; }
+table.runs td.name, table.runs td.text { white-space: nowrap; }
+table.runs .muted { color: #8c959f; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 7px;
+          vertical-align: -1px; }
+figure { margin: 12px 0 22px; }
+figure img { box-sizing: border-box; max-width: 100%; height: auto; border: 1px solid #e3e6ea;
+             border-radius: 4px; display: block; }
+figcaption { color: #59636e; font-size: 13px; margin-top: 4px; }
+article { border-top: 1px solid #e3e6ea; }
+"""
+
+
+def page(runs: list[Run], out: Path, differing: list[str], swatches: list[str], overlays, pictures: dict) -> str:
+    """The report's HTML: one file, every picture embedded. ``differing``: the settings
+    that differ between the runs; ``swatches``: each run's colour in the overlays."""
+    named = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
+    title = f"{len(runs)} runs compared" + (f": {named}" if named else "") if len(runs) > 1 else f"Run {runs[0].name}"
+    sections = [("settings", "Settings"), ("results", "Results")]
+    if overlays:
+        sections.append(("comparison", "Side by side"))
+    sections.append(("runs", "Each run" if len(runs) > 1 else "Plots"))
+    written = time.strftime("%Y-%m-%d %H:%M:%S")
+    body = [f"<h1>{_e(title)}</h1>",
+            f'<p class="meta">asyncps report, written {written} · {len(runs)} run{"s" * (len(runs) != 1)}</p>',
+            "<nav>" + "".join(f'<a href="#{key}">{_e(text)}</a>' for key, text in sections) + "</nav>",
+            _settings_section(runs, differing), _results_section(runs, differing, swatches)]
+    if overlays:
+        body.append('<section id="comparison"><h2>Side by side</h2>'
+                    + "".join(_figure_html(path, caption) for path, caption in overlays) + "</section>")
+    body.append(f'<section id="runs"><h2>{"Each run" if len(runs) > 1 else "Plots"}</h2>'
+                + "".join(_run_article(i, run, out, differing, pictures[run.dir]) for i, run in enumerate(runs))
+                + "</section>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+            + "\n".join(body) + "\n</main>\n</body>\n</html>\n")
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _value(value) -> str:
+    """A setting as TOML writes it: true, 0.1, "sync" without quotes, [64, 32], {} ."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _settings_section(runs: list[Run], differing: list[str]) -> str:
+    common = {key: value for key, value in runs[0].settings.items()
+              if key not in differing and key not in SKIPPED_KEYS}
+    parts = ['<section id="settings"><h2>Settings</h2>']
+    if len(runs) > 1:
+        if differing:
+            parts.append('<p class="differs">The runs differ in '
+                         + ", ".join(f"<code>{_e(key)}</code>" for key in differing)
+                         + " (values in the table below); everything else is the same:</p>")
+        else:
+            parts.append("<p>All runs have the same settings.</p>")
+        seeds = {run.settings.get("seed") for run in runs}
+        if len(seeds) > 1:
+            parts.append('<p class="note">The runs do not share a seed, so their data order, initial parameters '
+                         "and delays differ too.</p>")
+    parts.append('<dl class="settings">' + "".join(
+        f"<div><dt>{_e(key)}</dt><dd>{_e(_value(value))}</dd></div>" for key, value in common.items()) + "</dl>")
+    return "".join(parts) + "</section>"
+
+
+def _number(value, digits: int = 4, unit: str = "") -> str | None:
+    return f"{value:.{digits}g}{unit}" if is_number(value) else None
+
+
+def _percent(value) -> str | None:
+    return f"{100 * value:.2f}%" if is_number(value) else None
+
+
+def _columns(runs: list[Run]) -> list[tuple[str, callable, callable, int]]:
+    """(header, value of a run, its text, direction: -1 lower is better, +1 higher, 0 neither)."""
+    final = lambda key: lambda run: (run.summary.get("final") or {}).get(key)  # noqa: E731
+    stale = lambda key: lambda run: (run.summary.get("staleness") or {}).get(key)  # noqa: E731
+    columns = [("test loss", final("test_loss"), _number, -1)]
+    if any(is_number(final("test_accuracy")(run)) for run in runs):
+        targets = {run.summary.get("target_accuracy") for run in runs} - {None}
+        target = f" {100 * targets.pop():g}%" if len(targets) == 1 else " target"
+        columns += [("test accuracy", final("test_accuracy"), _percent, +1),
+                    (f"time to{target} (s)", lambda run: run.summary.get("time_to_target"),
+                     lambda v: _number(v, 3), -1)]
+    if any(is_number(final("test_rmse")(run)) for run in runs):
+        columns.append(("test RMSE", final("test_rmse"), _number, -1))
+    columns += [("mean staleness", stale("mean"), lambda v: _number(v, 3), -1),
+                ("p95 staleness", stale("p95"), lambda v: _number(v, 3), -1),
+                ("updates", lambda run: run.summary.get("updates"), lambda v: _number(v, 8), 0),
+                ("updates / s", lambda run: run.summary.get("updates_per_second"), lambda v: _number(v, 3), +1),
+                ("run time (s)", lambda run: run.summary.get("wall_time"), lambda v: _number(v, 3), 0)]
+    return columns
+
+
+def _results_section(runs: list[Run], differing: list[str], swatches: list[str]) -> str:
+    columns = _columns(runs)
+    head = '<th>run</th>' + ('<th class="text">settings that differ</th>' if differing else "") + "".join(
+        f"<th>{_e(header)}</th>" for header, *_ in columns)
+    best = {}
+    for header, get, _, direction in columns:
+        values = [get(run) for run in runs]
+        numbers = [v for v in values if is_number(v)]
+        if direction and len(runs) > 1 and len(set(numbers)) > 1:
+            best[header] = max(numbers) if direction > 0 else min(numbers)
+    rows = []
+    for i, run in enumerate(runs):
+        swatch = swatches[i]
+        cells = [f'<td class="name"><span class="swatch" style="background:{swatch}"></span>'
+                 f'<a href="#run-{i + 1}">{_e(run.name)}</a></td>']
+        if differing:
+            cells.append('<td class="text mono">' + "<br>".join(
+                f"{_e(key)} = {_e(_value(run.settings.get(key)))}" for key in differing) + "</td>")
+        for header, get, text, _ in columns:
+            value = get(run)
+            shown = text(value)
+            if shown is None:
+                missing = "not reached" if header.startswith("time to") else "—"
+                cells.append(f'<td class="muted">{missing}</td>')
+            else:
+                bold = ' class="best"' if header in best and value == best[header] else ""
+                cells.append(f"<td{bold}>{_e(shown)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    notes = ["Final values are the last evaluation's."]
+    if best:
+        notes.append("The best value of a column is bold.")
+    if any(header.startswith("time to") for header, *_ in columns):
+        notes.append("Time to target: the first evaluation whose test accuracy reached the run's "
+                     "<code>train.target_accuracy</code>.")
+    notes.append("Staleness: updates a push's parameters missed, over all pushes.")
+    return ('<section id="results"><h2>Results</h2><table class="runs">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f'<p class="note">{" ".join(notes)}</p></section>')
+
+
+def _figure_html(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption or path.name)}">'
+            f"<figcaption>{_e(caption)} <span class=\"mono\">({_e(path.name)})</span></figcaption></figure>")
+
+
+def _run_article(i: int, run: Run, out: Path, differing: list[str], pictures) -> str:
+    link = Path(os.path.relpath(run.dir.resolve(), out.resolve())).as_posix()
+    facts = [f'directory <a class="mono" href="{_e(link)}/">{_e(run.dir)}</a>']
+    facts += [f"<code>{_e(key)} = {_e(_value(run.settings.get(key)))}</code>" for key in differing]
+    events = [f"{_e(e.get('message', 'event'))} at {e['time']:.3g} s" for e in run.events]
+    if events:
+        facts.append("events: " + "; ".join(events))
+    return (f'<article id="run-{i + 1}"><h3>{_e(run.name)}</h3><p class="meta">{" · ".join(facts)}</p>'
+            + "".join(_figure_html(path, caption) for path, caption in pictures) + "</article>")
