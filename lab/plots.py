@@ -28,6 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from optim.validation import is_number  # noqa: E402
+
 __all__ = ["plot_run", "read_metrics"]
 
 DPI = 110
@@ -73,7 +75,7 @@ class _Run:
 
     def __init__(self, run_dir: Path):
         self.dir = run_dir
-        records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and _is_number(r.get("time"))]
+        records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and is_number(r.get("time"))]
         by_kind = {kind: [r for r in records if r.get("kind") == kind] for kind in ("train", "push", "eval", "event")}
         self.train, self.pushes, self.evals, self.events = by_kind.values()
         self.evals.sort(key=lambda r: r["time"])
@@ -84,7 +86,7 @@ class _Run:
         self.target = next((value for value in (_lookup(summary, "target_accuracy"),
                                                 _lookup(summary, "train", "target_accuracy"),
                                                 _lookup(summary, "config", "train", "target_accuracy"),
-                                                _lookup(config, "train", "target_accuracy")) if _is_number(value)),
+                                                _lookup(config, "train", "target_accuracy")) if is_number(value)),
                            None)
         backend = _lookup(config, "backend")
         clock = "virtual time" if backend == "sim" else (f"{backend} backend" if backend else None)
@@ -96,17 +98,13 @@ class _Run:
         return f"{self.name}: {what}" + (f"\n{self.setup}" if self.setup else "")
 
     def series(self, records: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-        points = [(r[x], r[y]) for r in records if _is_number(r.get(x)) and _is_number(r.get(y))]
+        points = [(r[x], r[y]) for r in records if is_number(r.get(x)) and is_number(r.get(y))]
         return (np.array([p[0] for p in points], float), np.array([p[1] for p in points], float))
 
     def updates_at(self, times: np.ndarray) -> np.ndarray:
         """Updates applied by each time, interpolated between evaluations (which count them)."""
         t, updates = self.update_clock
         return np.interp(times, np.concatenate([[0.0], t]), np.concatenate([[0.0], updates]))
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _lookup(tree, *keys):
@@ -301,7 +299,7 @@ def _plot_staleness(run: _Run) -> Path:
     histogram.set_title("all pushes")
     per_worker.set_title("per worker")
     over_time.set_title("pushes between evaluations")
-    pushes = [r for r in run.pushes if _is_number(r.get("staleness"))]
+    pushes = [r for r in run.pushes if is_number(r.get("staleness"))]
     if pushes:
         staleness = np.array([r["staleness"] for r in pushes], float)
         applied = np.array([r.get("applied", True) is not False for r in pushes])
