@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
 
+from optim.validation import is_number
 from protocols import hogwild
 from workers import DATASETS, Dataset, load_dataset
 
@@ -49,10 +49,6 @@ def _refuse(key: str, value, rule: str) -> None:
 
 def _whole(value, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -88,9 +84,9 @@ class HogwildSettings:
             ("mode", self.mode in hogwild.MODES, f"choose one of: {', '.join(hogwild.MODES)}"),
             ("processes", isinstance(self.processes, bool), "must be true or false"),
             ("epochs", _whole(self.epochs, 1), "must be a positive integer"),
-            ("step_size", _number(self.step_size) and self.step_size > 0, "must be a positive number"),
-            ("beta", _number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]"),
-            ("l2", _number(self.l2) and self.l2 >= 0, "must be a number >= 0"),
+            ("step_size", is_number(self.step_size) and self.step_size > 0, "must be a positive number"),
+            ("beta", is_number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]"),
+            ("l2", is_number(self.l2) and self.l2 >= 0, "must be a number >= 0"),
             ("chunk", _whole(self.chunk, 1), "must be a positive integer"),
         ]
         for name, ok, rule in checks:
