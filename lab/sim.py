@@ -57,6 +57,7 @@ class VirtualTime:
         self.now = 0.0
         self._ready: list[tuple[float, int, _Task]] = []
         self._waiting: list[tuple[Callable[[], bool], _Task]] = []
+        self._changed = False  # since the waiters were last asked
         self._seq = itertools.count()
         self.errors: list[tuple[str, BaseException]] = []
 
@@ -65,8 +66,13 @@ class VirtualTime:
             await _Command("sleep", seconds)
 
     async def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait until ``ready()``, asked again after each ``changed()``."""
         if not ready():
             await _Command("wait", ready)
+
+    def changed(self) -> None:
+        """Something a waiter may wait for has changed (a push, the shards closing)."""
+        self._changed = True
 
     def spawn(self, coro: Coroutine, name: str) -> None:
         task = _Task(next(self._seq), name, coro)
@@ -89,7 +95,8 @@ class VirtualTime:
             self._step(task)
             if self.errors:
                 return
-            self._wake_waiters()
+            if self._changed:
+                self._wake_waiters()
 
     def _step(self, task: _Task) -> None:
         try:
@@ -105,6 +112,7 @@ class VirtualTime:
             self._waiting.append((command.value, task))
 
     def _wake_waiters(self) -> None:
+        self._changed = False
         still = []
         for ready, task in self._waiting:
             if ready():
@@ -150,7 +158,9 @@ class SimClient(ClientWrapper):
 
     async def push(self, grad, versions) -> list[Push]:
         await self._travel("push", grad.numel() * grad.element_size())
-        return await self.inner.push(grad, versions)
+        pushes = await self.inner.push(grad, versions)
+        self.sim.changed()
+        return pushes
 
     async def pull_rows(self, table, rows):
         await self._travel("pull", rows.numel() * self.layout.table(table)[1] * 4)
@@ -158,7 +168,9 @@ class SimClient(ClientWrapper):
 
     async def push_rows(self, table, rows, grad_rows, versions):
         await self._travel("push", grad_rows.numel() * grad_rows.element_size())
-        return await self.inner.push_rows(table, rows, grad_rows, versions)
+        pushes = await self.inner.push_rows(table, rows, grad_rows, versions)
+        self.sim.changed()
+        return pushes
 
 
 DEFAULT_COMPUTE_SECONDS = 1.0  # a gradient's virtual duration when the config gives none
@@ -176,6 +188,7 @@ def run_sim(experiment: Experiment, metrics: Metrics, progress: bool = True) -> 
     def end_run() -> None:
         for shard in shards:
             shard.close()
+        sim.changed()
 
     # The evaluator reads instantly.
     evaluator = Evaluator(experiment, SimClient(InProcessClient(layout, shards, EVALUATOR), sim), metrics, end_run)
@@ -195,7 +208,8 @@ def run_sim(experiment: Experiment, metrics: Metrics, progress: bool = True) -> 
     sim.spawn(evaluator.run(), "evaluator")
     bar = tqdm(total=experiment.steps * workers, unit="step", desc=f"{experiment.config.name} (virtual time)",
                disable=not progress, mininterval=0.5)
-    metrics.listeners.append(lambda kind, fields: kind == "train" and bar.update())
+    if progress:
+        metrics.listeners.append(lambda kind, fields: kind == "train" and bar.update())
     sim.run(on_idle=end_run)
     if sim.errors:
         name, err = sim.errors[0]

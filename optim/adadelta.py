@@ -46,7 +46,7 @@ class Adadelta(Optimizer):
         p.add_(delta, alpha=-lr)
 
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        _adadelta_kernel(flat(p), flat_or_none(out), flat(g), flat(state["square_avg"]), flat(state["acc_delta"]),
+        _adadelta_kernel(flat(p), flat_or_none(out), flat(g), state.array("square_avg"), state.array("acc_delta"),
                          *scalars(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps, -lr))
 
 

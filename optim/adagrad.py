@@ -54,7 +54,7 @@ class Adagrad(Optimizer):
         p.addcdiv_(g, std, value=-self._clr(lr, state.step))
 
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        _adagrad_kernel(flat(p), flat_or_none(out), flat(g), flat(state["sum"]),
+        _adagrad_kernel(flat(p), flat_or_none(out), flat(g), state.array("sum"),
                         *scalars(p.dtype, self.weight_decay, self.eps, -self._clr(lr, state.step)))
 
 

@@ -69,8 +69,8 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         t = state.step
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
-        v_max = flat(state["max_exp_avg_sq"]) if self.amsgrad else flat(p)[:0]
-        _adam_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]), v_max,
+        v_max = state.array("max_exp_avg_sq") if self.amsgrad else flat(p)[:0]
+        _adam_kernel(flat(p), flat_or_none(out), flat(g), state.array("exp_avg"), state.array("exp_avg_sq"), v_max,
                      *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
                               (1 - beta2**t) ** 0.5, self.eps, -lr / (1 - beta1**t)),
                      self.amsgrad)

@@ -45,7 +45,7 @@ class Adamax(Optimizer):
 
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         beta1, beta2 = self.betas
-        _adamax_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_inf"]),
+        _adamax_kernel(flat(p), flat_or_none(out), flat(g), state.array("exp_avg"), state.array("exp_inf"),
                        *scalars(p.dtype, self.weight_decay, 1 - beta1, beta1, beta2, self.eps,
                                 -lr / (1 - beta1**state.step)))
 

@@ -42,6 +42,7 @@ class State:
 
     step: int = 0
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    _arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
 
     def state_dict(self) -> dict:
         """A detached copy: later steps do not change what was saved."""
@@ -55,6 +56,15 @@ class State:
 
     def __getitem__(self, slot: str) -> torch.Tensor:
         return self.tensors[slot]
+
+    def array(self, slot: str) -> np.ndarray:
+        """``slot`` as the flat numpy view a fast kernel writes through, made
+        once per tensor (a shard updates small slices thousands of times a second)."""
+        t = self.tensors[slot]
+        cached = self._arrays.get(slot)
+        if cached is None or cached[0] is not t:
+            cached = self._arrays[slot] = (t, flat(t))
+        return cached[1]
 
 
 def check_lr(lr: LearningRate) -> None:
@@ -170,8 +180,14 @@ class Optimizer:
                 )
 
     def _fast_ok(self, p: torch.Tensor, g: torch.Tensor, state: State) -> bool:
-        tensors = [p, g] + [state.tensors[s] for s in self.slots]
-        return all(t.is_contiguous() and t.dtype == p.dtype for t in tensors)
+        dtype = p.dtype
+        if g.dtype != dtype or not (p.is_contiguous() and g.is_contiguous()):
+            return False
+        for slot in self.slots:
+            t = state.tensors[slot]
+            if t.dtype != dtype or not t.is_contiguous():
+                return False
+        return True
 
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError
@@ -251,5 +267,4 @@ def weight_decay_terms(lr: float, weight_decay: float, decoupled: bool) -> tuple
 def scalars(dtype: torch.dtype, *values: float) -> tuple:
     """Hyperparameters as scalars of the tensor's dtype, so that a float32 kernel
     computes in float32 as torch does, rather than promoting to float64."""
-    kind = np.float32 if dtype == torch.float32 else np.float64
-    return tuple(kind(v) for v in values)
+    return tuple(map(np.float32 if dtype == torch.float32 else np.float64, values))

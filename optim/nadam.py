@@ -75,7 +75,7 @@ class NAdam(Optimizer):
         beta1, beta2 = self.betas
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         c_grad, c_avg = self._coefficients(state, lr)
-        _nadam_kernel(flat(p), flat_or_none(out), flat(g), flat(state["exp_avg"]), flat(state["exp_avg_sq"]),
+        _nadam_kernel(flat(p), flat_or_none(out), flat(g), state.array("exp_avg"), state.array("exp_avg_sq"),
                       *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
                                1 - beta2**state.step, self.eps, c_grad, c_avg))
 

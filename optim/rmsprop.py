@@ -65,9 +65,9 @@ class RMSprop(Optimizer):
 
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
         unused = flat(p)[:0]
-        grad_avg = flat(state["grad_avg"]) if self.centered else unused
-        buf = flat(state["momentum_buffer"]) if self.momentum > 0 else unused
-        _rmsprop_kernel(flat(p), flat_or_none(out), flat(g), flat(state["square_avg"]), grad_avg, buf,
+        grad_avg = state.array("grad_avg") if self.centered else unused
+        buf = state.array("momentum_buffer") if self.momentum > 0 else unused
+        _rmsprop_kernel(flat(p), flat_or_none(out), flat(g), state.array("square_avg"), grad_avg, buf,
                         *scalars(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
                                  self.momentum, -lr),
                         self.centered, self.momentum > 0)

@@ -63,6 +63,8 @@ def lr_at(lr: float | Schedule, step: int) -> float:
     Checked on every read, because a schedule is arbitrary user code and a
     negative or non-finite lr would silently corrupt the parameters.
     """
+    if type(lr) is float and 0.0 <= lr < math.inf:  # a constant: no schedule to ask
+        return lr
     if callable(lr):
         value = lr(step)
     elif isinstance(lr, Real):

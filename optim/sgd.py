@@ -55,7 +55,7 @@ class SGD(Optimizer):
         p.add_(g, alpha=-lr)
 
     def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        buf = flat(state["momentum_buffer"]) if self.momentum != 0 else flat(p)[:0]
+        buf = state.array("momentum_buffer") if self.momentum != 0 else flat(p)[:0]
         _sgd_kernel(flat(p), flat_or_none(out), flat(g), buf,
                     *scalars(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening, -lr),
                     self.momentum != 0, state.step == 1, self.nesterov)

@@ -6,9 +6,11 @@ per-worker ``slowdown = {"3" = 10.0}`` that multiplies worker 3's durations.
 Every duration is in seconds. ``read_spec`` checks the table, and each refusal
 names the key as the config writes it (``delays.push.sigma``).
 
-A model draws from a *source*, one per (worker, event): a numpy Generator
-seeded from ``(seed, worker, event)`` for the random kinds, and the recorded
-rows, cycled, for a trace.
+A model draws from a *source*, one per (worker, event): for the random kinds
+an endless stream from a numpy Generator seeded from ``(seed, worker,
+event)``, taken from the generator a block at a time (the same numbers, in
+the same order, as one call per draw, without numpy's per-call cost, which
+is most of a draw's); for a trace, the recorded rows, cycled.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from optim.validation import check, is_number
 
 EVENTS = ("compute", "pull", "push")  # one mini-batch gradient; a pull; a push
+BLOCKS = (8, 32, 128, 512)  # draws a random source takes at once: blocks growing to the last size
 TRACE_ROW = '{"worker": <int >= 0>, "event": "compute" | "pull" | "push", "seconds": <number >= 0>}'
 
 
@@ -32,7 +35,9 @@ TRACE_ROW = '{"worker": <int >= 0>, "event": "compute" | "pull" | "push", "secon
 class Model:
     """A kind of delay. ``build`` checks a spec's parameters (each a number >= 0,
     or > 0 where ``positive`` says why), ``source`` makes one (worker, event)'s
-    state, and ``draw`` takes its next duration, in seconds, from that state."""
+    state, and ``sampler`` the function that draws its durations, in seconds,
+    from that state. A random kind says how to draw ``n`` durations at once
+    (``sample``)."""
 
     kind: ClassVar[str]
     positive: ClassVar[dict[str, str]] = {}  # parameter -> why it must be > 0
@@ -52,18 +57,44 @@ class Model:
         return cls(**params)
 
     def source(self, seed: int, worker: int, event: str):
-        return np.random.default_rng([seed, worker, EVENTS.index(event)])
+        return Stream(self.sample, np.random.default_rng([seed, worker, EVENTS.index(event)]))
 
-    def draw(self, source, nbytes: int) -> float:
+    def sample(self, rng: np.random.Generator, n: int) -> list[float]:
         raise NotImplementedError
+
+    def sampler(self, source, factor: float) -> Callable[[int], float]:
+        """``nbytes -> seconds``: ``source``'s next duration, times the worker's slowdown ``factor``."""
+        if factor == 1.0:
+            return lambda nbytes: next(source)
+        return lambda nbytes: next(source) * factor
+
+
+class Stream:
+    """A random kind's endless durations, taken from its generator a block at a
+    time; the blocks grow to the last of ``BLOCKS``, so short runs waste few
+    draws. Picklable with its place in the stream (a Ray actor gets one)."""
+
+    def __init__(self, sample: Callable[[np.random.Generator, int], list[float]], rng: np.random.Generator):
+        self._sample, self._rng = sample, rng
+        self._blocks = 0
+        self._buffer: list[float] = []  # the block's draws not yet taken, the next one last
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> float:
+        if not self._buffer:
+            self._buffer = self._sample(self._rng, BLOCKS[min(self._blocks, len(BLOCKS) - 1)])[::-1]
+            self._blocks += 1
+        return self._buffer.pop()
 
 
 @dataclass(frozen=True)
 class NoDelay(Model):
     kind: ClassVar[str] = "none"
 
-    def draw(self, source, nbytes):
-        return 0.0
+    def sampler(self, source, factor):
+        return lambda nbytes: 0.0
 
 
 @dataclass(frozen=True)
@@ -71,8 +102,9 @@ class Constant(Model):
     kind: ClassVar[str] = "constant"
     seconds: float
 
-    def draw(self, source, nbytes):
-        return float(self.seconds)
+    def sampler(self, source, factor):
+        seconds = float(self.seconds) * factor
+        return lambda nbytes: seconds
 
 
 @dataclass(frozen=True)
@@ -87,8 +119,8 @@ class Uniform(Model):
         check(model.low <= model.high, f"{where}.high", model.high, f"must be >= low = {model.low!r}")
         return model
 
-    def draw(self, source, nbytes):
-        return float(source.uniform(self.low, self.high))
+    def sample(self, rng, n):
+        return rng.uniform(self.low, self.high, n).tolist()
 
 
 @dataclass(frozen=True)
@@ -96,8 +128,8 @@ class Exponential(Model):
     kind: ClassVar[str] = "exponential"
     mean: float
 
-    def draw(self, source, nbytes):
-        return float(source.exponential(self.mean))
+    def sample(self, rng, n):
+        return rng.exponential(self.mean, n).tolist()
 
 
 @dataclass(frozen=True)
@@ -109,8 +141,8 @@ class Lognormal(Model):
     median: float
     sigma: float
 
-    def draw(self, source, nbytes):
-        return self.median * math.exp(self.sigma * source.standard_normal())
+    def sample(self, rng, n):
+        return [self.median * math.exp(self.sigma * z) for z in rng.standard_normal(n).tolist()]
 
 
 @dataclass(frozen=True)
@@ -125,8 +157,8 @@ class Pareto(Model):
     scale: float
     alpha: float
 
-    def draw(self, source, nbytes):
-        return self.scale * (1.0 + source.pareto(self.alpha))
+    def sample(self, rng, n):
+        return [self.scale * (1.0 + x) for x in rng.pareto(self.alpha, n).tolist()]
 
 
 @dataclass(frozen=True)
@@ -144,8 +176,8 @@ class Bandwidth(Model):
               "a computation sends no message: use bandwidth for pull or push")
         return super().build(where, event, num_workers, **params)
 
-    def draw(self, source, nbytes):
-        return self.latency + nbytes / self.bytes_per_second
+    def sampler(self, source, factor):
+        return lambda nbytes: (self.latency + nbytes / self.bytes_per_second) * factor
 
 
 @dataclass(frozen=True)
@@ -172,9 +204,6 @@ class Trace(Model):
 
     def source(self, seed, worker, event):
         return itertools.cycle(self.rows[worker])
-
-    def draw(self, source, nbytes):
-        return next(source)
 
 
 KINDS = {cls.kind: cls for cls in (NoDelay, Constant, Uniform, Exponential, Lognormal, Pareto, Bandwidth, Trace)}

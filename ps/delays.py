@@ -19,7 +19,6 @@ file that a ``trace`` delay replays.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -89,8 +88,7 @@ class Delays:
         model = self.models.get(event)
         if model is None:
             return lambda nbytes: 0.0
-        source, factor = self._sources[event][worker], self._factors[event][worker]
-        return lambda nbytes: model.draw(source, nbytes) * factor
+        return model.sampler(self._sources[event][worker], self._factors[event][worker])
 
 
 class DelayedClient(ClientWrapper):
@@ -148,5 +146,6 @@ class TraceRecorder:
 
     def write(self, path: str | Path) -> None:
         """One JSON object a line: ``{"worker": 0, "event": "push", "seconds": 0.0021}``."""
-        lines = (json.dumps({"worker": w, "event": e, "seconds": s}) + "\n" for w, e, s in self.rows)
+        # The lines json.dumps would write (a float's repr is its JSON), made directly: a run draws many.
+        lines = (f'{{"worker": {w}, "event": "{e}", "seconds": {s!r}}}\n' for w, e, s in self.rows)
         Path(path).write_text("".join(lines), encoding="utf-8")

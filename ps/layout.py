@@ -52,6 +52,7 @@ class Layout:
         self.size = start
         cuts = [s * self.size // num_shards for s in range(num_shards + 1)]
         self.ranges = [Range(cuts[s], cuts[s + 1]) for s in range(num_shards)]
+        self._slices = [slice(r.start, r.stop) for r in self.ranges]
 
     def __repr__(self) -> str:
         return (f"Layout({len(self.dense)} dense tensors, {self.size:,} floats, tables {self.tables}, "
@@ -76,7 +77,7 @@ class Layout:
 
     def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Each shard's slice of a flat vector (views)."""
-        return [r.of(flat) for r in self.ranges]
+        return [flat[part] for part in self._slices]
 
     # -- sparse tables -----------------------------------------------------------
     def table_shape(self, table: str, shard: int) -> tuple[int, int]:

@@ -22,18 +22,19 @@ import math
 import os
 import threading
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable
+from typing import Hashable, NamedTuple
 
+import numpy as np
 import torch
+from numba import njit
 
 from ps.rules import ServerRule
 
 
-@dataclass(frozen=True)
-class Push:
-    """What the shard knew when a push arrived, and what became of it."""
+class Push(NamedTuple):
+    """What the shard knew when a push arrived, and what became of it (a named
+    tuple: one is made per shard for every push, thousands a second)."""
 
     shard: int
     worker: int
@@ -50,14 +51,29 @@ class ShardClosed(RuntimeError):
     """The run is over: a pull that was waiting for a version will never get it."""
 
 
+SMALL = 1 << 16  # elements: below this, a loop in numba beats torch's per-op dispatch
+
+
 def all_finite(t: torch.Tensor) -> bool:
     """No NaN or Inf in ``t``, in one read.
 
-    A finite sum means every element is finite. NaN or Inf always makes the
-    sum non-finite, but so does an overflow of large finite values; only in
-    that case is the exact elementwise test run.
+    A small float32 tensor is scanned by a numba loop that stops at the first
+    bad value: a shard checks thousands of small pushes a second. Otherwise a
+    finite sum means every element is finite. NaN or Inf always makes the sum
+    non-finite, but so does an overflow of large finite values; only in that
+    case is the exact elementwise test run.
     """
+    if t.dtype == torch.float32 and t.numel() < SMALL and not t.requires_grad:
+        return _all_finite(t.numpy().reshape(-1))
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+
+
+@njit(cache=True, nogil=True)
+def _all_finite(values) -> bool:
+    for x in values:
+        if not np.isfinite(x):
+            return False
+    return True
 
 
 class Shard:
@@ -67,14 +83,15 @@ class Shard:
         self._published = values.detach().to(torch.float32).contiguous().clone()
         self._spare: list[torch.Tensor] = []  # buffers neither published nor held: the next updates' outputs
         self._held: dict[Hashable, torch.Tensor] = {}
-        self._holders: Counter[int] = Counter()  # id(buffer) -> readers holding it: O(1) checks with many workers
+        self._holders: dict[int, int] = {}  # id(buffer) -> readers holding it: O(1) checks with many workers
         self.tables = {name: t.detach().to(torch.float32).contiguous().clone() for name, t in (tables or {}).items()}
         self.rule_state = rule.init(self._published)
         self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
         self.version = 0
         self.closed = False
         self.staleness: dict[int, Counter] = defaultdict(Counter)  # worker -> staleness -> pushes
-        self._published_lock = threading.Condition()  # guards _published, version, _held
+        self._published_lock = threading.Condition()  # guards _published, version, _held, _waiting
+        self._waiting = 0  # pulls waiting for a version: an update notifies only when there are some
         self._update_lock = threading.Lock()  # one update at a time; tables and rule state
 
     @property
@@ -90,10 +107,16 @@ class Shard:
         until that reader's next pull or ``release``; without, a copy.
         """
         with self._published_lock:
-            if not self._published_lock.wait_for(lambda: self.version >= min_version or self.closed, timeout):
-                raise TimeoutError(f"shard {self.index}: version {self.version} did not reach {min_version} "
-                                   f"within {timeout} s")
+            if self.version < min_version and not self.closed:
+                self._waiting += 1
+                try:
+                    self._published_lock.wait_for(lambda: self.version >= min_version or self.closed, timeout)
+                finally:
+                    self._waiting -= 1
             if self.version < min_version:
+                if not self.closed:
+                    raise TimeoutError(f"shard {self.index}: version {self.version} did not reach {min_version} "
+                                       f"within {timeout} s")
                 raise ShardClosed(f"shard {self.index} closed at version {self.version} before {min_version}")
             values, version = self._published, self.version
             if reader is None:
@@ -115,12 +138,14 @@ class Shard:
         """Move ``reader``'s hold to ``buffer`` (None: let go)."""
         previous = self._held.pop(reader, None)
         if previous is not None:
-            self._holders[id(previous)] -= 1
-            if not self._holders[id(previous)] and previous is not self._published:
+            left = self._holders.pop(id(previous)) - 1
+            if left:
+                self._holders[id(previous)] = left
+            elif previous is not self._published:
                 self._spare.append(previous)
         if buffer is not None:
             self._held[reader] = buffer
-            self._holders[id(buffer)] += 1
+            self._holders[id(buffer)] = self._holders.get(id(buffer), 0) + 1
 
     def push(self, grad: torch.Tensor, read_version: int, worker: int = 0, reader: Hashable | None = None) -> Push:
         """Hand a gradient to the server rule. Bad input raises ValueError and changes nothing.
@@ -145,7 +170,7 @@ class Shard:
             with self._published_lock:
                 self._hold(reader, None)
                 push_at, current = self.version, self._published
-                if not self._holders[id(current)]:
+                if id(current) not in self._holders:
                     # Nobody reads the published values: update them in place (no
                     # spare buffer to stream through), under the lock so that no
                     # pull sees half an update.
@@ -164,10 +189,11 @@ class Shard:
             if applied:
                 if out is not None:
                     old, self._published = self._published, out
-                    if not self._holders[id(old)]:  # its readers let go during the update
+                    if id(old) not in self._holders:  # its readers let go during the update
                         self._spare.append(old)
                 self.version += 1
-                self._published_lock.notify_all()
+                if self._waiting:
+                    self._published_lock.notify_all()
             elif out is not None:
                 self._spare.append(out)
         return Push(self.index, worker, read_version, push_at, applied)
@@ -275,7 +301,7 @@ class Shard:
             raise ValueError(f"Invalid {what} for shard {self.index}: expected a torch tensor, got {type(t).__name__}")
         if t.dtype != torch.float32:
             raise ValueError(f"Invalid {what} dtype for shard {self.index}: {t.dtype} (shards hold torch.float32)")
-        if tuple(t.shape) != tuple(shape):
+        if t.shape != shape:
             raise ValueError(f"Invalid {what} shape for shard {self.index}: {tuple(t.shape)} (expected {tuple(shape)})")
         if not all_finite(t):
             bad = int((~torch.isfinite(t)).sum())

@@ -50,6 +50,25 @@ def test_each_kind_draws_from_its_distribution(spec, expected):
         assert STATISTICS[name](samples) == pytest.approx(value, rel=0.03, abs=1e-12), name
 
 
+ONE_AT_A_TIME = {  # numpy, one call per draw: what a seed's schedule of delays is
+    "uniform": lambda rng: float(rng.uniform(0.001, 0.003)),
+    "exponential": lambda rng: float(rng.exponential(0.01)),
+    "lognormal": lambda rng: 0.01 * math.exp(0.5 * rng.standard_normal()),
+    "pareto": lambda rng: 0.01 * (1.0 + rng.pareto(2.5)),
+}
+
+
+@pytest.mark.parametrize("spec", [spec for spec, _ in DISTRIBUTIONS if spec["kind"] in ONE_AT_A_TIME],
+                         ids=list(ONE_AT_A_TIME))
+def test_durations_are_numpys_draws_one_at_a_time(spec):
+    """Sources take their draws from numpy a block at a time; the schedule is
+    still exactly the seeded generator's numbers in order, across blocks."""
+    delays = Delays({"push": spec}, seed=7, num_workers=3)
+    rng = np.random.default_rng([7, 2, EVENTS.index("push")])
+    assert draws(delays, worker=2, event="push", n=1_000).tolist() == [ONE_AT_A_TIME[spec["kind"]](rng)
+                                                                         for _ in range(1_000)]
+
+
 def test_uniform_stays_within_its_bounds():
     samples = draws(Delays({"pull": {"kind": "uniform", "low": 0.001, "high": 0.003}}), event="pull")
     assert 0.001 <= samples.min() and samples.max() <= 0.003
