@@ -60,7 +60,7 @@ class Metrics:
         return self._clock() - self.start
 
     def record(self, kind: str, **fields) -> None:
-        line = _encode({"time": round(self.now(), 6), "kind": kind, **fields})
+        line = _encode({"time": round(self._clock() - self.start, 6), "kind": kind, **fields})
         with self._lock:
             self._file.write(line + "\n")
         for listener in self.listeners:

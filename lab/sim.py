@@ -154,11 +154,11 @@ class SimClient(ClientWrapper):
         if min_versions:
             shards = self.inner.shards
             await self.sim.wait_until(lambda: all(s.version >= v or s.closed for s, v in zip(shards, min_versions)))
-        return await self.inner.pull(min_versions)
+        return self.inner.pull_now(min_versions)
 
     async def push(self, grad, versions) -> list[Push]:
         await self._travel("push", grad.numel() * grad.element_size())
-        pushes = await self.inner.push(grad, versions)
+        pushes = self.inner.push_now(grad, versions)
         self.sim.changed()
         return pushes
 

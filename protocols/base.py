@@ -69,6 +69,9 @@ class RowParams:
     versions: dict[str, dict[int, int]]
 
 
+NO_ROWS = RowParams({}, {}, {})  # what a model without sparse tables pulls for every batch
+
+
 async def pull_rows(ctx: WorkerContext, batch) -> RowParams:
     ids = ctx.rows(batch)
     values, versions = {}, {}
@@ -87,4 +90,4 @@ def check_positive_int(value, what: str) -> None:
                            f"{what} must be a positive integer")
 
 
-__all__ = ["Protocol", "WorkerContext", "Gradient", "RowParams", "pull_rows", "push_rows"]
+__all__ = ["Protocol", "WorkerContext", "Gradient", "RowParams", "NO_ROWS", "pull_rows", "push_rows"]

@@ -103,11 +103,20 @@ class InProcessClient(Client):
         self._reader = ("worker", worker)
 
     async def pull(self, min_versions=None) -> Pulled:
+        return self.pull_now(min_versions)
+
+    async def push(self, grad, versions) -> list[Push]:
+        return self.push_now(grad, versions)
+
+    def pull_now(self, min_versions=None) -> Pulled:
+        """``pull`` as a plain call (in-process shards answer at once; a
+        simulator that has already waited calls this)."""
         wanted = min_versions or [0] * len(self.shards)
         reads = [shard.pull(self._reader, min_version=v) for shard, v in zip(self.shards, wanted)]
         return Pulled([values for values, _ in reads], [version for _, version in reads])
 
-    async def push(self, grad, versions) -> list[Push]:
+    def push_now(self, grad, versions) -> list[Push]:
+        """``push`` as a plain call."""
         self._check_grad(grad)
         self._check_versions(versions)
         work = list(zip(self.shards, self.layout.split(grad), versions))

@@ -64,7 +64,8 @@ def all_finite(t: torch.Tensor) -> bool:
     case is the exact elementwise test run.
     """
     if t.dtype == torch.float32 and t.numel() < SMALL and not t.requires_grad:
-        return _all_finite(t.numpy().reshape(-1))
+        values = t.numpy()
+        return _all_finite(values if values.ndim == 1 else values.reshape(-1))
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
 
 
