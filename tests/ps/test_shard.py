@@ -12,6 +12,7 @@ import torch
 
 import optim
 from ps import ApplyEach, Push, Shard
+from ps.shard import SMALL, all_finite
 
 WIDTH, ROWS, DIM = 6, 5, 2
 
@@ -457,3 +458,21 @@ def test_large_finite_gradients_whose_sum_overflows_are_accepted():
     push = shard.push(torch.full((4,), 3e38), read_version=0)  # the float32 sum overflows to inf
     assert push.applied and shard.version == 1
     torch.testing.assert_close(shard.pull()[0], torch.full((4,), -3.0))
+
+
+@pytest.mark.parametrize("size", [1, 530, SMALL - 1, SMALL, 3 * SMALL], ids=lambda n: f"{n}")
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_all_finite_finds_one_bad_value_anywhere_in_small_and_large_tensors(size, bad):
+    """Small tensors take a numba scan, large ones torch's sum: both refuse one bad value, first or last."""
+    for position in (0, size - 1):
+        grad = torch.randn(size)
+        assert all_finite(grad)
+        grad[position] = bad
+        assert not all_finite(grad)
+        assert not all_finite(grad.view(1, -1)) and not all_finite(grad.flip(0))  # 2-D rows, a strided view
+    assert all_finite(torch.full((size,), 3e38))  # large but finite, whatever the sum does
+
+
+def test_all_finite_reads_a_tensor_that_requires_grad():
+    weights = torch.randn(100, requires_grad=True)
+    assert all_finite(weights) and not all_finite(weights * float("inf"))
