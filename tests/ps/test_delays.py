@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -392,3 +393,11 @@ def test_a_refused_call_says_what_is_allowed(call, message):
     with pytest.raises(ValueError) as caught:
         call(Delays(SPECS, num_workers=2))
     assert str(caught.value) == message
+
+
+def test_delays_pickle_with_their_place_in_each_stream():
+    """Ray ships a run's Delays to its worker actors: a copy goes on drawing where the original stands."""
+    delays = Delays({"push": {"kind": "lognormal", "median": 0.01, "sigma": 0.5}}, seed=3, num_workers=2)
+    draws(delays, worker=1, event="push", n=40)  # part of the way into a block
+    copy = pickle.loads(pickle.dumps(delays))
+    assert draws(copy, worker=1, event="push", n=600).tolist() == draws(delays, worker=1, event="push", n=600).tolist()
