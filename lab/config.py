@@ -269,7 +269,7 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "cluster": ClusterConfig, 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The config in the TOML file ``path`` (None: the defaults), with ``key=value`` overrides applied."""
     tree = Config().to_dict()
-    for key, value in _read_toml(Path(path)).items() if path is not None else ():
+    for key, value in read_toml(Path(path)).items() if path is not None else ():
         if key in SECTIONS and isinstance(value, dict):
             tree[key].update(value)
         else:
@@ -280,7 +280,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return _build(tree)
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
+    """The TOML file ``path`` as a dict; a missing file or bad syntax is a ValueError saying which."""
     try:
         with open(path, "rb") as file:
             return tomllib.load(file)
@@ -338,7 +339,7 @@ def _apply_override(tree: dict, override: str) -> None:
                 raise ValueError(f"Invalid --set override: {override!r} ({path[0]}.{path[1]} is a value, not a table)")
             raise _unknown_key(path[0] if depth else "", key)
         if depth == len(path) - 1:
-            node[key] = _parse_value(text)
+            node[key] = parse_value(text)
         else:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
@@ -351,7 +352,7 @@ def _is_open_table(section: str, key: str) -> bool:
     return key == "options" or section == "delays"
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     """``text`` as a TOML value (``8``, ``0.1``, ``true``, ``[64, 32]``, ``"sync"``), else the plain string."""
     try:
         return tomllib.loads(f"value = {text}")["value"]

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import tomli_w
 
+from lab.config import parse_value, read_toml
 from optim.validation import is_number
 from protocols import hogwild
 from workers import DATASETS, Dataset, load_dataset
@@ -120,13 +120,7 @@ SECTIONS = {"data": DataSettings, "hogwild": HogwildSettings}
 
 def load_hogwild_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> HogwildConfig:
     """The config in ``path``, with ``section.key=value`` (or ``key=value``) overrides applied."""
-    try:
-        with open(path, "rb") as file:
-            tree = tomllib.load(file)
-    except FileNotFoundError:
-        raise ValueError(f"Invalid config file: '{path}' (no such file)") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"Invalid config file {path}: {err} (fix the TOML syntax there)") from None
+    tree = read_toml(Path(path))
     for override in overrides:
         key, sep, text = override.partition("=")
         keys = [part.strip() for part in key.split(".")]
@@ -138,16 +132,8 @@ def load_hogwild_config(path: str | Path, overrides: list[str] | tuple[str, ...]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"Invalid --set override: {override!r} ({part} is a value, not a table)")
-        node[keys[-1]] = _toml_value(text.strip())
+        node[keys[-1]] = parse_value(text.strip())
     return _build(tree)
-
-
-def _toml_value(text: str):
-    """``text`` as a TOML value (``8``, ``0.1``, ``true``, ``"locked"``), else the plain string."""
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def _build(tree: dict) -> HogwildConfig:
