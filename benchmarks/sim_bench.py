@@ -35,6 +35,7 @@ from lab.config import load_config
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from lab.sim import run_sim
+from ps.delays import EVENTS
 from ps.shard import all_finite
 from workers.gradient import loss_and_grad
 
@@ -69,7 +70,7 @@ def minimal_simulation(experiment: Experiment, path: Path) -> float:
     shards = [part.clone() for part in layout.split(experiment.initial_flat)]
     states = [optimizer.init(shard) for shard in shards]
     versions = [0] * layout.num_shards
-    draws = [[experiment.delays.sampler(w, event) for event in ("compute", "pull", "push")] for w in range(workers)]
+    draws = [[experiment.delays.sampler(w, event) for event in EVENTS] for w in range(workers)]
     batches = [itertools.islice(iter(shard), experiment.steps) for shard in experiment.data_shards]
     params = [torch.empty(layout.size) for _ in range(workers)]
     queue = [(0.0, w) for w in range(workers)]

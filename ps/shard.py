@@ -51,7 +51,7 @@ class ShardClosed(RuntimeError):
     """The run is over: a pull that was waiting for a version will never get it."""
 
 
-SMALL = 1 << 16  # elements: below this, a loop in numba beats torch's per-op dispatch
+NUMBA_SCAN_BELOW = 1 << 16  # elements: below this, a loop in numba beats torch's per-op dispatch
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -63,7 +63,7 @@ def all_finite(t: torch.Tensor) -> bool:
     non-finite, but so does an overflow of large finite values; only in that
     case is the exact elementwise test run.
     """
-    if t.dtype == torch.float32 and t.numel() < SMALL and not t.requires_grad:
+    if t.dtype == torch.float32 and t.numel() < NUMBA_SCAN_BELOW and not t.requires_grad:
         values = t.numpy()
         return _all_finite(values if values.ndim == 1 else values.reshape(-1))
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
@@ -82,6 +82,7 @@ class Shard:
         self.index = index
         self.rule = rule
         self._published = values.detach().to(torch.float32).contiguous().clone()
+        self.size = self._published.numel()  # fixed for the shard's life: every push is checked against it
         self._spare: list[torch.Tensor] = []  # buffers neither published nor held: the next updates' outputs
         self._held: dict[Hashable, torch.Tensor] = {}
         self._holders: dict[int, int] = {}  # id(buffer) -> readers holding it: O(1) checks with many workers
@@ -94,10 +95,6 @@ class Shard:
         self._published_lock = threading.Condition()  # guards _published, version, _held, _waiting
         self._waiting = 0  # pulls waiting for a version: an update notifies only when there are some
         self._update_lock = threading.Lock()  # one update at a time; tables and rule state
-
-    @property
-    def size(self) -> int:
-        return self._published.numel()
 
     # -- dense -----------------------------------------------------------------
     def pull(self, reader: Hashable | None = None, min_version: int = 0,

@@ -12,7 +12,7 @@ import torch
 
 import optim
 from ps import ApplyEach, Push, Shard
-from ps.shard import SMALL, all_finite
+from ps.shard import NUMBA_SCAN_BELOW, all_finite
 
 WIDTH, ROWS, DIM = 6, 5, 2
 
@@ -460,7 +460,10 @@ def test_large_finite_gradients_whose_sum_overflows_are_accepted():
     torch.testing.assert_close(shard.pull()[0], torch.full((4,), -3.0))
 
 
-@pytest.mark.parametrize("size", [1, 530, SMALL - 1, SMALL, 3 * SMALL], ids=lambda n: f"{n}")
+SIZES = [1, 530, NUMBA_SCAN_BELOW - 1, NUMBA_SCAN_BELOW, 3 * NUMBA_SCAN_BELOW]  # both sides of the switch
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda n: f"{n}")
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
 def test_all_finite_finds_one_bad_value_anywhere_in_small_and_large_tensors(size, bad):
     """Small tensors take a numba scan, large ones torch's sum: both refuse one bad value, first or last."""
