@@ -85,6 +85,7 @@ import numpy as np
 from optim.validation import check, is_number
 from protocols import hogwild_kernels as kernels
 from protocols.hogwild_workers import DTYPE, Job, Processes, Threads
+from workers.validation import check_bool, check_int
 
 __all__ = ["SparseExamples", "Ratings", "SparseClassification", "MatrixCompletion", "Result", "train",
            "MODES", "LOSSES", "initial_params", "epoch_orders"]
@@ -189,7 +190,7 @@ class SparseClassification:
     def __post_init__(self):
         check(isinstance(self.train, SparseExamples) and isinstance(self.test, SparseExamples), "examples",
               (type(self.train).__name__, type(self.test).__name__), "train and test must be SparseExamples")
-        _check_count(self.num_features, "num_features")
+        check_int(self.num_features, "num_features")
         check(self.loss in LOSSES, "loss", self.loss, f"choose one of {sorted(LOSSES)}")
         check(len(self.train) >= 1, "train", len(self.train), "at least one training example")
         for split in (self.train, self.test):
@@ -210,16 +211,11 @@ class MatrixCompletion:
         check(isinstance(self.train, Ratings) and isinstance(self.test, Ratings), "ratings",
               (type(self.train).__name__, type(self.test).__name__), "train and test must be Ratings")
         for name in ("num_users", "num_items", "rank"):
-            _check_count(getattr(self, name), name)
+            check_int(getattr(self, name), name)
         check(len(self.train) >= 1, "train", len(self.train), "at least one training rating")
         for split in (self.train, self.test):
             _check_ids(split.user, self.num_users, "user", "num_users")
             _check_ids(split.item, self.num_items, "item", "num_items")
-
-
-def _check_count(value, name: str) -> None:
-    check(isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1, name, value,
-          f"{name} must be an integer >= 1")
 
 
 # -- the result ------------------------------------------------------------------------
@@ -304,16 +300,15 @@ def train(problem: SparseClassification | MatrixCompletion, *, threads: int = 2,
 def _check_settings(problem, threads, mode, processes, epochs, step_size, beta, l2, seed, chunk) -> None:
     check(isinstance(problem, (SparseClassification, MatrixCompletion)), "problem", type(problem).__name__,
           "pass a hogwild.SparseClassification or hogwild.MatrixCompletion")
-    _check_count(threads, "threads")
+    check_int(threads, "threads")
     check(mode in MODES, "mode", mode, f"choose one of {list(MODES)}")
-    check(isinstance(processes, bool), "processes", processes, "processes must be True or False")
-    _check_count(epochs, "epochs")
+    check_bool(processes, "processes")
+    check_int(epochs, "epochs")
     check(is_number(step_size) and step_size > 0, "step_size", step_size, "step_size must be a number > 0")
     check(is_number(beta) and 0 < beta <= 1, "beta", beta, "beta (the step decay per epoch) must be in (0, 1]")
     check(is_number(l2) and l2 >= 0, "l2", l2, "l2 must be a number >= 0")
-    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0, "seed", seed,
-          "seed must be an integer >= 0")
-    _check_count(chunk, "chunk")
+    check_int(seed, "seed", low=0)
+    check_int(chunk, "chunk")
 
 
 def initial_params(problem: SparseClassification | MatrixCompletion, seed: int) -> dict[str, np.ndarray]:
