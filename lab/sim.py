@@ -57,7 +57,7 @@ class VirtualTime:
         self.now = 0.0
         self._ready: list[tuple[float, int, _Task]] = []
         self._waiting: list[tuple[Callable[[], bool], _Task]] = []
-        self._changed = False  # since the waiters were last asked
+        self._changed = False  # whether a shard changed since the waiters were last asked: most steps change none
         self._seq = itertools.count()
         self.errors: list[tuple[str, BaseException]] = []
 

@@ -180,6 +180,7 @@ class Optimizer:
                 )
 
     def _fast_ok(self, p: torch.Tensor, g: torch.Tensor, state: State) -> bool:
+        # A loop, not all() over a list: asked on every update of every shard.
         dtype = p.dtype
         if g.dtype != dtype or not (p.is_contiguous() and g.is_contiguous()):
             return False

@@ -73,6 +73,8 @@ NO_ROWS = RowParams({}, {}, {})  # what a model without sparse tables pulls for 
 
 
 async def pull_rows(ctx: WorkerContext, batch) -> RowParams:
+    if not ctx.client.layout.tables:  # a dense model: no rows to ask the model or the shards for
+        return NO_ROWS
     ids = ctx.rows(batch)
     values, versions = {}, {}
     for table, table_ids in ids.items():

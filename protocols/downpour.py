@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 
 import optim
-from protocols.base import NO_ROWS, Protocol, WorkerContext, check_positive_int, pull_rows, push_rows
+from protocols.base import Protocol, WorkerContext, check_positive_int, pull_rows, push_rows
 from ps import ApplyEach, ServerRule
 from optim.validation import check, is_number
 
@@ -73,15 +73,13 @@ class Downpour(Protocol):
         parameters = torch.empty(size) if own else None
         accrued = torch.zeros(size) if self.n_push > 1 else None
         versions, pending = None, 0
-        sparse = bool(client.layout.tables)
         for step, batch in enumerate(ctx.batches()):
             if step % self.n_fetch == 0:
                 pulled = await client.pull()
                 parameters, versions = pulled.flat(out=parameters if own else None), pulled.versions
-            rows = await pull_rows(ctx, batch) if sparse else NO_ROWS
+            rows = await pull_rows(ctx, batch)
             g = ctx.gradient(parameters, rows.values, batch)
-            if sparse:
-                await push_rows(ctx, rows, g)
+            await push_rows(ctx, rows, g)
             if self.local_lr:
                 parameters.add_(g.dense, alpha=-self.local_lr)
             if accrued is None:

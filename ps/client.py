@@ -109,14 +109,14 @@ class InProcessClient(Client):
         return self.push_now(grad, versions)
 
     def pull_now(self, min_versions=None) -> Pulled:
-        """``pull`` as a plain call (in-process shards answer at once; a
-        simulator that has already waited calls this)."""
+        """``pull`` as a plain function: in-process shards answer at once, and
+        the simulator, having waited in virtual time, skips a coroutine a call."""
         wanted = min_versions or [0] * len(self.shards)
         reads = [shard.pull(self._reader, min_version=v) for shard, v in zip(self.shards, wanted)]
         return Pulled([values for values, _ in reads], [version for _, version in reads])
 
     def push_now(self, grad, versions) -> list[Push]:
-        """``push`` as a plain call."""
+        """``push`` as a plain function, for the same reason as ``pull_now``."""
         self._check_grad(grad)
         self._check_versions(versions)
         work = list(zip(self.shards, self.layout.split(grad), versions))

@@ -147,5 +147,5 @@ class TraceRecorder:
     def write(self, path: str | Path) -> None:
         """One JSON object a line: ``{"worker": 0, "event": "push", "seconds": 0.0021}``."""
         # The lines json.dumps would write (a float's repr is its JSON), made directly: a run draws many.
-        lines = (f'{{"worker": {w}, "event": "{e}", "seconds": {s!r}}}\n' for w, e, s in self.rows)
+        lines = (f'{{"worker": {w}, "event": "{e}", "seconds": {float(s)!r}}}\n' for w, e, s in self.rows)
         Path(path).write_text("".join(lines), encoding="utf-8")

@@ -62,6 +62,7 @@ class RayClient(Client):
         self.shards = list(shards)
         self.on_restart = on_restart
         self.lives: list[str | None] = [None] * layout.num_shards
+        self._spans = [(r.start, r.stop) for r in layout.ranges]  # each shard's range of a gradient put whole
 
     def _seen(self, shard: int, life: str) -> None:
         known, self.lives[shard] = self.lives[shard], life
@@ -83,9 +84,9 @@ class RayClient(Client):
         array = grad.detach().numpy()
         if array.nbytes >= PUT_BYTES:
             whole = ray.put(array)
-            parts = [(whole, (r.start, r.stop)) for r in self.layout.ranges]
+            parts = [(whole, span) for span in self._spans]
         else:
-            parts = [(array[r.start:r.stop], None) for r in self.layout.ranges]
+            parts = [(part, None) for part in self.layout.split(array)]
         answers = get([shard.push.remote(part, span, version, self.worker, life) for shard, (part, span), version, life
                        in zip(self.shards, parts, versions, self.lives)])
         return self._pushes(range(self.layout.num_shards), answers)
