@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from functools import partial
 from dataclasses import dataclass, field
-from typing import Callable, Coroutine
+from typing import Awaitable, Callable, Coroutine
 
 import torch
 from tqdm import tqdm
@@ -43,6 +44,20 @@ class _Command:
         yield self
 
 
+class _NoWait:
+    """Awaited, returns at once."""
+
+    def __await__(self):
+        return iter(())
+
+
+_NO_WAIT = _NoWait()
+
+
+def _instant(nbytes: int) -> float:
+    return 0.0
+
+
 @dataclass(order=True)
 class _Task:
     seq: int
@@ -61,14 +76,14 @@ class VirtualTime:
         self._seq = itertools.count()
         self.errors: list[tuple[str, BaseException]] = []
 
-    async def sleep(self, seconds: float) -> None:
-        if seconds > 0:  # a zero-length wait keeps the turn: no other coroutine runs in between
-            await _Command("sleep", seconds)
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        # A zero-length wait keeps the turn: no other coroutine runs in between.
+        # (A plain function returning the awaitable: a coroutine a call would cost more than the wait.)
+        return _Command("sleep", seconds) if seconds > 0 else _NO_WAIT
 
-    async def wait_until(self, ready: Callable[[], bool]) -> None:
+    def wait_until(self, ready: Callable[[], bool]) -> Awaitable[None]:
         """Wait until ``ready()``, asked again after each ``changed()``."""
-        if not ready():
-            await _Command("wait", ready)
+        return _NO_WAIT if ready() else _Command("wait", ready)
 
     def changed(self) -> None:
         """Something a waiter may wait for has changed (a push, the shards closing)."""
@@ -131,8 +146,10 @@ class SimClient(ClientWrapper):
         every call is instant); the draws are recorded in ``trace``."""
         super().__init__(inner)
         self.sim = sim
-        self.samplers = samplers or {event: lambda nbytes: 0.0 for event in EVENTS}
-        self.trace = trace.rows if trace is not None else None  # appended to directly: the draws are valid
+        samplers = samplers or {event: _instant for event in EVENTS}
+        # Per event, its sampler and the trace's list of this worker's draws (None: not recorded).
+        self._events = {event: (samplers[event], None if trace is None else trace.durations(self.worker, event))
+                        for event in EVENTS}
         self.owed = 0.0  # compute time not yet charged
 
     def compute(self) -> None:
@@ -140,20 +157,20 @@ class SimClient(ClientWrapper):
         self.owed += self._draw("compute", 0)
 
     def _draw(self, event: str, nbytes: int) -> float:
-        seconds = self.samplers[event](nbytes)
-        if self.trace is not None:
-            self.trace.append((self.worker, event, seconds))
+        draw, drawn = self._events[event]
+        seconds = draw(nbytes)
+        if drawn is not None:
+            drawn.append(seconds)
         return seconds
 
-    async def _travel(self, event: str, nbytes: int) -> None:
+    def _travel(self, event: str, nbytes: int) -> Awaitable[None]:
         seconds, self.owed = self.owed + self._draw(event, nbytes), 0.0
-        await self.sim.sleep(seconds)
+        return self.sim.sleep(seconds)
 
     async def pull(self, min_versions=None) -> Pulled:
         await self._travel("pull", self.layout.size * 4)
         if min_versions:
-            shards = self.inner.shards
-            await self.sim.wait_until(lambda: all(s.version >= v or s.closed for s, v in zip(shards, min_versions)))
+            await self.sim.wait_until(partial(_reached, self.inner.shards, min_versions))
         return self.inner.pull_now(min_versions)
 
     async def push(self, grad, versions) -> list[Push]:
@@ -171,6 +188,14 @@ class SimClient(ClientWrapper):
         pushes = await self.inner.push_rows(table, rows, grad_rows, versions)
         self.sim.changed()
         return pushes
+
+
+def _reached(shards: list, min_versions: list[int]) -> bool:
+    """Whether every shard is at its wanted version, or closed: a waiting pull may go on."""
+    for shard, wanted in zip(shards, min_versions):  # a loop: asked after every push while a pull waits
+        if shard.version < wanted and not shard.closed:
+            return False
+    return True
 
 
 DEFAULT_COMPUTE_SECONDS = 1.0  # a gradient's virtual duration when the config gives none
@@ -230,7 +255,10 @@ class ShardsClosed:
         self.shards = shards
 
     def is_set(self) -> bool:
-        return any(shard.closed for shard in self.shards)
+        for shard in self.shards:  # a loop, not any() over a generator: asked before every batch
+            if shard.closed:
+                return True
+        return False
 
 
 def _run_to_end(coro):

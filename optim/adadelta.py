@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, scalars
 from optim.validation import check_in, check_nonnegative
 
 
@@ -45,8 +45,8 @@ class Adadelta(Optimizer):
         acc_delta.mul_(self.rho).addcmul_(delta, delta, value=1 - self.rho)
         p.add_(delta, alpha=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        _adadelta_kernel(flat(p), flat_or_none(out), flat(g), state.array("square_avg"), state.array("acc_delta"),
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
+        _adadelta_kernel(p, out, g, state.array("square_avg"), state.array("acc_delta"),
                          *scalars(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps, -lr))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, scalars
 from optim.validation import check_nonnegative
 
 
@@ -53,8 +53,8 @@ class Adagrad(Optimizer):
         std = state["sum"].sqrt().add_(self.eps)
         p.addcdiv_(g, std, value=-self._clr(lr, state.step))
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        _adagrad_kernel(flat(p), flat_or_none(out), flat(g), state.array("sum"),
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
+        _adagrad_kernel(p, out, g, state.array("sum"),
                         *scalars(p.dtype, self.weight_decay, self.eps, -self._clr(lr, state.step)))
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars, weight_decay_terms
+from optim.base import LearningRate, Optimizer, State, lerp, scalars, weight_decay_terms
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -65,12 +65,12 @@ class Adam(Optimizer):
         denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(self.eps)
         p.addcdiv_(m, denom, value=-step_size)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         beta1, beta2 = self.betas
         t = state.step
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
-        v_max = state.array("max_exp_avg_sq") if self.amsgrad else flat(p)[:0]
-        _adam_kernel(flat(p), flat_or_none(out), flat(g), state.array("exp_avg"), state.array("exp_avg_sq"), v_max,
+        v_max = state.array("max_exp_avg_sq") if self.amsgrad else p[:0]
+        _adam_kernel(p, out, g, state.array("exp_avg"), state.array("exp_avg_sq"), v_max,
                      *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
                               (1 - beta2**t) ** 0.5, self.eps, -lr / (1 - beta1**t)),
                      self.amsgrad)

@@ -3,10 +3,11 @@ Section 7.1 (Algorithm 2)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars
+from optim.base import LearningRate, Optimizer, State, lerp, scalars
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -43,9 +44,9 @@ class Adamax(Optimizer):
         torch.maximum(exp_inf.mul_(beta2), g.abs().add_(self.eps), out=exp_inf)
         p.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**state.step))
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         beta1, beta2 = self.betas
-        _adamax_kernel(flat(p), flat_or_none(out), flat(g), state.array("exp_avg"), state.array("exp_inf"),
+        _adamax_kernel(p, out, g, state.array("exp_avg"), state.array("exp_inf"),
                        *scalars(p.dtype, self.weight_decay, 1 - beta1, beta1, beta2, self.eps,
                                 -lr / (1 - beta1**state.step)))
 

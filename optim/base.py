@@ -42,7 +42,7 @@ class State:
 
     step: int = 0
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    _arrays: dict[str, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+    _arrays: dict[str, tuple[torch.Tensor, np.ndarray | None]] = field(default_factory=dict, repr=False, compare=False)
 
     def state_dict(self) -> dict:
         """A detached copy: later steps do not change what was saved."""
@@ -57,13 +57,14 @@ class State:
     def __getitem__(self, slot: str) -> torch.Tensor:
         return self.tensors[slot]
 
-    def array(self, slot: str) -> np.ndarray:
-        """``slot`` as the flat numpy view a fast kernel writes through, made
-        once per tensor (a shard updates small slices thousands of times a second)."""
+    def array(self, slot: str) -> np.ndarray | None:
+        """``slot`` as the flat numpy view a fast kernel writes through (None:
+        it has none, see ``kernel_view``), made once per tensor: a shard
+        updates small slices thousands of times a second."""
         t = self.tensors[slot]
         cached = self._arrays.get(slot)
         if cached is None or cached[0] is not t:
-            cached = self._arrays[slot] = (t, flat(t))
+            cached = self._arrays[slot] = (t, kernel_view(t))
         return cached[1]
 
 
@@ -152,8 +153,9 @@ class Optimizer:
         server divides it by the push's staleness)."""
         lr = lr_at(self.lr, state.step) * lr_scale
         state.step += 1
-        if self._fast_ok(p, g, state) and (out is None or out.is_contiguous()):
-            self.fast(p, g, state, lr, out)
+        arrays = self._kernel_arrays(p, g, state, out)
+        if arrays is not None:
+            self.fast(arrays[0], arrays[1], state, lr, arrays[2])
         elif out is None:
             self.reference(p, g, state, lr)
         else:
@@ -179,23 +181,33 @@ class Optimizer:
                     f"param has shape {tuple(p.shape)} (was the state made for another tensor?)"
                 )
 
-    def _fast_ok(self, p: torch.Tensor, g: torch.Tensor, state: State) -> bool:
-        # A loop, not all() over a list: asked on every update of every shard.
-        dtype = p.dtype
-        if g.dtype != dtype or not (p.is_contiguous() and g.is_contiguous()):
-            return False
+    def _kernel_arrays(self, p: torch.Tensor, g: torch.Tensor, state: State,
+                       out: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """``(p, g, out)`` as the fast kernel's flat numpy views, or None when
+        the kernel does not apply (a tensor or slot that is not contiguous, or
+        of another dtype). Each tensor is converted once and checked on the
+        numpy side: this runs on every update of every shard."""
+        pa, ga = kernel_view(p), kernel_view(g)
+        if pa is None or ga is None or ga.dtype != pa.dtype:
+            return None
+        oa = None
+        if out is not None:
+            oa = kernel_view(out)
+            if oa is None:
+                return None
         for slot in self.slots:
-            t = state.tensors[slot]
-            if t.dtype != dtype or not t.is_contiguous():
-                return False
-        return True
+            sa = state.array(slot)
+            if sa is None or sa.dtype != pa.dtype:
+                return None
+        return pa, ga, oa
 
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        """The reference update in one pass, reading ``p`` and writing ``out``
-        (``None``: in place)."""
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
+        """The reference update in one pass over flat numpy views, reading ``p``
+        and writing ``out`` (``None``: in place); ``state.array(slot)`` gives
+        each slot's view."""
         raise NotImplementedError
 
     # -- sparse rows -----------------------------------------------------------
@@ -240,15 +252,13 @@ class Optimizer:
         state.step = sub_state.step
 
 
-def flat(t: torch.Tensor) -> np.ndarray:
-    """The numpy view a fast kernel writes through (shares memory)."""
-    return (t if t.dim() == 1 else t.view(-1)).numpy()
-
-
-def flat_or_none(t: torch.Tensor | None) -> np.ndarray | None:
-    """A fast kernel's ``out``: ``None`` compiles the in-place variant, in which
-    the loop provably reads and writes one array and so vectorizes."""
-    return None if t is None else flat(t)
+def kernel_view(t: torch.Tensor) -> np.ndarray | None:
+    """``t`` as the flat numpy array a fast kernel reads and writes, sharing its
+    memory; None when it is not contiguous (no flat view exists)."""
+    a = t.numpy()
+    if not a.flags.c_contiguous:
+        return None
+    return a if a.ndim == 1 else a.reshape(-1)
 
 
 @njit(inline="always")
@@ -265,7 +275,7 @@ def weight_decay_terms(lr: float, weight_decay: float, decoupled: bool) -> tuple
     return (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
 
 
-def scalars(dtype: torch.dtype, *values: float) -> tuple:
-    """Hyperparameters as scalars of the tensor's dtype, so that a float32 kernel
+def scalars(dtype: np.dtype, *values: float) -> tuple:
+    """Hyperparameters as scalars of the arrays' dtype, so that a float32 kernel
     computes in float32 as torch does, rather than promoting to float64."""
-    return tuple(map(np.float32 if dtype == torch.float32 else np.float64, values))
+    return tuple(map(dtype.type, values))

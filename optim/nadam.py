@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars, weight_decay_terms
+from optim.base import LearningRate, Optimizer, State, lerp, scalars, weight_decay_terms
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -71,11 +71,11 @@ class NAdam(Optimizer):
         p.addcdiv_(g, denom, value=c_grad)
         p.addcdiv_(exp_avg, denom, value=c_avg)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         beta1, beta2 = self.betas
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         c_grad, c_avg = self._coefficients(state, lr)
-        _nadam_kernel(flat(p), flat_or_none(out), flat(g), state.array("exp_avg"), state.array("exp_avg_sq"),
+        _nadam_kernel(p, out, g, state.array("exp_avg"), state.array("exp_avg_sq"),
                       *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
                                1 - beta2**state.step, self.eps, c_grad, c_avg))
 

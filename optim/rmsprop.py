@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, lerp, scalars
+from optim.base import LearningRate, Optimizer, State, lerp, scalars
 from optim.validation import check_in, check_nonnegative
 
 
@@ -63,11 +63,11 @@ class RMSprop(Optimizer):
         else:
             p.addcdiv_(g, avg, value=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        unused = flat(p)[:0]
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
+        unused = p[:0]
         grad_avg = state.array("grad_avg") if self.centered else unused
         buf = state.array("momentum_buffer") if self.momentum > 0 else unused
-        _rmsprop_kernel(flat(p), flat_or_none(out), flat(g), state.array("square_avg"), grad_avg, buf,
+        _rmsprop_kernel(p, out, g, state.array("square_avg"), grad_avg, buf,
                         *scalars(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
                                  self.momentum, -lr),
                         self.centered, self.momentum > 0)

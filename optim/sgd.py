@@ -3,10 +3,11 @@ momentum (Nesterov 1983; Sutskever et al., ICML 2013)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, flat, flat_or_none, scalars
+from optim.base import LearningRate, Optimizer, State, scalars
 from optim.validation import check, check_nonnegative
 
 
@@ -54,9 +55,9 @@ class SGD(Optimizer):
             g = g.add(buf, alpha=self.momentum) if self.nesterov else buf
         p.add_(g, alpha=-lr)
 
-    def fast(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float, out: torch.Tensor | None) -> None:
-        buf = state.array("momentum_buffer") if self.momentum != 0 else flat(p)[:0]
-        _sgd_kernel(flat(p), flat_or_none(out), flat(g), buf,
+    def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
+        buf = state.array("momentum_buffer") if self.momentum != 0 else p[:0]
+        _sgd_kernel(p, out, g, buf,
                     *scalars(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening, -lr),
                     self.momentum != 0, state.step == 1, self.nesterov)
 

@@ -63,26 +63,25 @@ class Model:
         raise NotImplementedError
 
     def sampler(self, source, factor: float) -> Callable[[int], float]:
-        """``nbytes -> seconds``: ``source``'s next duration, times the worker's slowdown ``factor``."""
+        """``nbytes -> seconds``: ``source``'s next duration, times the worker's slowdown ``factor``.
+        Unscaled, the source is its own sampler: one call a draw."""
         if factor == 1.0:
-            return lambda nbytes: next(source)
-        return lambda nbytes: next(source) * factor
+            return source
+        return lambda nbytes: source(nbytes) * factor
 
 
 class Stream:
     """A random kind's endless durations, taken from its generator a block at a
     time; the blocks grow to the last of ``BLOCKS``, so short runs waste few
-    draws. Picklable with its place in the stream (a Ray actor gets one)."""
+    draws. ``stream(nbytes)`` is the next one, whatever the message's size.
+    Picklable with its place in the stream (a Ray actor gets one)."""
 
     def __init__(self, sample: Callable[[np.random.Generator, int], list[float]], rng: np.random.Generator):
         self._sample, self._rng = sample, rng
         self._blocks = 0
         self._buffer: list[float] = []  # the block's draws not yet taken, the next one last
 
-    def __iter__(self) -> "Stream":
-        return self
-
-    def __next__(self) -> float:
+    def __call__(self, nbytes: int = 0) -> float:
         if not self._buffer:
             self._buffer = self._sample(self._rng, BLOCKS[min(self._blocks, len(BLOCKS) - 1)])[::-1]
             self._blocks += 1
@@ -204,6 +203,9 @@ class Trace(Model):
 
     def source(self, seed, worker, event):
         return itertools.cycle(self.rows[worker])
+
+    def sampler(self, source, factor):
+        return lambda nbytes: next(source) * factor
 
 
 KINDS = {cls.kind: cls for cls in (NoDelay, Constant, Uniform, Exponential, Lognormal, Pareto, Bandwidth, Trace)}

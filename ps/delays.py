@@ -131,21 +131,29 @@ class DelayedClient(ClientWrapper):
 
 
 class TraceRecorder:
-    """The durations a run drew, as ``(worker, event, seconds)`` rows in the order
-    they were drawn. ``write(path)`` makes the JSONL file that a ``trace`` delay
+    """The durations a run drew, per (worker, event) in the order they were
+    drawn. ``write(path)`` makes the JSONL file that a ``trace`` delay
     (``{kind = "trace", path = ...}``) replays: the same durations per (worker, event)."""
 
     def __init__(self):
-        self.rows: list[tuple[int, str, float]] = []
+        self._drawn: dict[tuple[int, str], list[float]] = {}
 
     def add(self, worker: int, event: str, seconds: float) -> None:
         check(type(worker) is int and worker >= 0, "trace worker", worker, "must be an integer >= 0")
         _check_event(event)
         check(is_number(seconds) and seconds >= 0, "trace seconds", seconds, "must be a number >= 0")
-        self.rows.append((worker, event, float(seconds)))
+        self.durations(worker, event).append(float(seconds))
+
+    def durations(self, worker: int, event: str) -> list[float]:
+        """The list of ``(worker, event)``'s draws. The simulator appends its
+        draws to it directly: they come from the models, so they are valid, and
+        it makes hundreds of thousands."""
+        return self._drawn.setdefault((worker, event), [])
 
     def write(self, path: str | Path) -> None:
-        """One JSON object a line: ``{"worker": 0, "event": "push", "seconds": 0.0021}``."""
+        """One JSON object a line: ``{"worker": 0, "event": "push", "seconds": 0.0021}``,
+        grouped by (worker, event) in the order each first drew."""
         # The lines json.dumps would write (a float's repr is its JSON), made directly: a run draws many.
-        lines = (f'{{"worker": {w}, "event": "{e}", "seconds": {float(s)!r}}}\n' for w, e, s in self.rows)
+        lines = (f'{{"worker": {w}, "event": "{e}", "seconds": {float(s)!r}}}\n'
+                 for (w, e), drawn in self._drawn.items() for s in drawn)
         Path(path).write_text("".join(lines), encoding="utf-8")

@@ -92,7 +92,11 @@ class Shard:
         self.version = 0
         self.closed = False
         self.staleness: dict[int, Counter] = defaultdict(Counter)  # worker -> staleness -> pushes
-        self._published_lock = threading.Condition()  # guards _published, version, _held, _waiting
+        # One plain lock guards _published, version, _held and _waiting (entered
+        # with its C-level ``with``: several times for every push), and a
+        # condition on that same lock lets pulls wait for a version.
+        self._lock = threading.Lock()
+        self._version_reached = threading.Condition(self._lock)
         self._waiting = 0  # pulls waiting for a version: an update notifies only when there are some
         self._update_lock = threading.Lock()  # one update at a time; tables and rule state
 
@@ -104,11 +108,11 @@ class Shard:
         With ``reader`` the tensor itself is returned and stays valid (unchanged)
         until that reader's next pull or ``release``; without, a copy.
         """
-        with self._published_lock:
+        with self._lock:
             if self.version < min_version and not self.closed:
                 self._waiting += 1
                 try:
-                    self._published_lock.wait_for(lambda: self.version >= min_version or self.closed, timeout)
+                    self._version_reached.wait_for(lambda: self.version >= min_version or self.closed, timeout)
                 finally:
                     self._waiting -= 1
             if self.version < min_version:
@@ -124,12 +128,12 @@ class Shard:
 
     def close(self) -> None:
         """End the run: pulls waiting for a version the shard will not reach raise ShardClosed."""
-        with self._published_lock:
+        with self._lock:
             self.closed = True
-            self._published_lock.notify_all()
+            self._version_reached.notify_all()
 
     def release(self, reader: Hashable) -> None:
-        with self._published_lock:
+        with self._lock:
             self._hold(reader, None)
 
     def _hold(self, reader: Hashable, buffer: torch.Tensor | None) -> None:
@@ -158,14 +162,14 @@ class Shard:
         what passes here still passes later: a client checks every shard first
         and a push refused by one shard changes none."""
         self._check_values(grad, (self.size,), "gradient")
-        with self._published_lock:
+        with self._lock:
             self._check_read_version(read_version)
 
     def apply_push(self, grad: torch.Tensor, read_version: int, worker: int = 0,
                    reader: Hashable | None = None) -> Push:
         """``push`` without the checks, for a caller that made them with ``check_push``."""
         with self._update_lock:
-            with self._published_lock:
+            with self._lock:
                 self._hold(reader, None)
                 push_at, current = self.version, self._published
                 if id(current) not in self._holders:
@@ -178,22 +182,23 @@ class Shard:
                 out = self._spare.pop() if self._spare else torch.empty_like(current)
             applied = self.rule.apply(current, grad, self.rule_state, out, worker=worker,
                                       staleness=push_at - read_version, version=push_at)
-            return self._finish(worker, read_version, push_at, applied, out)
+            with self._lock:
+                return self._finish(worker, read_version, push_at, applied, out)
 
     def _finish(self, worker: int, read_version: int, push_at: int, applied: bool,
                 out: torch.Tensor | None) -> Push:
-        with self._published_lock:
-            self.staleness[worker][push_at - read_version] += 1
-            if applied:
-                if out is not None:
-                    old, self._published = self._published, out
-                    if id(old) not in self._holders:  # its readers let go during the update
-                        self._spare.append(old)
-                self.version += 1
-                if self._waiting:
-                    self._published_lock.notify_all()
-            elif out is not None:
-                self._spare.append(out)
+        """Record an update (under ``_lock``): publish ``out`` if given, count the version."""
+        self.staleness[worker][push_at - read_version] += 1
+        if applied:
+            if out is not None:
+                old, self._published = self._published, out
+                if id(old) not in self._holders:  # its readers let go during the update
+                    self._spare.append(old)
+            self.version += 1
+            if self._waiting:
+                self._version_reached.notify_all()
+        elif out is not None:
+            self._spare.append(out)
         return Push(self.index, worker, read_version, push_at, applied)
 
     # -- sparse rows -----------------------------------------------------------
@@ -213,17 +218,18 @@ class Shard:
         t = self._table(table)
         self._check_ids(table, ids)
         self._check_values(grad_rows, (ids.numel(), t.shape[1]), "row gradients")
-        with self._published_lock:
+        with self._lock:
             self._check_read_version(read_version)
 
     def apply_push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int,
                         worker: int = 0) -> Push:
         with self._update_lock:
-            with self._published_lock:
+            with self._lock:
                 push_at = self.version
             applied = self.rule.apply_rows(self.tables[table], ids, grad_rows, self.table_states[table],
                                            worker=worker, staleness=push_at - read_version, version=push_at)
-            return self._finish(worker, read_version, push_at, applied, None)
+            with self._lock:
+                return self._finish(worker, read_version, push_at, applied, None)
 
     # -- checkpoints -----------------------------------------------------------
     def state_dict(self) -> dict:
@@ -240,7 +246,7 @@ class Shard:
 
     def load_state_dict(self, saved: dict) -> None:
         self._check_values(saved["values"], (self.size,), "checkpoint values")
-        with self._update_lock, self._published_lock:
+        with self._update_lock, self._lock:
             self._published = saved["values"].clone()
             self._spare.clear()
             self._held.clear()
@@ -249,7 +255,7 @@ class Shard:
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
             self.version = int(saved["version"])
-            self._published_lock.notify_all()
+            self._version_reached.notify_all()
 
     def save(self, path: str | os.PathLike, run: str = "") -> int:
         """Write ``state_dict()`` to the file ``path``, tagged with ``run``; return the version saved.
