@@ -144,11 +144,12 @@ class Optimizer:
             raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
         self.update(p, g, state, out)
 
-    def update(self, p: torch.Tensor, g: torch.Tensor, state: State, out: torch.Tensor | None = None,
+    def update(self, p: torch.Tensor, g: Array, state: State, out: torch.Tensor | None = None,
                lr_scale: float = 1.0) -> None:
         """``step`` without its checks, for a caller that has made them: a shard
         validates every push, and its tensors and their state are its own.
         Small tensors, updated thousands of times a second, feel the checks.
+        ``g`` may be a numpy array (a shard's slice of a pushed gradient).
         ``lr_scale`` multiplies this update's learning rate (a staleness-aware
         server divides it by the push's staleness)."""
         lr = lr_at(self.lr, state.step) * lr_scale
@@ -157,9 +158,9 @@ class Optimizer:
         if arrays is not None:
             self.fast(arrays[0], arrays[1], state, lr, arrays[2])
         elif out is None:
-            self.reference(p, g, state, lr)
+            self.reference(p, as_tensor(g, "grad"), state, lr)
         else:
-            self.reference(out.copy_(p), g, state, lr)
+            self.reference(out.copy_(p), as_tensor(g, "grad"), state, lr)
 
     def reference_step(self, param: Array, grad: Array, state: State) -> None:
         """The same update through the readable reference kernel only."""
@@ -181,7 +182,7 @@ class Optimizer:
                     f"param has shape {tuple(p.shape)} (was the state made for another tensor?)"
                 )
 
-    def _kernel_arrays(self, p: torch.Tensor, g: torch.Tensor, state: State,
+    def _kernel_arrays(self, p: torch.Tensor, g: Array, state: State,
                        out: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """``(p, g, out)`` as the fast kernel's flat numpy views, or None when
         the kernel does not apply (a tensor or slot that is not contiguous, or
@@ -252,10 +253,10 @@ class Optimizer:
         state.step = sub_state.step
 
 
-def kernel_view(t: torch.Tensor) -> np.ndarray | None:
+def kernel_view(t: Array) -> np.ndarray | None:
     """``t`` as the flat numpy array a fast kernel reads and writes, sharing its
     memory; None when it is not contiguous (no flat view exists)."""
-    a = t.numpy()
+    a = t if isinstance(t, np.ndarray) else t.numpy()
     if not a.flags.c_contiguous:
         return None
     return a if a.ndim == 1 else a.reshape(-1)

@@ -76,6 +76,7 @@ class CompensateThenApply:
         return g + lam * g * g * drift
 
     def apply(self, values, grad, state: CompensationState, out, *, worker, staleness, version) -> bool:
+        grad = optim.as_tensor(grad, "grad")
         g_c = self.compensate(grad, state.log.since(version - staleness), state.mean_square)
         before = values.clone() if out is None else values
         self.optimizer.update(values, g_c, state.optimizer, out)

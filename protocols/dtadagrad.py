@@ -86,6 +86,7 @@ class ReviseAdagrad:
         x.sub_(eta * g).add_((eta_old - eta) * g_bck)
 
     def apply(self, values, grad, state: RevisionState, out, *, worker, staleness, version) -> bool:
+        grad = optim.as_tensor(grad, "grad")
         g_bck = state.log.since(version - staleness)
         x = values if out is None else out.copy_(values)
         self.revise(x, grad, g_bck, state.z, state.z_max)

@@ -52,6 +52,7 @@ class ElasticCenter:
         return None
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
+        grad = optim.as_tensor(grad, "grad")
         if out is None:
             values.add_(grad)
         else:

@@ -55,6 +55,7 @@ class ApplyEachClock:
         return ClockState(self.optimizer.init(values))
 
     def apply(self, values, grad, state: ClockState, out, *, worker, staleness, version) -> bool:
+        grad = optim.as_tensor(grad, "grad")
         clock = state.clocks.get(worker, 0)
         state.clocks[worker] = clock + 1
         if clock not in state.pending:

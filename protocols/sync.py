@@ -49,6 +49,7 @@ class AverageThenApply:
         return RoundState(self.optimizer.init(values))
 
     def apply(self, values, grad, state: RoundState, out, *, worker, staleness, version) -> bool:
+        grad = optim.as_tensor(grad, "grad")
         if staleness > 0:  # a backup worker's gradient for a round already applied
             return False
         if state.total is None:

@@ -75,8 +75,8 @@ class Layout:
         check(flat.shape == (self.size,), "flat vector shape", tuple(flat.shape), f"expected ({self.size},)")
         return {name: r.of(flat).view(self.dense[name]) for name, r in self.offsets.items()}
 
-    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Each shard's slice of a flat vector (views)."""
+    def split(self, flat):
+        """Each shard's slice of a flat vector, a tensor or a numpy array (views)."""
         return [flat[part] for part in self._slices]
 
     # -- sparse tables -----------------------------------------------------------

@@ -20,11 +20,14 @@ class ServerRule(Protocol):
     def init(self, values: torch.Tensor) -> Any:
         """The rule's state for one tensor (the dense slice, or one table)."""
 
-    def apply(self, values: torch.Tensor, grad: torch.Tensor, state: Any, out: torch.Tensor | None, *,
+    def apply(self, values: torch.Tensor, grad: optim.Array, state: Any, out: torch.Tensor | None, *,
               worker: int, staleness: int, version: int) -> bool:
         """Write the updated values into ``out`` (``None``: into ``values``, in
         place) and return True; or keep the gradient, or drop it, and return
-        False, leaving ``values`` as they are."""
+        False, leaving ``values`` as they are. ``grad`` is a checked float32
+        vector, a torch tensor or a numpy array (the in-process client sends
+        numpy slices: for a small shard, making each a tensor costs more than
+        its update); ``optim.as_tensor(grad)`` makes it a tensor."""
 
     def apply_rows(self, table: torch.Tensor, ids: torch.Tensor, grad_rows: torch.Tensor, state: Any, *,
                    worker: int, staleness: int, version: int) -> bool:
@@ -60,7 +63,7 @@ class ApplyEach:
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
         scale = staleness_lr_scale(staleness) if self.staleness_aware else 1.0
-        self.optimizer.update(values, grad, state, out, scale)  # the shard has checked the push
+        self.optimizer.update(values, grad, state, out, scale)  # the shard has checked the push; numpy or torch
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from numba import njit
 
+from optim import Array
 from ps.rules import ServerRule
 
 
@@ -54,16 +55,20 @@ class ShardClosed(RuntimeError):
 NUMBA_SCAN_BELOW = 1 << 16  # elements: below this, a loop in numba beats torch's per-op dispatch
 
 
-def all_finite(t: torch.Tensor) -> bool:
-    """No NaN or Inf in ``t``, in one read.
+def all_finite(t: Array) -> bool:
+    """No NaN or Inf in ``t`` (a tensor or a numpy array), in one read.
 
-    A small float32 tensor is scanned by a numba loop that stops at the first
+    A small float32 one is scanned by a numba loop that stops at the first
     bad value: a shard checks thousands of small pushes a second. Otherwise a
     finite sum means every element is finite. NaN or Inf always makes the sum
     non-finite, but so does an overflow of large finite values; only in that
     case is the exact elementwise test run.
     """
-    if t.dtype == torch.float32 and t.numel() < NUMBA_SCAN_BELOW and not t.requires_grad:
+    if isinstance(t, np.ndarray):
+        if t.dtype == np.float32 and t.size < NUMBA_SCAN_BELOW:
+            return _all_finite(t if t.ndim == 1 else t.reshape(-1))
+        t = torch.as_tensor(t)
+    elif t.dtype == torch.float32 and t.numel() < NUMBA_SCAN_BELOW and not t.requires_grad:
         values = t.numpy()
         return _all_finite(values if values.ndim == 1 else values.reshape(-1))
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
@@ -149,15 +154,16 @@ class Shard:
             self._held[reader] = buffer
             self._holders[id(buffer)] = self._holders.get(id(buffer), 0) + 1
 
-    def push(self, grad: torch.Tensor, read_version: int, worker: int = 0, reader: Hashable | None = None) -> Push:
-        """Hand a gradient to the server rule. Bad input raises ValueError and changes nothing.
+    def push(self, grad: Array, read_version: int, worker: int = 0, reader: Hashable | None = None) -> Push:
+        """Hand a gradient (a float32 tensor or numpy array) to the server rule.
+        Bad input raises ValueError and changes nothing.
 
         A push from a named reader ends that reader's hold on its snapshot.
         """
         self.check_push(grad, read_version)
         return self.apply_push(grad, read_version, worker, reader)
 
-    def check_push(self, grad: torch.Tensor, read_version: int) -> None:
+    def check_push(self, grad: Array, read_version: int) -> None:
         """Raise ValueError if ``push`` would refuse this. Versions only grow, so
         what passes here still passes later: a client checks every shard first
         and a push refused by one shard changes none."""
@@ -165,7 +171,7 @@ class Shard:
         with self._lock:
             self._check_read_version(read_version)
 
-    def apply_push(self, grad: torch.Tensor, read_version: int, worker: int = 0,
+    def apply_push(self, grad: Array, read_version: int, worker: int = 0,
                    reader: Hashable | None = None) -> Push:
         """``push`` without the checks, for a caller that made them with ``check_push``."""
         with self._update_lock:
@@ -300,15 +306,19 @@ class Shard:
             raise ValueError(f"Invalid row ids for table {table!r}: local ids must be in [0, {rows}) on shard "
                              f"{self.index}, got [{int(ids.min())}, {int(ids.max())}]")
 
-    def _check_values(self, t: torch.Tensor, shape: tuple, what: str) -> None:
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"Invalid {what} for shard {self.index}: expected a torch tensor, got {type(t).__name__}")
-        if t.dtype != torch.float32:
+    def _check_values(self, t: Array, shape: tuple, what: str) -> None:
+        if isinstance(t, np.ndarray):
+            if t.dtype != np.float32:
+                raise ValueError(f"Invalid {what} dtype for shard {self.index}: numpy {t.dtype} (shards hold float32)")
+        elif not isinstance(t, torch.Tensor):
+            raise ValueError(f"Invalid {what} for shard {self.index}: expected a torch tensor or a numpy array, "
+                             f"got {type(t).__name__}")
+        elif t.dtype != torch.float32:
             raise ValueError(f"Invalid {what} dtype for shard {self.index}: {t.dtype} (shards hold torch.float32)")
         if t.shape != shape:
             raise ValueError(f"Invalid {what} shape for shard {self.index}: {tuple(t.shape)} (expected {tuple(shape)})")
         if not all_finite(t):
-            bad = int((~torch.isfinite(t)).sum())
+            bad = int((~torch.isfinite(torch.as_tensor(t))).sum())
             raise ValueError(f"Invalid {what} for shard {self.index}: {bad} non-finite values (NaN or Inf); "
                              "nothing was applied")
 

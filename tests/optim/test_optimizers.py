@@ -102,6 +102,22 @@ def test_numpy_arrays_update_in_place_like_tensors(case):
     np.testing.assert_array_equal(arr, tensor.numpy())
 
 
+@pytest.mark.parametrize("contiguous", [True, False], ids=["fast", "reference"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_update_takes_a_numpy_gradient_as_its_tensor(case, contiguous):
+    # A shard hands update() numpy slices of pushed gradients, on either kernel.
+    opt = optim.create(case.name, **case.hparams)
+    params = [torch.randn(6, 4, dtype=torch.float64) for _ in range(2)]
+    params[1].copy_(params[0])
+    if not contiguous:
+        params = [p.t() for p in params]
+    states = [opt.init(p) for p in params]
+    for g in gradient_stream(params[0].shape, torch.float64, steps=10):
+        opt.update(params[0], g, states[0])
+        opt.update(params[1], g.numpy(), states[1])
+    assert torch.equal(params[0], params[1])
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_state_round_trip_resumes_exactly(case):
     opt = optim.create(case.name, **case.hparams)

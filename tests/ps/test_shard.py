@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 
@@ -226,7 +227,13 @@ BAD_INPUT = {
     "grad_inf": (lambda s: s.push(with_nan(WIDTH, float("inf")), 2),
                  r"Invalid gradient for shard 0: 1 non-finite values \(NaN or Inf\); nothing was applied"),
     "grad_list": (lambda s: s.push([0.0] * WIDTH, 2),
-                  r"Invalid gradient for shard 0: expected a torch tensor, got list"),
+                  r"Invalid gradient for shard 0: expected a torch tensor or a numpy array, got list"),
+    "grad_numpy_float64": (lambda s: s.push(np.ones(WIDTH), 2),
+                           r"Invalid gradient dtype for shard 0: numpy float64 \(shards hold float32\)"),
+    "grad_numpy_shape": (lambda s: s.push(np.ones(WIDTH + 1, np.float32), 2),
+                         r"Invalid gradient shape for shard 0: \(7,\) \(expected \(6,\)\)"),
+    "grad_numpy_nan": (lambda s: s.push(with_nan(WIDTH).numpy(), 2),
+                       r"Invalid gradient for shard 0: 1 non-finite values \(NaN or Inf\); nothing was applied"),
     "read_version_future": (lambda s: s.push(torch.ones(WIDTH), 3),
                             r"Invalid read_version for shard 0: 3 \(must be a version this shard has had, 0\.\.2\)"),
     "read_version_negative": (lambda s: s.push(torch.ones(WIDTH), -1),
@@ -265,6 +272,19 @@ BAD_INPUT = {
     "pull_rows_ids_float": (lambda s: s.pull_rows("emb", torch.tensor([1.0])),
                             r"Invalid row ids for table 'emb': expected a 1-D torch.int64 tensor"),
 }
+
+
+@pytest.mark.parametrize("out_of_place", [False, True])
+def test_a_numpy_gradient_updates_the_shard_as_its_tensor_does(out_of_place):
+    # The in-process client pushes numpy slices; the update must be the same.
+    shards = [make_shard(optim.Adam(lr=0.1)) for _ in range(2)]
+    for step in range(3):
+        grad = randn(WIDTH, seed=30 + step)
+        for shard, pushed in zip(shards, (grad, grad.numpy())):
+            if out_of_place:
+                shard.pull(reader="w")  # a held snapshot: the update writes a spare buffer
+            shard.push(pushed, shard.version, reader="w" if out_of_place else None)
+    assert_same(shards[0].state_dict(), shards[1].state_dict())
 
 
 @pytest.mark.parametrize("case", BAD_INPUT)
