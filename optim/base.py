@@ -144,12 +144,13 @@ class Optimizer:
             raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
         self.update(p, g, state, out)
 
-    def update(self, p: torch.Tensor, g: Array, state: State, out: torch.Tensor | None = None,
+    def update(self, p: Array, g: Array, state: State, out: Array | None = None,
                lr_scale: float = 1.0) -> None:
         """``step`` without its checks, for a caller that has made them: a shard
         validates every push, and its tensors and their state are its own.
         Small tensors, updated thousands of times a second, feel the checks.
-        ``g`` may be a numpy array (a shard's slice of a pushed gradient).
+        Each of ``p``, ``g`` and ``out`` may be a numpy array (a shard updates
+        numpy views of its buffers from numpy slices of pushed gradients).
         ``lr_scale`` multiplies this update's learning rate (a staleness-aware
         server divides it by the push's staleness)."""
         lr = lr_at(self.lr, state.step) * lr_scale
@@ -157,10 +158,9 @@ class Optimizer:
         arrays = self._kernel_arrays(p, g, state, out)
         if arrays is not None:
             self.fast(arrays[0], arrays[1], state, lr, arrays[2])
-        elif out is None:
-            self.reference(p, as_tensor(g, "grad"), state, lr)
         else:
-            self.reference(out.copy_(p), as_tensor(g, "grad"), state, lr)
+            p, g = as_tensor(p, "param"), as_tensor(g, "grad")
+            self.reference(p if out is None else as_tensor(out, "out").copy_(p), g, state, lr)
 
     def reference_step(self, param: Array, grad: Array, state: State) -> None:
         """The same update through the readable reference kernel only."""
@@ -182,8 +182,8 @@ class Optimizer:
                     f"param has shape {tuple(p.shape)} (was the state made for another tensor?)"
                 )
 
-    def _kernel_arrays(self, p: torch.Tensor, g: Array, state: State,
-                       out: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    def _kernel_arrays(self, p: Array, g: Array, state: State,
+                       out: Array | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """``(p, g, out)`` as the fast kernel's flat numpy views, or None when
         the kernel does not apply (a tensor or slot that is not contiguous, or
         of another dtype). Each tensor is converted once and checked on the

@@ -37,7 +37,7 @@ from optim.validation import check, check_in, is_number
 from protocols.base import Protocol, WorkerContext, check_positive_int
 from protocols.downpour import Downpour
 from protocols.update_log import UpdateLog
-from ps import ServerRule
+from ps import ServerRule, rule_tensors
 
 
 @dataclass
@@ -76,7 +76,7 @@ class CompensateThenApply:
         return g + lam * g * g * drift
 
     def apply(self, values, grad, state: CompensationState, out, *, worker, staleness, version) -> bool:
-        grad = optim.as_tensor(grad, "grad")
+        values, grad, out = rule_tensors(values, grad, out)
         g_c = self.compensate(grad, state.log.since(version - staleness), state.mean_square)
         before = values.clone() if out is None else values
         self.optimizer.update(values, g_c, state.optimizer, out)

@@ -42,7 +42,7 @@ import torch
 import optim
 from optim.validation import check, is_number
 from protocols.base import Protocol, WorkerContext, check_positive_int
-from ps import ServerRule
+from ps import ServerRule, rule_tensors
 
 
 class ElasticCenter:
@@ -52,7 +52,7 @@ class ElasticCenter:
         return None
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
-        grad = optim.as_tensor(grad, "grad")
+        values, grad, out = rule_tensors(values, grad, out)
         if out is None:
             values.add_(grad)
         else:

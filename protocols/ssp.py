@@ -31,7 +31,7 @@ import torch
 import optim
 from optim.validation import check
 from protocols.base import Protocol, WorkerContext
-from ps import ServerRule
+from ps import ServerRule, rule_tensors
 
 
 @dataclass
@@ -55,7 +55,7 @@ class ApplyEachClock:
         return ClockState(self.optimizer.init(values))
 
     def apply(self, values, grad, state: ClockState, out, *, worker, staleness, version) -> bool:
-        grad = optim.as_tensor(grad, "grad")
+        values, grad, out = rule_tensors(values, grad, out)
         clock = state.clocks.get(worker, 0)
         state.clocks[worker] = clock + 1
         if clock not in state.pending:

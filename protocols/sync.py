@@ -27,7 +27,7 @@ import torch
 
 import optim
 from protocols.base import Protocol, WorkerContext
-from ps import ServerRule
+from ps import ServerRule, rule_tensors
 from optim.validation import check
 
 
@@ -49,7 +49,7 @@ class AverageThenApply:
         return RoundState(self.optimizer.init(values))
 
     def apply(self, values, grad, state: RoundState, out, *, worker, staleness, version) -> bool:
-        grad = optim.as_tensor(grad, "grad")
+        values, grad, out = rule_tensors(values, grad, out)
         if staleness > 0:  # a backup worker's gradient for a round already applied
             return False
         if state.total is None:

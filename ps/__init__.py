@@ -3,8 +3,9 @@
 from ps.client import Client, ClientWrapper, InProcessClient, Pulled
 from ps.delays import DelayedClient, Delays, TraceRecorder
 from ps.layout import Layout, Range
-from ps.rules import ApplyEach, ServerRule
+from ps.rules import ApplyEach, ServerRule, rule_tensors
 from ps.shard import Push, Shard, ShardClosed, make_shards
 
-__all__ = ["Layout", "Range", "Shard", "ShardClosed", "Push", "make_shards", "ServerRule", "ApplyEach", "Client", "ClientWrapper", "InProcessClient",
+__all__ = ["Layout", "Range", "Shard", "ShardClosed", "Push", "make_shards", "ServerRule", "ApplyEach", "rule_tensors",
+           "Client", "ClientWrapper", "InProcessClient",
            "Pulled", "Delays", "DelayedClient", "TraceRecorder"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 import optim
@@ -20,14 +21,17 @@ class ServerRule(Protocol):
     def init(self, values: torch.Tensor) -> Any:
         """The rule's state for one tensor (the dense slice, or one table)."""
 
-    def apply(self, values: torch.Tensor, grad: optim.Array, state: Any, out: torch.Tensor | None, *,
+    def apply(self, values: np.ndarray, grad: optim.Array, state: Any, out: np.ndarray | None, *,
               worker: int, staleness: int, version: int) -> bool:
         """Write the updated values into ``out`` (``None``: into ``values``, in
         place) and return True; or keep the gradient, or drop it, and return
-        False, leaving ``values`` as they are. ``grad`` is a checked float32
-        vector, a torch tensor or a numpy array (the in-process client sends
-        numpy slices: for a small shard, making each a tensor costs more than
-        its update); ``optim.as_tensor(grad)`` makes it a tensor."""
+        False, leaving ``values`` as they are.
+
+        ``values`` and ``out`` are numpy views of the shard's float32 buffers,
+        and ``grad`` a checked float32 vector, a torch tensor or a numpy array
+        (the in-process client sends numpy slices): for a small shard, making
+        tensors of them costs more than its update. ``optim.as_tensor`` makes
+        tensors that share their memory."""
 
     def apply_rows(self, table: torch.Tensor, ids: torch.Tensor, grad_rows: torch.Tensor, state: Any, *,
                    worker: int, staleness: int, version: int) -> bool:
@@ -36,6 +40,14 @@ class ServerRule(Protocol):
     def state_dict(self, state: Any) -> dict: ...
 
     def load_state_dict(self, saved: dict) -> Any: ...
+
+
+def rule_tensors(values: optim.Array, grad: optim.Array,
+                 out: optim.Array | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A rule's ``apply`` arguments as tensors sharing their memory, for a rule
+    written in torch ops."""
+    return (optim.as_tensor(values, "values"), optim.as_tensor(grad, "grad"),
+            None if out is None else optim.as_tensor(out, "out"))
 
 
 def staleness_lr_scale(staleness: int) -> float:

@@ -91,6 +91,7 @@ class Shard:
         self._spare: list[torch.Tensor] = []  # buffers neither published nor held: the next updates' outputs
         self._held: dict[Hashable, torch.Tensor] = {}
         self._holders: dict[int, int] = {}  # id(buffer) -> readers holding it: O(1) checks with many workers
+        self._arrays: dict[int, tuple[torch.Tensor, np.ndarray]] = {}  # id(buffer) -> (buffer, its numpy view)
         self.tables = {name: t.detach().to(torch.float32).contiguous().clone() for name, t in (tables or {}).items()}
         self.rule_state = rule.init(self._published)
         self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
@@ -182,14 +183,22 @@ class Shard:
                     # Nobody reads the published values: update them in place (no
                     # spare buffer to stream through), under the lock so that no
                     # pull sees half an update.
-                    applied = self.rule.apply(current, grad, self.rule_state, None, worker=worker,
+                    applied = self.rule.apply(self._array(current), grad, self.rule_state, None, worker=worker,
                                               staleness=push_at - read_version, version=push_at)
                     return self._finish(worker, read_version, push_at, applied, None)
                 out = self._spare.pop() if self._spare else torch.empty_like(current)
-            applied = self.rule.apply(current, grad, self.rule_state, out, worker=worker,
+            applied = self.rule.apply(self._array(current), grad, self.rule_state, self._array(out), worker=worker,
                                       staleness=push_at - read_version, version=push_at)
             with self._lock:
                 return self._finish(worker, read_version, push_at, applied, out)
+
+    def _array(self, buffer: torch.Tensor) -> np.ndarray:
+        """The numpy view of one of this shard's buffers, made once: the rule
+        updates through it (converting a tensor costs more than a small update)."""
+        cached = self._arrays.get(id(buffer))
+        if cached is None or cached[0] is not buffer:
+            cached = self._arrays[id(buffer)] = (buffer, buffer.numpy())
+        return cached[1]
 
     def _finish(self, worker: int, read_version: int, push_at: int, applied: bool,
                 out: torch.Tensor | None) -> Push:
@@ -257,6 +266,7 @@ class Shard:
             self._spare.clear()
             self._held.clear()
             self._holders.clear()
+            self._arrays.clear()
             self.tables = {name: t.clone() for name, t in saved["tables"].items()}
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
