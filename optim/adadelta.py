@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, scalars
+from optim.base import LearningRate, Optimizer, State
 from optim.validation import check_in, check_nonnegative
 
 
@@ -47,7 +47,7 @@ class Adadelta(Optimizer):
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         _adadelta_kernel(p, out, g, state.array("square_avg"), state.array("acc_delta"),
-                         *scalars(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps, -lr))
+                         *self.constants(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps), p.dtype.type(-lr))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, scalars
+from optim.base import LearningRate, Optimizer, State
 from optim.validation import check_nonnegative
 
 
@@ -55,7 +55,7 @@ class Adagrad(Optimizer):
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         _adagrad_kernel(p, out, g, state.array("sum"),
-                        *scalars(p.dtype, self.weight_decay, self.eps, -self._clr(lr, state.step)))
+                        *self.constants(p.dtype, self.weight_decay, self.eps), p.dtype.type(-self._clr(lr, state.step)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

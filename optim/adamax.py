@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, lerp, scalars
+from optim.base import LearningRate, Optimizer, State, lerp
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -47,8 +47,8 @@ class Adamax(Optimizer):
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         beta1, beta2 = self.betas
         _adamax_kernel(p, out, g, state.array("exp_avg"), state.array("exp_inf"),
-                       *scalars(p.dtype, self.weight_decay, 1 - beta1, beta1, beta2, self.eps,
-                                -lr / (1 - beta1**state.step)))
+                       *self.constants(p.dtype, self.weight_decay, 1 - beta1, beta1, beta2, self.eps),
+                       p.dtype.type(-lr / (1 - beta1**state.step)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

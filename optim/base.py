@@ -115,7 +115,7 @@ class Optimizer:
 
     def hparams(self) -> dict:
         """The constructor arguments, so ``create(opt.name, **opt.hparams())`` rebuilds it."""
-        return dict(vars(self))
+        return {name: value for name, value in vars(self).items() if not name.startswith("_")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
@@ -201,6 +201,16 @@ class Optimizer:
             if sa is None or sa.dtype != pa.dtype:
                 return None
         return pa, ga, oa
+
+    def constants(self, dtype: np.dtype, *values: float) -> tuple:
+        """``scalars(dtype, *values)`` for values that stay the same from step to
+        step (the hyperparameters): converted once, not at every update."""
+        cache = self.__dict__.setdefault("_constants", {})
+        key = (dtype, values)
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = scalars(dtype, *values)
+        return found
 
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError

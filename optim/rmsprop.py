@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, lerp, scalars
+from optim.base import LearningRate, Optimizer, State, lerp
 from optim.validation import check_in, check_nonnegative
 
 
@@ -68,8 +68,8 @@ class RMSprop(Optimizer):
         grad_avg = state.array("grad_avg") if self.centered else unused
         buf = state.array("momentum_buffer") if self.momentum > 0 else unused
         _rmsprop_kernel(p, out, g, state.array("square_avg"), grad_avg, buf,
-                        *scalars(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
-                                 self.momentum, -lr),
+                        *self.constants(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
+                                        self.momentum), p.dtype.type(-lr),
                         self.centered, self.momentum > 0)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, scalars
+from optim.base import LearningRate, Optimizer, State
 from optim.validation import check, check_nonnegative
 
 
@@ -58,7 +58,7 @@ class SGD(Optimizer):
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         buf = state.array("momentum_buffer") if self.momentum != 0 else p[:0]
         _sgd_kernel(p, out, g, buf,
-                    *scalars(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening, -lr),
+                    *self.constants(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening), p.dtype.type(-lr),
                     self.momentum != 0, state.step == 1, self.nesterov)
 
 
