@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ps.layout import Layout
-from ps.shard import Push, Shard
+from ps.shard import Push, Shard, all_finite
 
 
 @dataclass
@@ -119,13 +119,21 @@ class InProcessClient(Client):
         """``push`` as a plain function, for the same reason as ``pull_now``."""
         self._check_grad(grad)
         self._check_versions(versions)
-        if grad.dtype == torch.float32 and not grad.requires_grad:
+        whole = grad.dtype == torch.float32 and not grad.requires_grad
+        if whole:
             # The shards take slices of one numpy view: a small slice costs less
-            # as numpy than as a tensor, and their checks and kernels read numpy.
+            # as numpy than as a tensor, and their kernels read numpy.
             grad = grad.numpy()
         work = list(zip(self.shards, self.layout.split(grad), versions))
-        for shard, part, version in work:  # all checked first: a refused push changes no shard
-            shard.check_push(part, version)
+        # All checked first: a refused push changes no shard.
+        if whole and all_finite(grad):
+            # A finite float32 vector of the layout's size, scanned once: each
+            # slice is what its shard takes, and only the versions are left.
+            for shard, _, version in work:
+                shard.check_read_version(version)
+        else:
+            for shard, part, version in work:  # each shard says what it refuses
+                shard.check_push(part, version)
         return [shard.apply_push(part, version, self.worker, self._reader) for shard, part, version in work]
 
     async def pull_rows(self, table, rows):

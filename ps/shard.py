@@ -169,6 +169,12 @@ class Shard:
         what passes here still passes later: a client checks every shard first
         and a push refused by one shard changes none."""
         self._check_values(grad, (self.size,), "gradient")
+        self.check_read_version(read_version)
+
+    def check_read_version(self, read_version: int) -> None:
+        """``check_push``'s check of the version alone, for a caller that has
+        checked the gradient itself (the in-process client scans a whole
+        gradient once rather than each shard's slice)."""
         with self._lock:
             self._check_read_version(read_version)
 

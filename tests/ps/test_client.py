@@ -115,19 +115,26 @@ def test_a_bad_push_says_what_is_wrong_and_changes_nothing(grad, versions, messa
     assert_same(states(shards), before)
 
 
-@pytest.mark.parametrize("bad", ["nan_in_last_shard", "future_version_of_last_shard"])
-def test_a_push_refused_by_one_shard_changes_no_shard(bad):
+@pytest.mark.parametrize("bad, message", [
+    ("nan_in_last_shard", r"Invalid gradient for shard 2: 1 non-finite values \(NaN or Inf\); nothing was applied"),
+    ("future_version_of_last_shard", r"Invalid read_version for shard 2: 1 \(must be a version this shard has had"),
+    ("float64", r"Invalid gradient dtype for shard 0: torch.float64 \(shards hold torch.float32\)"),
+], ids=lambda v: v if " " not in v else "")
+def test_a_push_refused_by_one_shard_changes_no_shard(bad, message):
     # A push is one gradient of the whole model: applying it on some shards and
-    # not on others leaves a model no worker ever computed a gradient for.
+    # not on others leaves a model no worker ever computed a gradient for. The
+    # client scans a float32 gradient whole; the refusal is still the shard's own.
     layout, shards = build()
     client = InProcessClient(layout, shards, worker=0)
     grad, versions = randn(SIZE, seed=2), [0] * SHARDS
     if bad == "nan_in_last_shard":
         grad[-1] = float("nan")
+    elif bad == "float64":
+        grad = grad.double()
     else:
         versions[-1] = 1
     before = states(shards)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         asyncio.run(client.push(grad, versions))
     assert_same(states(shards), before)
 
