@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from optim import Array
 from optim.validation import check
 
 
@@ -75,7 +76,7 @@ class Layout:
         check(flat.shape == (self.size,), "flat vector shape", tuple(flat.shape), f"expected ({self.size},)")
         return {name: r.of(flat).view(self.dense[name]) for name, r in self.offsets.items()}
 
-    def split(self, flat):
+    def split(self, flat: Array) -> list[Array]:
         """Each shard's slice of a flat vector, a tensor or a numpy array (views)."""
         return [flat[part] for part in self._slices]
 

@@ -180,7 +180,8 @@ class Shard:
 
     def apply_push(self, grad: Array, read_version: int, worker: int = 0,
                    reader: Hashable | None = None) -> Push:
-        """``push`` without the checks, for a caller that made them with ``check_push``."""
+        """``push`` without the checks, for a caller that made them: ``check_push``,
+        or ``check_read_version`` after checking the gradient itself."""
         with self._update_lock:
             with self._lock:
                 self._hold(reader, None)
