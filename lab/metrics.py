@@ -74,7 +74,7 @@ class Metrics:
         return self._clock() - self.start
 
     def record(self, kind: str, **fields) -> None:
-        row = (round(self._clock() - self.start, 6), kind, fields)
+        row = (round(self.now(), 6), kind, fields)
         with self._lock:
             pending = self._pending
             pending.append(row)

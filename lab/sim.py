@@ -30,6 +30,7 @@ from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from ps import ClientWrapper, InProcessClient, Pulled, Push, make_shards
+from ps.delay_models import no_delay
 from ps.delays import EVENTS, TraceRecorder
 from workers.runtime import WorkerRuntime
 
@@ -52,10 +53,6 @@ class _NoWait:
 
 
 _NO_WAIT = _NoWait()
-
-
-def _instant(nbytes: int) -> float:
-    return 0.0
 
 
 @dataclass(order=True)
@@ -146,7 +143,7 @@ class SimClient(ClientWrapper):
         every call is instant); the draws are recorded in ``trace``."""
         super().__init__(inner)
         self.sim = sim
-        samplers = samplers or {event: _instant for event in EVENTS}
+        samplers = samplers or {event: no_delay for event in EVENTS}
         # Per event, its sampler and the trace's list of this worker's draws (None: not recorded).
         self._events = {event: (samplers[event], None if trace is None else trace.durations(self.worker, event))
                         for event in EVENTS}

@@ -112,6 +112,7 @@ class Optimizer:
     def __init__(self, lr: LearningRate):
         check_lr(lr)
         self.lr = lr
+        self._constants: dict[tuple, tuple] = {}  # (dtype, values) -> their scalars: see constants()
 
     def hparams(self) -> dict:
         """The constructor arguments, so ``create(opt.name, **opt.hparams())`` rebuilds it."""
@@ -205,11 +206,10 @@ class Optimizer:
     def constants(self, dtype: np.dtype, *values: float) -> tuple:
         """``scalars(dtype, *values)`` for values that stay the same from step to
         step (the hyperparameters): converted once, not at every update."""
-        cache = self.__dict__.setdefault("_constants", {})
         key = (dtype, values)
-        found = cache.get(key)
+        found = self._constants.get(key)
         if found is None:
-            found = cache[key] = scalars(dtype, *values)
+            found = self._constants[key] = scalars(dtype, *values)
         return found
 
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:

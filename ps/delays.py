@@ -25,7 +25,7 @@ from typing import Callable
 
 from optim.validation import check, is_number
 from ps.client import Client, ClientWrapper, Pulled
-from ps.delay_models import EVENTS, KINDS, Model, read_spec
+from ps.delay_models import EVENTS, KINDS, Model, no_delay, read_spec
 from ps.shard import Push
 
 __all__ = ["Delays", "DelayedClient", "TraceRecorder", "EVENTS", "KINDS"]
@@ -87,7 +87,7 @@ class Delays:
         _check_event(event)
         model = self.models.get(event)
         if model is None:
-            return lambda nbytes: 0.0
+            return no_delay
         return model.sampler(self._sources[event][worker], self._factors[event][worker])
 
 

@@ -64,13 +64,13 @@ def all_finite(t: Array) -> bool:
     non-finite, but so does an overflow of large finite values; only in that
     case is the exact elementwise test run.
     """
+    if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.numel() < NUMBA_SCAN_BELOW \
+            and not t.requires_grad:
+        t = t.numpy()
     if isinstance(t, np.ndarray):
         if t.dtype == np.float32 and t.size < NUMBA_SCAN_BELOW:
             return _all_finite(t if t.ndim == 1 else t.reshape(-1))
         t = torch.as_tensor(t)
-    elif t.dtype == torch.float32 and t.numel() < NUMBA_SCAN_BELOW and not t.requires_grad:
-        values = t.numpy()
-        return _all_finite(values if values.ndim == 1 else values.reshape(-1))
     return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
 
 
