@@ -74,7 +74,7 @@ class Metrics:
         return self._clock() - self.start
 
     def record(self, kind: str, **fields) -> None:
-        row = (round(self.now(), 6), kind, fields)
+        row = (self.now(), kind, fields)  # rounded when written, with the rest of its batch
         with self._lock:
             pending = self._pending
             pending.append(row)
@@ -92,7 +92,7 @@ class Metrics:
             self._file.flush()
 
     def _write_pending(self) -> None:
-        self._file.write("".join([_encode({"time": t, "kind": kind, **fields}) + "\n"
+        self._file.write("".join([_encode({"time": round(t, 6), "kind": kind, **fields}) + "\n"
                                   for t, kind, fields in self._pending]))
         self._pending.clear()
 

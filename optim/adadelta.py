@@ -47,11 +47,13 @@ class Adadelta(Optimizer):
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         _adadelta_kernel(p, out, g, state.array("square_avg"), state.array("acc_delta"),
-                         *self.constants(p.dtype, self.weight_decay, self.rho, 1 - self.rho, self.eps), p.dtype.type(-lr))
+                         float(self.weight_decay), float(self.rho), 1.0 - self.rho, float(self.eps), -lr)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adadelta_kernel(p, out, g, square_avg, acc_delta, wd, rho, one_minus_rho, eps, neg_lr):
+    to = p.dtype.type
+    wd, rho, one_minus_rho, eps, neg_lr = to(wd), to(rho), to(one_minus_rho), to(eps), to(neg_lr)
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

@@ -54,12 +54,14 @@ class Adagrad(Optimizer):
         p.addcdiv_(g, std, value=-self._clr(lr, state.step))
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
-        _adagrad_kernel(p, out, g, state.array("sum"),
-                        *self.constants(p.dtype, self.weight_decay, self.eps), p.dtype.type(-self._clr(lr, state.step)))
+        _adagrad_kernel(p, out, g, state.array("sum"), float(self.weight_decay), float(self.eps),
+                        -self._clr(lr, state.step))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adagrad_kernel(p, out, g, s, wd, eps, neg_clr):
+    to = p.dtype.type
+    wd, eps, neg_clr = to(wd), to(eps), to(neg_clr)
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, lerp, scalars, weight_decay_terms
+from optim.base import LearningRate, Optimizer, State, lerp, weight_decay_terms
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -71,8 +71,8 @@ class Adam(Optimizer):
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         v_max = state.array("max_exp_avg_sq") if self.amsgrad else p[:0]
         _adam_kernel(p, out, g, state.array("exp_avg"), state.array("exp_avg_sq"), v_max,
-                     *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
-                              (1 - beta2**t) ** 0.5, self.eps, -lr / (1 - beta1**t)),
+                     float(decay_factor), float(coupled_wd), 1.0 - beta1, float(beta1), float(beta2), 1.0 - beta2,
+                     (1 - beta2**t) ** 0.5, float(self.eps), -lr / (1 - beta1**t),
                      self.amsgrad)
 
 
@@ -92,6 +92,10 @@ class AdamW(Adam):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adam_kernel(p, out, g, m, v, v_max, decay_factor, wd, w1, one_minus_w1, beta2, c2,
                  bias_correction2_sqrt, eps, neg_step_size, amsgrad):
+    to = p.dtype.type
+    decay_factor, wd, w1, one_minus_w1, beta2, c2 = (to(decay_factor), to(wd), to(w1), to(one_minus_w1), to(beta2),
+                                                     to(c2))
+    bias_correction2_sqrt, eps, neg_step_size = to(bias_correction2_sqrt), to(eps), to(neg_step_size)
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

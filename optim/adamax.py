@@ -47,12 +47,14 @@ class Adamax(Optimizer):
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         beta1, beta2 = self.betas
         _adamax_kernel(p, out, g, state.array("exp_avg"), state.array("exp_inf"),
-                       *self.constants(p.dtype, self.weight_decay, 1 - beta1, beta1, beta2, self.eps),
-                       p.dtype.type(-lr / (1 - beta1**state.step)))
+                       float(self.weight_decay), 1.0 - beta1, float(beta1), float(beta2), float(self.eps),
+                       -lr / (1 - beta1**state.step))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adamax_kernel(p, out, g, exp_avg, exp_inf, wd, w1, one_minus_w1, beta2, eps, neg_clr):
+    to = p.dtype.type
+    wd, w1, one_minus_w1, beta2, eps, neg_clr = to(wd), to(w1), to(one_minus_w1), to(beta2), to(eps), to(neg_clr)
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

@@ -112,11 +112,10 @@ class Optimizer:
     def __init__(self, lr: LearningRate):
         check_lr(lr)
         self.lr = lr
-        self._constants: dict[tuple, tuple] = {}  # (dtype, values) -> their scalars: see constants()
 
     def hparams(self) -> dict:
         """The constructor arguments, so ``create(opt.name, **opt.hparams())`` rebuilds it."""
-        return {name: value for name, value in vars(self).items() if not name.startswith("_")}
+        return dict(vars(self))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
@@ -203,15 +202,6 @@ class Optimizer:
                 return None
         return pa, ga, oa
 
-    def constants(self, dtype: np.dtype, *values: float) -> tuple:
-        """``scalars(dtype, *values)`` for values that stay the same from step to
-        step (the hyperparameters): converted once, not at every update."""
-        key = (dtype, values)
-        found = self._constants.get(key)
-        if found is None:
-            found = self._constants[key] = scalars(dtype, *values)
-        return found
-
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError
 
@@ -285,8 +275,3 @@ def weight_decay_terms(lr: float, weight_decay: float, decoupled: bool) -> tuple
     ``wd * theta`` to the gradient."""
     return (1 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
 
-
-def scalars(dtype: np.dtype, *values: float) -> tuple:
-    """Hyperparameters as scalars of the arrays' dtype, so that a float32 kernel
-    computes in float32 as torch does, rather than promoting to float64."""
-    return tuple(map(dtype.type, values))

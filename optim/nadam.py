@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, lerp, scalars, weight_decay_terms
+from optim.base import LearningRate, Optimizer, State, lerp, weight_decay_terms
 from optim.validation import check_betas, check_nonnegative
 
 
@@ -76,13 +76,17 @@ class NAdam(Optimizer):
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         c_grad, c_avg = self._coefficients(state, lr)
         _nadam_kernel(p, out, g, state.array("exp_avg"), state.array("exp_avg_sq"),
-                      *scalars(p.dtype, decay_factor, coupled_wd, 1 - beta1, beta1, beta2, 1 - beta2,
-                               1 - beta2**state.step, self.eps, c_grad, c_avg))
+                      float(decay_factor), float(coupled_wd), 1.0 - beta1, float(beta1), float(beta2), 1.0 - beta2,
+                      1.0 - beta2**state.step, float(self.eps), c_grad, c_avg)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _nadam_kernel(p, out, g, exp_avg, exp_avg_sq, decay_factor, wd, w1, one_minus_w1, beta2, c2,
                   bias_correction2, eps, c_grad, c_avg):
+    to = p.dtype.type
+    decay_factor, wd, w1, one_minus_w1, beta2, c2 = (to(decay_factor), to(wd), to(w1), to(one_minus_w1), to(beta2),
+                                                     to(c2))
+    bias_correction2, eps, c_grad, c_avg = to(bias_correction2), to(eps), to(c_grad), to(c_avg)
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

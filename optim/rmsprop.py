@@ -68,14 +68,17 @@ class RMSprop(Optimizer):
         grad_avg = state.array("grad_avg") if self.centered else unused
         buf = state.array("momentum_buffer") if self.momentum > 0 else unused
         _rmsprop_kernel(p, out, g, state.array("square_avg"), grad_avg, buf,
-                        *self.constants(p.dtype, self.weight_decay, self.alpha, 1 - self.alpha, self.eps,
-                                        self.momentum), p.dtype.type(-lr),
+                        float(self.weight_decay), float(self.alpha), 1.0 - self.alpha, float(self.eps),
+                        float(self.momentum), -lr,
                         self.centered, self.momentum > 0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _rmsprop_kernel(p, out, g, square_avg, grad_avg, buf, wd, alpha, one_minus_alpha, eps, momentum, neg_lr,
                     centered, use_momentum):
+    to = p.dtype.type
+    wd, alpha, one_minus_alpha, eps, momentum, neg_lr = (to(wd), to(alpha), to(one_minus_alpha), to(eps),
+                                                         to(momentum), to(neg_lr))
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

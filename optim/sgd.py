@@ -58,12 +58,14 @@ class SGD(Optimizer):
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         buf = state.array("momentum_buffer") if self.momentum != 0 else p[:0]
         _sgd_kernel(p, out, g, buf,
-                    *self.constants(p.dtype, self.weight_decay, self.momentum, 1 - self.dampening), p.dtype.type(-lr),
+                    float(self.weight_decay), float(self.momentum), 1.0 - self.dampening, -lr,
                     self.momentum != 0, state.step == 1, self.nesterov)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _sgd_kernel(p, out, g, buf, wd, momentum, one_minus_dampening, neg_lr, use_momentum, first_step, nesterov):
+    to = p.dtype.type
+    wd, momentum, one_minus_dampening, neg_lr = to(wd), to(momentum), to(one_minus_dampening), to(neg_lr)
     dst = p
     if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
         dst = out

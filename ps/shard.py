@@ -174,9 +174,12 @@ class Shard:
     def check_read_version(self, read_version: int) -> None:
         """``check_push``'s check of the version alone, for a caller that has
         checked the gradient itself (the in-process client scans a whole
-        gradient once rather than each shard's slice)."""
-        with self._lock:
-            self._check_read_version(read_version)
+        gradient once rather than each shard's slice). It needs no lock: the
+        version is read once, and it only grows."""
+        version = self.version
+        if not isinstance(read_version, int) or not 0 <= read_version <= version:
+            raise ValueError(f"Invalid read_version for shard {self.index}: {read_version!r} "
+                             f"(must be a version this shard has had, 0..{version})")
 
     def apply_push(self, grad: Array, read_version: int, worker: int = 0,
                    reader: Hashable | None = None) -> Push:
@@ -240,8 +243,7 @@ class Shard:
         t = self._table(table)
         self._check_ids(table, ids)
         self._check_values(grad_rows, (ids.numel(), t.shape[1]), "row gradients")
-        with self._lock:
-            self._check_read_version(read_version)
+        self.check_read_version(read_version)
 
     def apply_push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int,
                         worker: int = 0) -> Push:
@@ -338,11 +340,6 @@ class Shard:
             bad = int((~torch.isfinite(torch.as_tensor(t))).sum())
             raise ValueError(f"Invalid {what} for shard {self.index}: {bad} non-finite values (NaN or Inf); "
                              "nothing was applied")
-
-    def _check_read_version(self, read_version: int) -> None:
-        if not isinstance(read_version, int) or not 0 <= read_version <= self.version:
-            raise ValueError(f"Invalid read_version for shard {self.index}: {read_version!r} "
-                             f"(must be a version this shard has had, 0..{self.version})")
 
 
 def make_shards(layout, flat: torch.Tensor, tables: dict[str, torch.Tensor], rule: ServerRule) -> list[Shard]:
