@@ -208,7 +208,10 @@ class Optimizer:
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         """The reference update in one pass over flat numpy views, reading ``p``
         and writing ``out`` (``None``: in place); ``state.array(slot)`` gives
-        each slot's view."""
+        each slot's view. The kernel takes its scalars as Python floats and
+        casts them to the arrays' dtype first (``to = p.dtype.type``), so a
+        float32 update computes in float32, as torch does: a numpy scalar made
+        in Python for each would cost more than a small update."""
         raise NotImplementedError
 
     # -- sparse rows -----------------------------------------------------------
