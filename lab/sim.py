@@ -46,7 +46,8 @@ class _Command:
 
 
 class _NoWait:
-    """Awaited, returns at once."""
+    """What a wait of no time hands back: awaited, it returns without yielding,
+    so the coroutine keeps its turn and the scheduler never sees it."""
 
     def __await__(self):
         return iter(())
@@ -145,7 +146,7 @@ class SimClient(ClientWrapper):
         self.sim = sim
         samplers = samplers or {event: no_delay for event in EVENTS}
         # Per event, its sampler and the trace's list of this worker's draws (None: not recorded).
-        self._events = {event: (samplers[event], None if trace is None else trace.durations(self.worker, event))
+        self._samplers = {event: (samplers[event], None if trace is None else trace.durations(self.worker, event))
                         for event in EVENTS}
         self.owed = 0.0  # compute time not yet charged
 
@@ -154,7 +155,7 @@ class SimClient(ClientWrapper):
         self.owed += self._draw("compute", 0)
 
     def _draw(self, event: str, nbytes: int) -> float:
-        draw, drawn = self._events[event]
+        draw, drawn = self._samplers[event]
         seconds = draw(nbytes)
         if drawn is not None:
             drawn.append(seconds)
@@ -190,9 +191,9 @@ class SimClient(ClientWrapper):
 
 
 def _reached(shards: list, min_versions: list[int]) -> bool:
-    """Whether every shard is at its wanted version, or closed: a waiting pull may go on."""
+    """Whether every shard answers a pull for its wanted version: a waiting pull may go on."""
     for shard, wanted in zip(shards, min_versions):  # a loop: asked after every push while a pull waits
-        if shard.version < wanted and not shard.closed:
+        if not shard.reached(wanted):
             return False
     return True
 

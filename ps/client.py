@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ps.layout import Layout
@@ -119,14 +120,13 @@ class InProcessClient(Client):
         """``push`` as a plain function, for the same reason as ``pull_now``."""
         self._check_grad(grad)
         self._check_versions(versions)
-        whole = grad.dtype == torch.float32 and not grad.requires_grad
-        if whole:
+        if grad.dtype == torch.float32 and not grad.requires_grad:
             # The shards take slices of one numpy view: a small slice costs less
             # as numpy than as a tensor, and their kernels read numpy.
             grad = grad.numpy()
         work = list(zip(self.shards, self.layout.split(grad), versions))
         # All checked first: a refused push changes no shard.
-        if whole and all_finite(grad):
+        if isinstance(grad, np.ndarray) and all_finite(grad):
             # A finite float32 vector of the layout's size, scanned once: each
             # slice is what its shard takes, and only the versions are left.
             for shard, _, version in work:

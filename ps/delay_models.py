@@ -6,16 +6,16 @@ per-worker ``slowdown = {"3" = 10.0}`` that multiplies worker 3's durations.
 Every duration is in seconds. ``read_spec`` checks the table, and each refusal
 names the key as the config writes it (``delays.push.sigma``).
 
-A model draws from a *source*, one per (worker, event): for the random kinds
-an endless stream from a numpy Generator seeded from ``(seed, worker,
-event)``, taken from the generator a block at a time (the same numbers, in
-the same order, as one call per draw, without numpy's per-call cost, which
-is most of a draw's); for a trace, the recorded rows, cycled.
+A model draws from a *source*, one per (worker, event), called for each
+duration: for the random kinds an endless stream from a numpy Generator
+seeded from ``(seed, worker, event)``, taken from the generator a block at a
+time (the same numbers, in the same order, as one call per draw, without
+numpy's per-call cost, which is most of a draw's); for a trace, the recorded
+rows, replayed in a cycle.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -56,7 +56,7 @@ class Model:
                 check(is_number(value) and value >= 0, f"{where}.{name}", value, "must be a number >= 0")
         return cls(**params)
 
-    def source(self, seed: int, worker: int, event: str):
+    def source(self, seed: int, worker: int, event: str) -> Callable[[int], float]:
         return Stream(self.sample, np.random.default_rng([seed, worker, EVENTS.index(event)]))
 
     def sample(self, rng: np.random.Generator, n: int) -> list[float]:
@@ -86,6 +86,21 @@ class Stream:
             self._buffer = self._sample(self._rng, BLOCKS[min(self._blocks, len(BLOCKS) - 1)])[::-1]
             self._blocks += 1
         return self._buffer.pop()
+
+
+class Replay:
+    """A trace's recorded durations for one (worker, event), in order, starting
+    over when they run out; ``replay(nbytes)`` is the next one. Picklable with
+    its place (a Ray actor gets one)."""
+
+    def __init__(self, seconds: tuple[float, ...]):
+        self._seconds = seconds
+        self._next = 0  # index of the next duration
+
+    def __call__(self, nbytes: int = 0) -> float:
+        seconds = self._seconds[self._next]
+        self._next = (self._next + 1) % len(self._seconds)
+        return seconds
 
 
 def no_delay(nbytes: int) -> float:
@@ -207,10 +222,7 @@ class Trace(Model):
         return model
 
     def source(self, seed, worker, event):
-        return itertools.cycle(self.rows[worker])
-
-    def sampler(self, source, factor):
-        return lambda nbytes: next(source) * factor
+        return Replay(self.rows[worker])
 
 
 KINDS = {cls.kind: cls for cls in (NoDelay, Constant, Uniform, Exponential, Lognormal, Pareto, Bandwidth, Trace)}

@@ -22,6 +22,7 @@ import math
 import os
 import threading
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Hashable, NamedTuple
 
@@ -115,10 +116,10 @@ class Shard:
         until that reader's next pull or ``release``; without, a copy.
         """
         with self._lock:
-            if self.version < min_version and not self.closed:
+            if not self.reached(min_version):
                 self._waiting += 1
                 try:
-                    self._version_reached.wait_for(lambda: self.version >= min_version or self.closed, timeout)
+                    self._version_reached.wait_for(partial(self.reached, min_version), timeout)
                 finally:
                     self._waiting -= 1
             if self.version < min_version:
@@ -131,6 +132,11 @@ class Shard:
                 return values.clone(), version
             self._hold(reader, values)
             return values, version
+
+    def reached(self, min_version: int) -> bool:
+        """Whether a pull for ``min_version`` answers now: the shard has applied
+        that many updates, or has closed (the pull then raises ShardClosed)."""
+        return self.version >= min_version or self.closed
 
     def close(self) -> None:
         """End the run: pulls waiting for a version the shard will not reach raise ShardClosed."""

@@ -168,6 +168,14 @@ def test_a_trace_replays_each_workers_rows_in_order_and_cycles(tmp_path):
     assert (delays.duration(0, "pull"), delays.duration(1, "pull")) == (9.0, 8.0)
 
 
+def test_a_trace_pickles_with_its_place_in_the_replay(tmp_path):
+    path = write_trace(tmp_path / "trace.jsonl", [(0, "push", 0.1), (0, "push", 0.2), (0, "push", 0.3)])
+    delays = Delays({"push": {"kind": "trace", "path": path}}, num_workers=1)
+    delays.duration(0, "push")
+    copy = pickle.loads(pickle.dumps(delays))
+    assert [copy.duration(0, "push") for _ in range(4)] == [0.2, 0.3, 0.1, 0.2]
+
+
 def test_a_trace_ignores_blank_lines_and_rows_of_workers_beyond_the_run(tmp_path):
     path = tmp_path / "trace.jsonl"
     write_trace(path, [(0, "compute", 0.1), (5, "compute", 0.7)])
