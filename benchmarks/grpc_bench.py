@@ -25,8 +25,8 @@ from pathlib import Path
 import grpc
 import torch
 
-from lab.cluster import MALLOC_ENV, free_ports
-from lab.health import wait_until_serving
+from lab.backends.grpc import MALLOC_ENV, free_ports
+from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from ps.grpc_client import GrpcClient

@@ -26,7 +26,7 @@ import json
 import math
 from pathlib import Path
 
-from lab.compare import compare, parse_sweep, plan
+from lab.reports.compare import compare, parse_sweep, plan
 
 NEAR = 1.10  # "stays near": a final test loss within 10% of the reference's
 CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over the 10 digits

@@ -34,7 +34,7 @@ import torch
 from lab.config import load_config
 from lab.experiment import Experiment
 from lab.metrics import Metrics
-from lab.sim import run_sim
+from lab.backends.sim import run_sim
 from ps.delays import EVENTS
 from ps.shard import all_finite
 from workers.gradient import loss_and_grad

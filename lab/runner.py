@@ -13,18 +13,18 @@ from pathlib import Path
 
 import torch
 
-from lab.cluster import run_grpc
+from lab.backends.grpc import run_grpc
 from lab.config import Config, to_toml
 from lab.experiment import Experiment
-from lab.local import run_local
+from lab.backends.local import run_local
 from lab.metrics import Metrics, finalize_metrics, summarize
-from lab.plots import plot_run
-from lab.sim import run_sim
+from lab.reports.plots import plot_run
+from lab.backends.sim import run_sim
 
 
 def run_ray(experiment: Experiment, metrics: Metrics, progress: bool = True) -> tuple[dict, dict]:
-    """The ``ray`` backend (``lab.ray_backend``), imported when a run asks for it: importing Ray takes half a second."""
-    from lab.ray_backend import run_ray as run_on_ray
+    """The ``ray`` backend (``lab.backends.ray``), imported when a run asks for it: importing Ray takes half a second."""
+    from lab.backends.ray import run_ray as run_on_ray
 
     return run_on_ray(experiment, metrics, progress)
 

@@ -3,7 +3,7 @@
 Every rule lives in the Shard; this class only turns arrays from the object
 store into tensors and back, refuses pushes once the run is over, and
 checkpoints. It is a plain class: ``ray.remote(ShardActor)`` makes the actor
-(``lab.ray_backend``), and tests call it directly.
+(``lab.backends.ray``), and tests call it directly.
 
 Tensors. Arguments arrive as numpy arrays. Large ones are read-only views of
 the object store's shared memory, and the shard only reads gradients, so

@@ -31,7 +31,7 @@ import torch
 
 from optim.validation import is_number
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
-from workers.validation import check, check_int
+from optim.validation import check, check_int
 
 __all__ = ["DataShard", "shard_indices", "difficulty", "CURRICULA", "MIXED_RANDOM_FRACTION"]
 

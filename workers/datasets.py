@@ -22,7 +22,7 @@ import torch
 from optim.validation import is_number
 from workers.libsvm import read_libsvm
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
-from workers.validation import check, check_int, check_options, choose
+from optim.validation import check, check_int, check_options, choose
 
 __all__ = ["Dataset", "Split", "DATASETS", "load_dataset"]
 

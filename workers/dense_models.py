@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from workers.model_base import Model, Tensors
 from workers.splits import DenseSplit, Split
-from workers.validation import check, check_bool
+from optim.validation import check, check_bool
 
 __all__ = ["TorchClassifier", "Softmax", "MLP", "CNN", "CALIBRATION_EXAMPLES"]
 

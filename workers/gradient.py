@@ -15,7 +15,7 @@ import torch
 
 from workers.model_base import Model
 from workers.splits import Split
-from workers.validation import check
+from optim.validation import check
 
 __all__ = ["flatten", "unflatten", "loss_and_grad"]
 

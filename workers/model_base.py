@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from workers.splits import Split
-from workers.validation import check
+from optim.validation import check
 
 __all__ = ["Model", "row_frequency_scale", "hogwild_l2"]
 

@@ -22,7 +22,7 @@ from workers.dense_models import CNN, MLP, Softmax
 from workers.model_base import Model
 from workers.sparse_models import MatrixFactorization, SparseLogReg
 from workers.splits import Split
-from workers.validation import check, check_options, choose
+from optim.validation import check, check_options, choose
 
 __all__ = ["Model", "MODELS", "build_model"]
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from optim.validation import is_number
 from workers.model_base import Model, Tensors, hogwild_l2, row_frequency_scale, unique_rows
 from workers.splits import RatingsSplit, SparseSplit, Split
-from workers.validation import check, check_int
+from optim.validation import check, check_int
 
 __all__ = ["SparseLogReg", "MatrixFactorization"]
 

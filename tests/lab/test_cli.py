@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from lab.cli import main
+from lab.cli.main import main
 
 
 def test_visualize_writes_pictures_animations_and_trajectories(tmp_path, capsys):
@@ -57,7 +57,7 @@ def test_a_subcommand_is_required(capsys):
 
 
 def test_health_says_not_serving_where_nothing_listens(capsys):
-    from lab.cluster import free_ports
+    from lab.backends.grpc import free_ports
 
     port = free_ports(1)[0]
     assert main(["health", f"127.0.0.1:{port}"]) == 1

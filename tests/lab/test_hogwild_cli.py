@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import main
-from lab.hogwild_cli import load_hogwild_config, problem_from_dataset
+from lab.cli.main import main
+from lab.cli.hogwild import load_hogwild_config, problem_from_dataset
 from protocols import hogwild
 from workers import load_dataset
 

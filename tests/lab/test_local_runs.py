@@ -9,7 +9,7 @@ import math
 import pytest
 from PIL import Image
 
-from lab.cli import main
+from lab.cli.main import main
 from lab.config import load_config
 from lab.runner import run
 

@@ -1,4 +1,4 @@
-"""``lab.plots``: the pictures of a run directory, from synthetic metrics."""
+"""``lab.reports.plots``: the pictures of a run directory, from synthetic metrics."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab.plots import plot_run, read_metrics
+from lab.reports.plots import plot_run, read_metrics
 
 WORKERS, SHARDS, SECONDS = 4, 2, 30.0
 

@@ -25,8 +25,8 @@ import ray
 import torch
 
 import optim
-from lab.cli import main
-from lab.cluster import free_ports
+from lab.cli.main import main
+from lab.backends.grpc import free_ports
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from lab.metrics import Metrics
@@ -48,7 +48,7 @@ def summary(run_dir: Path) -> dict:
 
 def run_watched(tmp_path, watch, *overrides) -> tuple[Path, Experiment]:
     """``asyncps run --backend ray`` with a ``watch`` callback on the records streamed back."""
-    from lab.ray_backend import run_ray
+    from lab.backends.ray import run_ray
 
     config = load_config(None, [f"out_dir={tmp_path}", "backend=ray", *overrides])
     experiment = Experiment.build(config)

@@ -9,7 +9,7 @@ import pytest
 
 from lab.config import load_config
 from lab.runner import run
-from lab.sim import VirtualTime
+from lab.backends.sim import VirtualTime
 
 ROOT = Path(__file__).parents[2]
 

@@ -1,6 +1,6 @@
 """What the ``asyncps visualize`` pictures claim, computed rather than looked at.
 
-Every claim is about the default run: the recipes of ``lab.surfaces`` for
+Every claim is about the default run: the recipes of ``lab.visualize.surfaces`` for
 ``DEFAULT_STEPS`` (300) steps. The numbers in the comments were measured with
 those recipes; the assertions keep the margins the picture relies on.
 """
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import optim
-from lab.surfaces import BEALE, DEFAULT_STEPS, RECIPES, SADDLE, SURFACES, run, trajectory
-from lab.visualize import summary
+from lab.visualize.surfaces import BEALE, DEFAULT_STEPS, RECIPES, SADDLE, SURFACES, run, trajectory
+from lab.visualize.trajectories import summary
 
 ADAPTIVE = ["adagrad", "adadelta", "rmsprop", "adam", "adamw", "amsgrad", "adamax", "nadam"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from protocols import hogwild
-from protocols import hogwild_kernels as kernels
+from protocols.hogwild import kernels
 from protocols.hogwild import (MatrixCompletion, Ratings, SparseClassification, SparseExamples, epoch_orders,
                                initial_params, train)
 

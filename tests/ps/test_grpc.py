@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from lab.cluster import free_ports
-from lab.health import wait_until_serving
+from lab.backends.grpc import free_ports
+from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from protos import ps_pb2, ps_pb2_grpc

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab.config import Config, load_config
-from lab.report import report
+from lab.reports.report import report
 from lab.runner import run
 
 __all__ = ["parse_sweep", "plan", "compare", "default_out", "SWEEP_FORM"]

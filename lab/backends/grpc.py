@@ -30,7 +30,7 @@ from tqdm import tqdm
 from lab.config import load_config
 from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
-from lab.health import wait_until_serving
+from lab.backends.health import wait_until_serving
 from lab.metrics import WORKER_PARTS, Metrics
 from ps import DelayedClient, make_shards
 from ps.grpc_client import GrpcClient

@@ -1,6 +1,6 @@
 """The HTML page of ``asyncps report``: settings, the results table, and every
 picture embedded as a data URI, so that the page is one file that can be
-mailed. ``lab.report`` draws the pictures and calls :func:`page`."""
+mailed. ``lab.reports.report`` draws the pictures and calls :func:`page`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from optim.validation import is_number
 
 if TYPE_CHECKING:
-    from lab.report import Run
+    from lab.reports.report import Run
 
 __all__ = ["page", "SKIPPED_KEYS"]
 

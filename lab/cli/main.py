@@ -14,15 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-from lab import cluster
-from lab.compare import compare, default_out, describe, parse_sweep, plan
+from lab.backends import grpc as cluster
+from lab.reports.compare import compare, default_out, describe, parse_sweep, plan
 from lab.config import BACKENDS, load_config
-from lab.health import health_main
-from lab.hogwild_cli import add_hogwild
-from lab.report import report
+from lab.backends.health import health_main
+from lab.cli.hogwild import add_hogwild
+from lab.reports.report import report
 from lab.runner import run
-from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
-from lab.visualize import visualize
+from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
+from lab.visualize.trajectories import visualize
 
 
 def positive_int(text: str) -> int:
@@ -238,6 +238,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asyncps {args.command}: error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols import hogwild_kernels as kernels
+from protocols.hogwild import kernels
 
 DTYPE = np.float32  # the parameters, as everywhere in asyncps
 

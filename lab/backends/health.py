@@ -2,7 +2,7 @@
 
 Only grpc is imported here, so a container health check that runs every few
 seconds does not load torch each time (seconds of CPU per check on 2 cores).
-Run it as ``python -m lab.health HOST:PORT``, or ``asyncps health HOST:PORT``.
+Run it as ``python -m lab.backends.health HOST:PORT``, or ``asyncps health HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -46,5 +46,5 @@ def wait_until_serving(address: str, timeout: float, process: subprocess.Popen |
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m lab.health HOST:PORT")
+        sys.exit("usage: python -m lab.backends.health HOST:PORT")
     sys.exit(health_main(sys.argv[1]))

@@ -2,7 +2,7 @@
 
 A reproduction of Images 5 and 6 of Ruder's "An overview of gradient descent
 optimization algorithms" (2016), driven by the real ``optim`` optimizers. The
-paths are computed in :mod:`lab.surfaces` (so tests check what the pictures
+paths are computed in :mod:`lab.visualize.surfaces` (so tests check what the pictures
 claim without rendering them); this module draws them — a PNG and an animated
 GIF per surface — and writes them with ``trajectories.json`` and a summary.
 """
@@ -24,7 +24,7 @@ from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lab.surfaces import DEFAULT_STEPS, RECIPES, SURFACES, Outcome, Surface, run  # noqa: E402
+from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES, Outcome, Surface, run  # noqa: E402
 
 GIF_FRAMES = 80
 GIF_DPI = 80

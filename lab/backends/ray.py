@@ -42,7 +42,7 @@ from tqdm import tqdm
 from lab.evaluator import EVALUATOR, Evaluator
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics
-from lab.ray_worker import WorkerActor
+from lab.backends.ray_worker import WorkerActor
 from ps.ray_client import RayClient, get
 from ps.ray_server import ShardActor
 

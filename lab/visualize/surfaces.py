@@ -10,7 +10,7 @@ floats, numpy grids and torch tensors alike), its analytic gradient, the start
 point every optimizer shares, the goal that decides whether a path succeeded,
 and the window it is drawn in. A path is the real ``optim`` optimizer stepping
 a 2-element float64 tensor fed that gradient. This module only computes;
-``lab.visualize`` draws.
+``lab.visualize.trajectories`` draws.
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lab.metrics import summarize  # noqa: E402
-from lab.plots import plot_run, read_json, read_metrics, read_toml  # noqa: E402
-from lab.report_page import SKIPPED_KEYS, page  # noqa: E402
+from lab.reports.plots import plot_run, read_json, read_metrics, read_toml  # noqa: E402
+from lab.reports.page import SKIPPED_KEYS, page  # noqa: E402
 from optim.validation import is_number  # noqa: E402
 
 __all__ = ["report", "load_run", "plot_progress", "plot_staleness_breakdown", "plot_overlays", "Run"]

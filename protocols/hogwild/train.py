@@ -83,12 +83,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from optim.validation import check, is_number
-from protocols import hogwild_kernels as kernels
-from protocols.hogwild_workers import DTYPE, Job, Processes, Threads
-from workers.validation import check_bool, check_int
-
-__all__ = ["SparseExamples", "Ratings", "SparseClassification", "MatrixCompletion", "Result", "train",
-           "MODES", "LOSSES", "initial_params", "epoch_orders"]
+from protocols.hogwild import kernels
+from protocols.hogwild.workers import DTYPE, Job, Processes, Threads
+from optim.validation import check_bool, check_int
 
 MODES = ("lockfree", "locked")
 LOSSES = {"logistic": kernels.LOGISTIC, "hinge": kernels.HINGE}
