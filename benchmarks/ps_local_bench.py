@@ -22,7 +22,7 @@ import torch
 
 import optim
 from ps import ApplyEach, InProcessClient, Layout, make_shards
-from ps.shard import all_finite
+from ps.flat import all_finite
 from timing import medians_ms
 
 TARGET = 1.2

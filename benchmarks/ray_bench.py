@@ -46,7 +46,7 @@ import optim  # noqa: E402
 from ps import ApplyEach, Layout  # noqa: E402
 from ps.ray_client import RayClient  # noqa: E402
 from ps.ray_server import ShardActor  # noqa: E402
-from ps.shard import all_finite  # noqa: E402
+from ps.flat import all_finite  # noqa: E402
 from timing import medians_ms  # noqa: E402
 
 TARGET = 1.5

@@ -36,7 +36,7 @@ from lab.experiment import Experiment
 from lab.metrics import Metrics
 from lab.backends.sim import run_sim
 from ps.delays import EVENTS
-from ps.shard import all_finite
+from ps.flat import all_finite
 from workers.gradient import loss_and_grad
 
 TARGET = 1.3

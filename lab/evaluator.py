@@ -1,8 +1,7 @@
 """The evaluator: reads the parameters through a client, like any worker,
 and scores them on the validation and test splits as training goes on.
 
-It evaluates after every ``eval_every`` updates applied (counted on shard 0,
-which every dense push reaches) and, with early stopping on, ends the run
+It evaluates after every ``eval_every`` updates applied (on every shard) and, with early stopping on, ends the run
 once the validation loss has stopped improving. The staleness beside each
 evaluation is derived from the push records when the run is finished
 (``lab.metrics.finalize_metrics``).
@@ -10,8 +9,7 @@ evaluation is derived from the push records when the run is finished
 
 from __future__ import annotations
 
-import inspect
-from typing import Awaitable, Callable
+from typing import Callable
 
 import torch
 
@@ -26,10 +24,8 @@ EVALUATOR = -1  # the evaluator's reader and worker id on the shards: never a wo
 
 
 class Evaluator:
-    def __init__(self, experiment: Experiment, client: Client, metrics: Metrics,
-                 end_run: Callable[[], Awaitable[None] | None]):
-        """``end_run`` closes the run early (early stopping): closing in-process
-        shards is a plain call, closing remote ones a coroutine."""
+    def __init__(self, experiment: Experiment, client: Client, metrics: Metrics, end_run: Callable[[], None]):
+        """``end_run`` ends the run early (early stopping)."""
         self.experiment = experiment
         self.client = client
         self.metrics = metrics
@@ -40,19 +36,19 @@ class Evaluator:
                                if train.early_stopping else None)
 
     async def read(self, min_version: int = 0) -> tuple[dict, dict, int]:
-        """A copy of every parameter, named as the model names them, once shard 0
-        has applied ``min_version`` updates; and shard 0's version."""
+        """A copy of every parameter, named as the model names them, once every
+        shard has applied ``min_version`` updates; and the updates read."""
         layout, model = self.experiment.layout, self.experiment.model
-        pulled = await self.client.pull([min_version] + [0] * (layout.num_shards - 1))
-        dense = unflatten(pulled.flat(out=torch.empty(layout.size)), model.dense)
-        self.client.close()  # copied: let the shards update in place again
+        flat = torch.empty(layout.size)
+        read = await self.client.pull(flat, min_version)
+        dense = unflatten(flat, model.dense)
         tables = {}
         for table, (rows, _) in layout.tables.items():
             tables[table], _ = await self.client.pull_rows(table, torch.arange(rows))
-        return dense, tables, pulled.versions[0]
+        return dense, tables, int(read)
 
     async def evaluate(self, min_version: int = 0) -> dict:
-        """Score the parameters once shard 0 has applied ``min_version`` updates."""
+        """Score the parameters once every shard has applied ``min_version`` updates."""
         model, data = self.experiment.model, self.experiment.dataset
         dense, tables, updates = await self.read(min_version)
         result = {"updates": updates}
@@ -72,9 +68,7 @@ class Evaluator:
                     self.metrics.record("event", message=f"early stopping after {result['updates']} updates: "
                                                          f"no validation improvement in {self.early_stopping.patience}"
                                                          " evaluations")
-                    ended = self.end_run()
-                    if inspect.isawaitable(ended):
-                        await ended
+                    self.end_run()
                     return
         except ShardClosed:
             return

@@ -82,6 +82,10 @@ class Metrics:
                 self._due = time.monotonic() + FLUSH_SECONDS
             elif len(pending) >= FLUSH_EVERY or time.monotonic() > self._due:
                 self._write_pending()
+        self.tell(kind, fields)
+
+    def tell(self, kind: str, fields: dict) -> None:
+        """Tell the listeners of a record (one written elsewhere: a remote worker's own file)."""
         for listener in self.listeners:
             listener(kind, fields)
 

@@ -1,35 +1,51 @@
-"""``asyncps run``: a config in, a run directory out.
+"""``asyncps run``: a config in, a run directory out, one way on every backend.
 
 ``runs/<name>/`` receives ``config.toml`` (fully resolved), ``metrics.jsonl``,
 ``summary.json``, the plots, and ``model.pt``: the final parameters as
-``{"dense": {name: tensor}, "tables": {name: tensor}}`` (``torch.load`` it). The backend decides only where shards and
-workers run; the experiment, the metrics and the report are the same for all.
+``{"dense": {name: tensor}, "tables": {name: tensor}}`` (``torch.load`` it).
+
+A backend (``lab.backends``) decides only where shards, workers and the
+evaluator run, and on which clock. ``Run`` does the rest, in this order on
+every backend: the workers train while the evaluator scores the parameters
+every ``eval_every`` updates. A worker that fails ends the run. A worker
+that dies is recorded, and the others go on while the protocol can (a
+synchronous round needs ``N - backup_workers``). Early stopping ends the
+run. Once every worker has ended, the run ends: the shards close, the
+evaluator's last wait returns, the final parameters are scored and read,
+and only then is a failure raised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from pathlib import Path
+from typing import Callable
 
 import torch
+from tqdm import tqdm
 
-from lab.backends.grpc import run_grpc
+from lab.backends.base import Backend, WorkerDied
+from lab.backends.grpc import GrpcBackend
+from lab.backends.local import LocalBackend
+from lab.backends.sim import SimBackend
 from lab.config import Config, to_toml
+from lab.evaluator import Evaluator
 from lab.experiment import Experiment
-from lab.backends.local import run_local
 from lab.metrics import Metrics, finalize_metrics, summarize
 from lab.reports.plots import plot_run
-from lab.backends.sim import run_sim
 
 
-def run_ray(experiment: Experiment, metrics: Metrics, progress: bool = True) -> tuple[dict, dict]:
-    """The ``ray`` backend (``lab.backends.ray``), imported when a run asks for it: importing Ray takes half a second."""
-    from lab.backends.ray import run_ray as run_on_ray
+def ray_backend(experiment: Experiment, metrics: Metrics) -> Backend:
+    """The ``ray`` backend, imported when a run asks for it: importing Ray takes half a second."""
+    from lab.backends.ray import RayBackend
 
-    return run_on_ray(experiment, metrics, progress)
+    return RayBackend(experiment, metrics)
 
 
-BACKENDS = {"local": run_local, "sim": run_sim, "ray": run_ray, "grpc": run_grpc}
+BACKENDS: dict[str, Callable[[Experiment, Metrics], Backend]] = {
+    "local": LocalBackend, "sim": SimBackend, "grpc": GrpcBackend, "ray": ray_backend}
 
 
 def run(config: Config, progress: bool = True) -> Path:
@@ -41,7 +57,7 @@ def run(config: Config, progress: bool = True) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
     with Metrics(run_dir / "metrics.jsonl") as metrics:
-        dense, tables = BACKENDS[config.backend](experiment, metrics, progress)
+        dense, tables = Run(experiment, metrics, BACKENDS[config.backend](experiment, metrics), progress).execute()
     finish(config, run_dir, metrics.start, dense, tables)
     return run_dir
 
@@ -53,3 +69,105 @@ def finish(config: Config, run_dir: Path, start: float, dense: dict, tables: dic
     summary = summarize(run_dir, config.train.target_accuracy)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_run(run_dir)
+
+
+class Run:
+    """One run of an experiment on a backend, from the shards' start to the final parameters."""
+
+    def __init__(self, experiment: Experiment, metrics: Metrics, backend: Backend, progress: bool = True):
+        self.experiment = experiment
+        self.metrics = metrics
+        self.backend = backend
+        self.workers = experiment.config.cluster.workers
+        self.running = self.workers  # workers whose loop has not ended
+        self.alive = self.workers  # workers not dead
+        self.failures: list[BaseException] = []
+        self.ended = False
+        self.lock = threading.Lock()
+        self.progress = progress
+
+    def execute(self) -> tuple[dict, dict]:
+        """Run to the end; the final ``(dense, tables)`` parameters, or the first failure raised."""
+        bar = self._progress_bar()
+        try:
+            evaluator = Evaluator(self.experiment, self.backend.start(), self.metrics, self.end)
+            for w in range(self.workers):
+                self.backend.start_worker(w, self.worker_ended, self.stopped)
+            self.backend.spawn("evaluator", self._guarded("the evaluator", evaluator.run()))
+            self.backend.wait()
+            self.end()
+            asyncio.run(evaluator.evaluate())  # the final parameters
+            dense, tables, _ = asyncio.run(evaluator.read())
+        finally:
+            bar.close()
+            self.backend.stop()
+        if self.failures:
+            raise self.failures[0]
+        return dense, tables
+
+    def stopped(self) -> bool:
+        return self.ended
+
+    def worker_ended(self, w: int, error: BaseException | None) -> None:
+        """A worker's loop is over: finished (``None``), failed, or dead (``WorkerDied``)."""
+        if isinstance(error, WorkerDied):
+            self._died(w, error)
+        elif error is not None:
+            self.fail(f"worker {w} failed: {error!r}", error)
+        with self.lock:
+            self.running -= 1
+            last = self.running == 0
+        if last:
+            self.end()
+
+    def _died(self, w: int, error: WorkerDied) -> None:
+        with self.lock:
+            self.alive -= 1
+            alive = self.alive
+        self.metrics.record("event", message=f"worker {w} died: {error} ({alive} of {self.workers} workers remain)")
+        protocol = self.experiment.protocol
+        needed = protocol.min_workers(self.workers)
+        if alive < needed:
+            self.fail(f"the run stopped: protocol {protocol.name!r} needs {needed} live workers and {alive} remain"
+                      + (" (set protocol.options.backup_workers to go on without failed workers)"
+                         if protocol.name == "sync" else ""))
+
+    def fail(self, message: str, err: BaseException | None = None) -> None:
+        """Record why the run stops, end it, and have ``execute`` raise."""
+        self.metrics.record("event", message=message)
+        with self.lock:
+            self.failures.append(err if err is not None else RuntimeError(message))
+        self.end()
+
+    def end(self) -> None:
+        """End the run once: the shards close, and every waiting pull returns."""
+        with self.lock:
+            if self.ended:
+                return
+            self.ended = True
+        self.backend.end()
+
+    async def _guarded(self, name: str, coro) -> None:
+        try:
+            await coro
+        except BaseException as err:  # raised by execute once the workers have stopped
+            self.fail(f"{name} failed: {err!r}", err)
+
+    def _progress_bar(self) -> tqdm:
+        name = self.experiment.config.name
+        if not self.backend.records_steps:  # the workers record elsewhere: count the updates evaluated
+            bar = tqdm(unit="update", desc=name, disable=not self.progress, mininterval=0.5)
+            self.metrics.listeners.append(lambda kind, fields: kind == "eval" and bar.update(fields["updates"] - bar.n))
+            return bar
+        bar = tqdm(total=self.experiment.steps * self.workers, unit="step", disable=not self.progress,
+                   mininterval=0.5, desc=name + (" (virtual time)" if self.backend.name == "sim" else ""))
+
+        def move(kind: str, fields: dict) -> None:
+            if kind == "train":
+                bar.update()
+            elif kind == "eval" and "test_accuracy" in fields:
+                bar.set_postfix(test_acc=f"{fields['test_accuracy']:.3f}", refresh=False)
+
+        if self.progress:
+            self.metrics.listeners.append(move)
+        return bar

@@ -39,7 +39,8 @@ class WorkerContext(Interface):
         """Per sparse table, the sorted unique global row ids ``batch`` touches."""
 
     def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
-        """Loss and gradients at the flat dense ``params`` and the pulled ``rows`` values."""
+        """Loss and gradients at the flat dense ``params`` and the pulled ``rows``
+        values: new tensors each call, the caller's to keep or change."""
 
 
 class Protocol:

@@ -37,7 +37,7 @@ from optim.validation import check, check_in, is_number
 from protocols.base import Protocol, WorkerContext, check_positive_int
 from protocols.downpour import Downpour
 from protocols.update_log import UpdateLog
-from ps import ServerRule, rule_tensors
+from ps import ServerRule
 
 
 @dataclass
@@ -76,10 +76,10 @@ class CompensateThenApply:
         return g + lam * g * g * drift
 
     def apply(self, values, grad, state: CompensationState, out, *, worker, staleness, version) -> bool:
-        values, grad, out = rule_tensors(values, grad, out)
+        values, grad, out = values.tensor, grad.tensor, None if out is None else out.tensor
         g_c = self.compensate(grad, state.log.since(version - staleness), state.mean_square)
         before = values.clone() if out is None else values
-        self.optimizer.update(values, g_c, state.optimizer, out)
+        self.optimizer.step(values, g_c, state.optimizer, out=out)
         after = values if out is None else out
         state.log.record(version, worker, after - before)
         return True

@@ -64,32 +64,22 @@ class Downpour(Protocol):
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client
-        size, num_shards = client.layout.size, client.layout.num_shards
+        parameters = torch.empty(client.layout.size)  # this replica's own copy
         if ctx.worker > 0 and self.warmstart_steps:
-            await client.pull(min_versions=[self.warmstart_steps] * num_shards)
-        # Parameters used across steps, or changed locally, are this worker's own
-        # copy: a pulled snapshot is only lent until the next push.
-        own = self.n_fetch > 1 or self.local_lr != 0 or num_shards > 1
-        parameters = torch.empty(size) if own else None
-        accrued = torch.zeros(size) if self.n_push > 1 else None
-        versions, pending = None, 0
+            await client.pull(parameters, self.warmstart_steps)
+        accrued, pending = None, 0
         for step, batch in enumerate(ctx.batches()):
             if step % self.n_fetch == 0:
-                pulled = await client.pull()
-                parameters, versions = pulled.flat(out=parameters if own else None), pulled.versions
+                read = await client.pull(parameters)
             rows = await pull_rows(ctx, batch)
             g = ctx.gradient(parameters, rows.values, batch)
             await push_rows(ctx, rows, g)
             if self.local_lr:
                 parameters.add_(g.dense, alpha=-self.local_lr)
-            if accrued is None:
-                await client.push(g.dense, versions)
-                continue
-            accrued.add_(g.dense)
+            accrued = g.dense if accrued is None else accrued.add_(g.dense)  # a gradient is the caller's own
             pending += 1
             if pending == self.n_push:
-                await client.push(accrued, versions)
-                accrued.zero_()
-                pending = 0
+                await client.push(accrued, read)
+                accrued, pending = None, 0
         if pending:  # the tail of an interrupted accrual is work done; do not drop it
-            await client.push(accrued, versions)
+            await client.push(accrued, read)

@@ -49,7 +49,7 @@ from optim.validation import check
 from protocols.base import Protocol, WorkerContext, check_positive_int
 from protocols.downpour import Downpour
 from protocols.update_log import UpdateLog
-from ps import ServerRule, rule_tensors
+from ps import ServerRule
 
 
 @dataclass
@@ -86,7 +86,7 @@ class ReviseAdagrad:
         x.sub_(eta * g).add_((eta_old - eta) * g_bck)
 
     def apply(self, values, grad, state: RevisionState, out, *, worker, staleness, version) -> bool:
-        values, grad, out = rule_tensors(values, grad, out)
+        values, grad, out = values.tensor, grad.tensor, None if out is None else out.tensor
         g_bck = state.log.since(version - staleness)
         x = values if out is None else out.copy_(values)
         self.revise(x, grad, g_bck, state.z, state.z_max)

@@ -42,7 +42,7 @@ import torch
 import optim
 from optim.validation import check, is_number
 from protocols.base import Protocol, WorkerContext, check_positive_int
-from ps import ServerRule, rule_tensors
+from ps import ServerRule
 
 
 class ElasticCenter:
@@ -52,11 +52,10 @@ class ElasticCenter:
         return None
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
-        values, grad, out = rule_tensors(values, grad, out)
         if out is None:
-            values.add_(grad)
+            values.tensor.add_(grad.tensor)
         else:
-            torch.add(values, grad, out=out)
+            torch.add(values.tensor, grad.tensor, out=out.tensor)
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
@@ -98,16 +97,17 @@ class EASGD(Protocol):
         client = ctx.client
         alpha = self.elastic_alpha(ctx.num_workers)
         local = optim.create(self.optimizer, **self.options)
-        x = (await client.pull()).flat(out=torch.empty(client.layout.size))  # this worker's own copy
+        x = torch.empty(client.layout.size)  # this worker's own copy
+        await client.pull(x)
         state = local.init(x)
         center = torch.empty_like(x)
         for t, batch in enumerate(ctx.batches()):
             g = ctx.gradient(x, {}, batch)
             if t % self.tau == 0:
-                pulled = await client.pull()
-                d = x.sub(pulled.flat(out=center)).mul_(alpha)
+                read = await client.pull(center)
+                d = x.sub(center).mul_(alpha)
                 x.sub_(d)
-                await client.push(d, pulled.versions)
+                await client.push(d, read)
             local.step(x, g.dense, state)
 
 

@@ -31,7 +31,7 @@ import torch
 import optim
 from optim.validation import check
 from protocols.base import Protocol, WorkerContext
-from ps import ServerRule, rule_tensors
+from ps import ServerRule
 
 
 @dataclass
@@ -55,19 +55,18 @@ class ApplyEachClock:
         return ClockState(self.optimizer.init(values))
 
     def apply(self, values, grad, state: ClockState, out, *, worker, staleness, version) -> bool:
-        values, grad, out = rule_tensors(values, grad, out)
         clock = state.clocks.get(worker, 0)
         state.clocks[worker] = clock + 1
         if clock not in state.pending:
-            state.pending[clock] = [grad.clone(), 1]
+            state.pending[clock] = [grad.tensor.clone(), 1]
         else:
-            state.pending[clock][0].add_(grad)
+            state.pending[clock][0].add_(grad.tensor)
             state.pending[clock][1] += 1
         total, count = state.pending[clock]
         if count < self.needed:
             return False
         del state.pending[clock]
-        self.optimizer.update(values, total.div_(count), state.optimizer, out)
+        self.optimizer.step(values.tensor, total.div_(count), state.optimizer, out=None if out is None else out.tensor)
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
@@ -102,9 +101,8 @@ class SSP(Protocol):
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client
-        parameters = torch.empty(client.layout.size) if client.layout.num_shards > 1 else None
+        parameters = torch.empty(client.layout.size)
         for clock, batch in enumerate(ctx.batches()):
-            wanted = max(0, clock - self.staleness)
-            pulled = await client.pull(min_versions=[wanted] * client.layout.num_shards)
-            g = ctx.gradient(pulled.flat(out=parameters), {}, batch)
-            await client.push(g.dense, pulled.versions)
+            read = await client.pull(parameters, max(0, clock - self.staleness))
+            g = ctx.gradient(parameters, {}, batch)
+            await client.push(g.dense, read)

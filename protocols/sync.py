@@ -27,7 +27,7 @@ import torch
 
 import optim
 from protocols.base import Protocol, WorkerContext
-from ps import ServerRule, rule_tensors
+from ps import ServerRule
 from optim.validation import check
 
 
@@ -49,19 +49,19 @@ class AverageThenApply:
         return RoundState(self.optimizer.init(values))
 
     def apply(self, values, grad, state: RoundState, out, *, worker, staleness, version) -> bool:
-        values, grad, out = rule_tensors(values, grad, out)
         if staleness > 0:  # a backup worker's gradient for a round already applied
             return False
         if state.total is None:
-            state.total = grad.clone()
+            state.total = grad.tensor.clone()
         elif state.count == 0:
-            state.total.copy_(grad)
+            state.total.copy_(grad.tensor)
         else:
-            state.total.add_(grad)
+            state.total.add_(grad.tensor)
         state.count += 1
         if state.count < self.needed:
             return False
-        self.optimizer.update(values, state.total.div_(state.count), state.optimizer, out)
+        self.optimizer.step(values.tensor, state.total.div_(state.count), state.optimizer,
+                            out=None if out is None else out.tensor)
         state.count = 0
         return True
 
@@ -98,12 +98,12 @@ class Sync(Protocol):
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client
-        parameters = torch.empty(client.layout.size) if client.layout.num_shards > 1 else None
-        versions = [0] * client.layout.num_shards
+        parameters = torch.empty(client.layout.size)
+        wanted = 0  # the round to read
         for batch in ctx.batches():
-            if versions[0] >= ctx.steps:  # every round of the run has been applied
+            if int(wanted) >= ctx.steps:  # every round of the run has been applied
                 return
-            pulled = await client.pull(min_versions=versions)
-            g = ctx.gradient(pulled.flat(out=parameters), {}, batch)
-            await client.push(g.dense, pulled.versions)
-            versions = [v + 1 for v in pulled.versions]
+            read = await client.pull(parameters, wanted)
+            g = ctx.gradient(parameters, {}, batch)
+            await client.push(g.dense, read)
+            wanted = read.next()

@@ -1,11 +1,13 @@
 """The parameter server: layout, shards, server rules and the client interface."""
 
-from ps.client import Client, ClientWrapper, InProcessClient, Pulled
-from ps.delays import DelayedClient, Delays, TraceRecorder
+from ps.client import Client, ClientWrapper, InProcessClient, Versions
+from ps.delays import Clock, DelayedClient, Delays, RealClock, TraceRecorder
+from ps.flat import Flat
 from ps.layout import Layout, Range
-from ps.rules import ApplyEach, ServerRule, rule_tensors
-from ps.shard import Push, Shard, ShardClosed, make_shards
+from ps.publication import Publication, ShardClosed
+from ps.rules import ApplyEach, ServerRule
+from ps.shard import Push, Shard, make_shards
 
-__all__ = ["Layout", "Range", "Shard", "ShardClosed", "Push", "make_shards", "ServerRule", "ApplyEach", "rule_tensors",
-           "Client", "ClientWrapper", "InProcessClient",
-           "Pulled", "Delays", "DelayedClient", "TraceRecorder"]
+__all__ = ["Layout", "Range", "Flat", "Publication", "Shard", "ShardClosed", "Push", "make_shards", "ServerRule",
+           "ApplyEach", "Client", "ClientWrapper", "InProcessClient", "Versions", "Delays", "DelayedClient", "Clock",
+           "RealClock", "TraceRecorder"]

@@ -1,11 +1,14 @@
 """The only thing a worker talks to: ``pull``, ``push``, ``pull_rows``, ``push_rows``.
 
-A client speaks for the whole model. It fans out to every shard and returns
-one version per shard, and a push hands those versions back, so that each
-shard can measure its own staleness. Shards are not synchronized with one
-another (Dean et al. 2012: "the timestamps of different shards are
-inconsistent"). Transports (in-process here; gRPC and Ray elsewhere) hide
-behind this interface. Delay injection wraps it.
+A client speaks for the whole model. ``pull(out)`` copies every shard's
+values into the worker's own vector and answers the ``Versions`` it read,
+one per shard, which the worker hands back with its push so that each shard
+measures its own staleness. Shards are not synchronized with one another
+(Dean et al. 2012: "the timestamps of different shards are inconsistent"),
+but a protocol never sees them apart: it holds the versions as one object,
+and asks for "the model at least at version v" with one number.
+Transports (in-process here; gRPC and Ray elsewhere) hide behind this
+interface; delays wrap it (``ps.delays``).
 
 The verbs are coroutines, so the same protocol loop runs on real threads and
 in virtual time.
@@ -14,31 +17,39 @@ in virtual time.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from typing import Awaitable, Callable
 
-import numpy as np
 import torch
 
+from ps.flat import Flat
 from ps.layout import Layout
-from ps.shard import Push, Shard, all_finite
+from ps.shard import Push, Shard, check_values
 
 
-@dataclass
-class Pulled:
-    """The dense parameters as read from each shard, and the versions read.
+class Versions:
+    """The versions one pull read, one per shard. A protocol hands them back
+    with its push, waits for the ones after them (``next()``), or reads
+    ``int(versions)``: the updates every shard has applied."""
 
-    ``parts`` may be the shards' published snapshots themselves: read them,
-    never write them. ``flat()`` assembles one vector (a view when there is
-    one shard, else a copy, into ``out`` if given).
-    """
+    __slots__ = ("of_shard",)
 
-    parts: list[torch.Tensor]
-    versions: list[int]
+    def __init__(self, of_shard: tuple[int, ...]):
+        self.of_shard = of_shard
 
-    def flat(self, out: torch.Tensor | None = None) -> torch.Tensor:
-        if out is None and len(self.parts) == 1:
-            return self.parts[0]
-        return torch.cat(self.parts, out=out)
+    def __int__(self) -> int:
+        return min(self.of_shard)
+
+    def next(self) -> Versions:
+        return Versions(tuple(v + 1 for v in self.of_shard))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Versions) and other.of_shard == self.of_shard
+
+    def __repr__(self) -> str:
+        return f"Versions{self.of_shard}"
+
+
+AtLeast = int | Versions  # a pull's wait: every shard at this version, or each at its own
 
 
 class Client(abc.ABC):
@@ -47,12 +58,13 @@ class Client(abc.ABC):
         self.worker = worker
 
     @abc.abstractmethod
-    async def pull(self, min_versions: list[int] | None = None) -> Pulled:
-        """Every shard's values, waiting where a shard is below ``min_versions[s]``."""
+    async def pull(self, out: torch.Tensor, at_least: AtLeast = 0) -> Versions:
+        """Copy the dense parameters into ``out`` (the caller's float32 vector),
+        once every shard has applied ``at_least`` updates; the versions read."""
 
     @abc.abstractmethod
-    async def push(self, grad: torch.Tensor, versions: list[int]) -> list[Push]:
-        """The flat dense gradient, computed from ``versions``; one Push per shard."""
+    async def push(self, grad: torch.Tensor, read: Versions) -> list[Push]:
+        """The flat dense gradient, computed from the parameters of ``read``; one Push per shard."""
 
     @abc.abstractmethod
     async def pull_rows(self, table: str, rows: torch.Tensor) -> tuple[torch.Tensor, dict[int, int]]:
@@ -63,14 +75,28 @@ class Client(abc.ABC):
                         versions: dict[int, int]) -> list[Push]:
         """Gradients for rows of a sparse table (duplicate ids are summed)."""
 
-    def close(self) -> None:
-        """Let go of anything held for this worker."""
+    # -- what every transport checks alike ----------------------------------------------
+    def wanted(self, at_least: AtLeast) -> tuple[int, ...]:
+        """Each shard's version to wait for."""
+        if isinstance(at_least, Versions):
+            self._check_read(at_least)
+            return at_least.of_shard
+        return (at_least,) * self.layout.num_shards
+
+    def _check_out(self, out: torch.Tensor) -> None:
+        if not isinstance(out, torch.Tensor) or out.shape != (self.layout.size,) or out.dtype != torch.float32 \
+                or not out.is_contiguous():
+            raise ValueError(f"Invalid pull buffer: {_describe(out)} (expected a contiguous float32 vector of "
+                             f"{self.layout.size}, the model's flat dense size)")
 
     def _check_grad(self, grad: torch.Tensor) -> None:
         if not isinstance(grad, torch.Tensor) or grad.shape != (self.layout.size,):
-            shape = tuple(grad.shape) if isinstance(grad, torch.Tensor) else type(grad).__name__
-            raise ValueError(f"Invalid gradient: {shape} (expected shape ({self.layout.size},), "
+            raise ValueError(f"Invalid gradient: {_describe(grad)} (expected shape ({self.layout.size},), "
                              "the model's flat dense vector)")
+
+    def _check_read(self, read: Versions) -> None:
+        if not isinstance(read, Versions) or len(read.of_shard) != self.layout.num_shards:
+            raise ValueError(f"Invalid versions: {read!r} (pass back the Versions that pull returned)")
 
     def _route_row_push(self, table: str, rows: torch.Tensor, grad_rows: torch.Tensor,
                         versions: dict[int, int]) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -78,68 +104,65 @@ class Client(abc.ABC):
         and the versions are known to fit: every transport refuses alike."""
         dim = self.layout.table(table)[1]
         if not isinstance(grad_rows, torch.Tensor) or tuple(grad_rows.shape) != (rows.numel(), dim):
-            shape = tuple(grad_rows.shape) if isinstance(grad_rows, torch.Tensor) else type(grad_rows).__name__
-            raise ValueError(f"Invalid row gradients: {shape} (expected ({rows.numel()}, {dim}): one row per id)")
+            raise ValueError(f"Invalid row gradients: {_describe(grad_rows)} (expected ({rows.numel()}, {dim}): "
+                             "one row per id)")
         routed = self.layout.route_rows(table, rows)
         missing = [shard for shard, _, _ in routed if shard not in versions]
         if missing:
             raise ValueError(f"Invalid versions: none for shards {missing} (pass back what pull_rows returned)")
         return routed
 
-    def _check_versions(self, versions: list[int]) -> None:
-        if len(versions) != self.layout.num_shards:
-            raise ValueError(f"Invalid versions: {len(versions)} given (one per shard expected: "
-                             f"{self.layout.num_shards}); pass back what pull returned")
+
+def _describe(t) -> str:
+    return f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+Wait = Callable[[Callable[[], bool]], Awaitable[None]]
 
 
 class InProcessClient(Client):
-    """Shards in this process. Pulls hand out the published snapshots
-    themselves, valid until this client's next pull or push."""
+    """Shards in this process. A pull waiting for a version blocks the
+    calling thread on the shards, unless ``wait`` is given: the simulator
+    passes its scheduler's, so the pull waits in virtual time instead."""
 
-    def __init__(self, layout: Layout, shards: list[Shard], worker: int):
+    def __init__(self, layout: Layout, shards: list[Shard], worker: int, wait: Wait | None = None):
         super().__init__(layout, worker)
         if len(shards) != layout.num_shards:
             raise ValueError(f"Invalid shards: {len(shards)} given for a layout of {layout.num_shards}")
         self.shards = shards
-        self._reader = ("worker", worker)
+        self._wait = wait
+        self._spans = [(r.start, r.stop) for r in layout.ranges]
 
-    async def pull(self, min_versions=None) -> Pulled:
-        return self.pull_now(min_versions)
+    def _reached(self, wanted: tuple[int, ...]) -> bool:
+        for shard, version in zip(self.shards, wanted):  # a loop: asked after every step while a pull waits
+            if not shard.values.reached(version):
+                return False
+        return True
 
-    async def push(self, grad, versions) -> list[Push]:
-        return self.push_now(grad, versions)
+    async def pull(self, out, at_least=0) -> Versions:
+        self._check_out(out)
+        wanted = self.wanted(at_least)
+        if self._wait is not None and not self._reached(wanted):
+            await self._wait(lambda: self._reached(wanted))
+        target = out.numpy()
+        return Versions(tuple(shard.values.copy_to(target[start:stop], version)
+                              for shard, (start, stop), version in zip(self.shards, self._spans, wanted)))
 
-    def pull_now(self, min_versions=None) -> Pulled:
-        """``pull`` as a plain function: in-process shards answer at once, and
-        the simulator, having waited in virtual time, skips a coroutine a call."""
-        wanted = min_versions or [0] * len(self.shards)
-        reads = [shard.pull(self._reader, min_version=v) for shard, v in zip(self.shards, wanted)]
-        return Pulled([values for values, _ in reads], [version for _, version in reads])
-
-    def push_now(self, grad, versions) -> list[Push]:
-        """``push`` as a plain function, for the same reason as ``pull_now``."""
-        self._check_grad(grad)
-        self._check_versions(versions)
-        if grad.dtype == torch.float32 and not grad.requires_grad:
-            # The shards take slices of one numpy view: a small slice costs less
-            # as numpy than as a tensor, and their kernels read numpy.
-            grad = grad.numpy()
-        work = list(zip(self.shards, self.layout.split(grad), versions))
-        # All checked first: a refused push changes no shard.
-        if isinstance(grad, np.ndarray) and all_finite(grad):
-            # A finite float32 vector of the layout's size, scanned once: each
-            # slice is what its shard takes, and only the versions are left.
-            for shard, _, version in work:
-                shard.check_read_version(version)
-        else:
-            for shard, part, version in work:  # each shard says what it refuses
-                shard.check_push(part, version)
-        return [shard.apply_push(part, version, self.worker, self._reader) for shard, part, version in work]
+    async def push(self, grad, read) -> list[Push]:
+        # The whole push is checked once, before any shard applies it: a refused push changes no shard.
+        self._check_read(read)
+        check_values(grad, (self.layout.size,), "gradient", "the model")
+        for shard, version in zip(self.shards, read.of_shard):
+            shard.check_read_version(version)
+        whole = Flat.of(grad.detach().contiguous())
+        return [shard.push(whole.part(start, stop), version, self.worker)
+                for shard, (start, stop), version in zip(self.shards, self._spans, read.of_shard)]
 
     async def pull_rows(self, table, rows):
         out = torch.empty(rows.numel(), self.layout.table(table)[1])
         versions = {}
         for shard, positions, local in self.layout.route_rows(table, rows):
+            self.shards[shard].check_ids(table, local)
             out[positions], versions[shard] = self.shards[shard].pull_rows(table, local)
         return out, versions
 
@@ -148,32 +171,25 @@ class InProcessClient(Client):
         work = [(self.shards[shard], local, grad_rows[positions], versions[shard]) for shard, positions, local in routed]
         for shard, local, grads, version in work:  # all checked first: a refused push changes no shard
             shard.check_push_rows(table, local, grads, version)
-        return [shard.apply_push_rows(table, local, grads, version, self.worker) for shard, local, grads, version in work]
-
-    def close(self) -> None:
-        for shard in self.shards:
-            shard.release(self._reader)
+        return [shard.push_rows(table, local, grads, version, self.worker) for shard, local, grads, version in work]
 
 
 class ClientWrapper(Client):
     """Forwards every verb to ``inner``; a wrapper overrides what it adds to
-    (recording pushes, injecting delays) and composes with any transport."""
+    (recording pushes, delays) and composes with any transport."""
 
     def __init__(self, inner: Client):
         super().__init__(inner.layout, inner.worker)
         self.inner = inner
 
-    async def pull(self, min_versions=None) -> Pulled:
-        return await self.inner.pull(min_versions)
+    async def pull(self, out, at_least=0) -> Versions:
+        return await self.inner.pull(out, at_least)
 
-    async def push(self, grad, versions) -> list[Push]:
-        return await self.inner.push(grad, versions)
+    async def push(self, grad, read) -> list[Push]:
+        return await self.inner.push(grad, read)
 
     async def pull_rows(self, table, rows):
         return await self.inner.pull_rows(table, rows)
 
     async def push_rows(self, table, rows, grad_rows, versions) -> list[Push]:
         return await self.inner.push_rows(table, rows, grad_rows, versions)
-
-    def close(self) -> None:
-        self.inner.close()

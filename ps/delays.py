@@ -9,9 +9,9 @@ in virtual time (sim) and one with real sleeps (local) draw the same
 durations. An event with no spec (``{}``) or ``kind = "none"`` takes no time.
 If every event does, ``active`` is False, and a backend skips the delays.
 
-Real backends sleep: ``DelayedClient`` wraps any client and sleeps before
-forwarding each pull and push, and its ``compute``, passed as
-``WorkerRuntime(after_compute=...)``, sleeps after each gradient.
+``DelayedClient`` wraps any client and waits each call's duration on a
+``Clock`` before forwarding it: real seconds (local, grpc, ray) or the
+simulator's virtual ones (sim), the same wrapper for both.
 ``TraceRecorder`` collects the durations a run drew and writes the JSONL
 file that a ``trace`` delay replays.
 """
@@ -19,16 +19,15 @@ file that a ``trace`` delay replays.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable, Protocol
 
 from optim.validation import check, is_number
-from ps.client import Client, ClientWrapper, Pulled
+from ps.client import Client, ClientWrapper, Versions
 from ps.delay_models import EVENTS, KINDS, Model, no_delay, read_spec
 from ps.shard import Push
 
-__all__ = ["Delays", "DelayedClient", "TraceRecorder", "EVENTS", "KINDS"]
+__all__ = ["Delays", "DelayedClient", "Clock", "RealClock", "TraceRecorder", "EVENTS", "KINDS"]
 
 
 def _check_event(event) -> None:
@@ -90,43 +89,82 @@ class Delays:
             return no_delay
         return model.sampler(self._sources[event][worker], self._factors[event][worker])
 
+    def samplers(self, worker: int) -> dict[str, Callable[[int], float]]:
+        """``sampler`` of every event, for ``DelayedClient``."""
+        return {event: self.sampler(worker, event) for event in EVENTS}
+
+
+class Clock(Protocol):
+    """Where a worker's time passes: real seconds, or the simulator's virtual ones."""
+
+    def sleep(self, seconds: float) -> Awaitable[None]: ...
+
+
+class RealClock:
+    """Wall-clock time; a wait is ``asyncio.sleep`` on the worker's own event loop."""
+
+    @staticmethod
+    def sleep(seconds: float) -> Awaitable[None]:
+        return asyncio.sleep(seconds) if seconds > 0 else NO_WAIT
+
+
+class _NoWait:
+    """What a wait of no time hands back: awaited, it returns at once without
+    yielding, so the coroutine keeps its turn (and the sim's order is kept)."""
+
+    def __await__(self):
+        return iter(())
+
+
+NO_WAIT = _NoWait()
+
 
 class DelayedClient(ClientWrapper):
-    """Sleeps each pull's and push's duration, then forwards the call.
+    """Each call takes its drawn duration on ``clock`` before it is forwarded.
 
-    The message size is the tensors' bytes: a dense pull moves ``layout.size``
-    float32s, a push its gradient, a rows call its rows. ``compute`` sleeps a
-    gradient's duration: pass it as ``WorkerRuntime(after_compute=...)``."""
+    ``samplers[event](nbytes)`` draws an event's duration ("compute", "pull",
+    "push"); a message's size is that of its float32 values. ``compute()``,
+    passed as ``WorkerRuntime(after_compute=...)``, draws a gradient's
+    duration and owes it to the worker's next call: its time passes before
+    that call travels. ``trace`` records every draw."""
 
-    def __init__(self, inner: Client, delays: Delays):
+    def __init__(self, inner: Client, samplers: dict[str, Callable[[int], float]], clock: Clock,
+                 trace: TraceRecorder | None = None):
         super().__init__(inner)
-        self._draw = {event: delays.sampler(self.worker, event) for event in EVENTS}
+        self.clock = clock
+        # Per event, its sampler and the trace's list of this worker's draws (None: not recorded).
+        self._samplers = {event: (samplers[event], None if trace is None else trace.durations(self.worker, event))
+                          for event in EVENTS}
+        self.owed = 0.0  # compute time not yet waited
 
     def compute(self) -> None:
-        """Block this worker's thread for one gradient computation's delay."""
-        seconds = self._draw["compute"](0)
-        if seconds > 0:
-            time.sleep(seconds)
+        self.owed += self._draw("compute", 0)
 
-    async def _wait(self, event: str, nbytes: int) -> None:
-        seconds = self._draw[event](nbytes)
-        if seconds > 0:
-            await asyncio.sleep(seconds)
+    def _draw(self, event: str, nbytes: int) -> float:
+        draw, drawn = self._samplers[event]
+        seconds = draw(nbytes)
+        if drawn is not None:
+            drawn.append(seconds)
+        return seconds
 
-    async def pull(self, min_versions=None) -> Pulled:
-        await self._wait("pull", self.layout.size * 4)
-        return await self.inner.pull(min_versions)
+    def _travel(self, event: str, nbytes: int) -> Awaitable[None]:
+        seconds, self.owed = self.owed + self._draw(event, nbytes), 0.0
+        return self.clock.sleep(seconds)
 
-    async def push(self, grad, versions) -> list[Push]:
-        await self._wait("push", grad.numel() * grad.element_size())
-        return await self.inner.push(grad, versions)
+    async def pull(self, out, at_least=0) -> Versions:
+        await self._travel("pull", self.layout.size * 4)
+        return await self.inner.pull(out, at_least)
+
+    async def push(self, grad, read) -> list[Push]:
+        await self._travel("push", self.layout.size * 4)
+        return await self.inner.push(grad, read)
 
     async def pull_rows(self, table, rows):
-        await self._wait("pull", rows.numel() * self.layout.table(table)[1] * 4)
+        await self._travel("pull", rows.numel() * self.layout.table(table)[1] * 4)
         return await self.inner.pull_rows(table, rows)
 
     async def push_rows(self, table, rows, grad_rows, versions) -> list[Push]:
-        await self._wait("push", grad_rows.numel() * grad_rows.element_size())
+        await self._travel("push", rows.numel() * self.layout.table(table)[1] * 4)
         return await self.inner.push_rows(table, rows, grad_rows, versions)
 
 

@@ -4,9 +4,8 @@ Status codes come back as the exceptions the in-process client raises:
 INVALID_ARGUMENT -> ValueError, FAILED_PRECONDITION -> ShardClosed,
 DEADLINE_EXCEEDED -> TimeoutError, UNAUTHENTICATED -> PermissionError. A shard
 that is UNAVAILABLE (starting, restarting) is retried with exponential
-back-off for up to ``retry_seconds``; after that, ConnectionError. Pulled
-values land in one buffer per shard that is reused: like an in-process
-snapshot, a pull is valid until this client's next pull.
+back-off for up to ``retry_seconds``; after that, ConnectionError. A pull's
+chunks are written straight into the caller's vector.
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ import grpc
 import torch
 
 from protos import ps_pb2, ps_pb2_grpc
-from ps.client import Client, Pulled
+from ps.client import Client, Versions
 from ps.layout import Layout
-from ps.shard import Push, ShardClosed
+from ps.publication import ShardClosed
+from ps.shard import Push
 from ps.grpc_server import SERVICE
 from ps.wire import Assembler, chunks, decode_data, encode_data, ids_to_bytes, meta_of
 
@@ -60,7 +60,6 @@ class GrpcClient(Client):
         self._loop = None
         self._stubs: list[TensorStub] = []
         self._channels: list[grpc.aio.Channel] = []
-        self._buffers: list[torch.Tensor | None] = [None] * layout.num_shards
 
     def _stub(self, shard: int) -> ps_pb2_grpc.ParameterServerStub:
         # grpc.aio channels belong to the event loop they were made in.
@@ -104,21 +103,25 @@ class GrpcClient(Client):
             yield encode_data(2, data)
 
     # -- the four verbs --------------------------------------------------------
-    async def pull(self, min_versions=None) -> Pulled:
-        wanted = min_versions or [0] * self.layout.num_shards
+    async def pull(self, out, at_least=0) -> Versions:
+        self._check_out(out)
+        wanted = self.wanted(at_least)
 
-        async def one(shard: int):
+        async def one(shard: int, part: torch.Tensor):
             request = ps_pb2.PullRequest(min_version=wanted[shard])
-            return await self._call(shard, lambda stub: self._receive(
-                stub.Pull(request, metadata=self.metadata, timeout=self.deadline), self._buffers[shard]))
+            values, version = await self._call(shard, lambda stub: self._receive(
+                stub.Pull(request, metadata=self.metadata, timeout=self.deadline), part))
+            if values is not part:
+                raise ConnectionError(f"{self.addresses[shard]}: sent {values.dtype} {tuple(values.shape)} for a "
+                                      f"shard of {part.numel()} float32 (is it serving another config?)")
+            return version
 
-        results = await asyncio.gather(*(one(s) for s in range(self.layout.num_shards)))
-        self._buffers = [values for values, _ in results]
-        return Pulled(list(self._buffers), [version for _, version in results])
+        return Versions(tuple(await asyncio.gather(*(one(s, p) for s, p in enumerate(self.layout.split(out))))))
 
-    async def push(self, grad, versions) -> list[Push]:
+    async def push(self, grad, read) -> list[Push]:
         self._check_grad(grad)
-        self._check_versions(versions)
+        self._check_read(read)
+        versions = read.of_shard
 
         async def one(shard: int, part: torch.Tensor):
             header = ps_pb2.PushHeader(read_version=versions[shard], worker=self.worker, meta=meta_of(part))

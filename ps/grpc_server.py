@@ -16,10 +16,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos import ps_pb2, ps_pb2_grpc
+from ps.flat import Flat
+from ps.publication import ShardClosed
+from ps.shard import Shard
+from ps.wire import chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
+
 
 SERVICE = "asyncps.ParameterServer"
-from ps.shard import Shard, ShardClosed
-from ps.wire import chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
 
 
 def _invalid(context, err: Exception):
@@ -38,18 +41,17 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
 
     def Pull(self, request, context):
-        reader = object()  # this call's hold on the snapshot, released when the stream is sent
+        values = self.shard.values
         try:
-            values, version = self.shard.pull(reader, min_version=request.min_version,
-                                              timeout=request.timeout or None)
+            buffer, version = values.acquire(request.min_version, timeout=request.timeout or None)
         except TimeoutError as err:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
         except ShardClosed as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-        try:
-            yield from self._stream(values, version)
+        try:  # held unchanged until the stream is sent
+            yield from self._stream(buffer.flat.tensor, version)
         finally:
-            self.shard.release(reader)
+            values.release(buffer)
 
     @staticmethod
     def _stream(values, version: int):
@@ -71,14 +73,17 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         header, datas = self._header_and_data(request_iterator, context)
         try:
             grad = receive(header.meta, datas)
-            push = self.shard.push(grad, header.read_version, header.worker)
+            self.shard.check_push(grad, header.read_version)
+            push = self.shard.push(Flat.of(grad), header.read_version, header.worker)
         except ValueError as err:
             _invalid(context, err)
         return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied)
 
     def PullRows(self, request, context):
         try:
-            rows, version = self.shard.pull_rows(request.table, ids_from_bytes(request.row_ids))
+            ids = ids_from_bytes(request.row_ids)
+            self.shard.check_ids(request.table, ids)
+            rows, version = self.shard.pull_rows(request.table, ids)
         except ValueError as err:
             _invalid(context, err)
         yield from self._stream(rows, version)
@@ -87,9 +92,9 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         self._refuse_if_closed(context)
         header, datas = self._header_and_data(request_iterator, context)
         try:
-            grad_rows = receive(header.meta, datas)
-            push = self.shard.push_rows(header.table, ids_from_bytes(header.row_ids), grad_rows,
-                                        header.read_version, header.worker)
+            grad_rows, ids = receive(header.meta, datas), ids_from_bytes(header.row_ids)
+            self.shard.check_push_rows(header.table, ids, grad_rows, header.read_version)
+            push = self.shard.push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
         except ValueError as err:
             _invalid(context, err)
         return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from optim import Array
 from optim.validation import check
 
 
@@ -76,8 +75,8 @@ class Layout:
         check(flat.shape == (self.size,), "flat vector shape", tuple(flat.shape), f"expected ({self.size},)")
         return {name: r.of(flat).view(self.dense[name]) for name, r in self.offsets.items()}
 
-    def split(self, flat: Array) -> list[Array]:
-        """Each shard's slice of a flat vector, a tensor or a numpy array (views)."""
+    def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each shard's slice of a flat vector (views)."""
         return [flat[part] for part in self._slices]
 
     # -- sparse tables -----------------------------------------------------------

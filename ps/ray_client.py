@@ -7,10 +7,8 @@ without needless copies:
 - push: a large gradient is put in the object store once and every shard
   reads its own range of it; a small one goes to each shard as its slice,
   inside the call itself (Ray inlines arguments under 100 KB).
-- pull: the shard's snapshot is copied into the object store once; the
-  values come back as read-only views of that shared memory. Like an
-  in-process snapshot, read them, never write them; they stay valid for as
-  long as they are referenced.
+- pull: the shard's snapshot is copied into the object store once, and from
+  there into the caller's vector.
 
 The verbs are coroutines but wait with ``ray.get``, as the in-process client
 waits on a shard's condition: a worker's loop is the only coroutine on its
@@ -33,7 +31,7 @@ import ray
 import torch
 from ray.exceptions import RayTaskError
 
-from ps.client import Client, Pulled
+from ps.client import Client, Versions
 from ps.layout import Layout
 from ps.ray_server import tensor
 from ps.shard import Push
@@ -70,17 +68,20 @@ class RayClient(Client):
             self.on_restart(get(self.shards[shard].status.remote()))
 
     # -- the four verbs --------------------------------------------------------
-    async def pull(self, min_versions=None) -> Pulled:
-        wanted = min_versions or [0] * self.layout.num_shards
+    async def pull(self, out, at_least=0) -> Versions:
+        self._check_out(out)
         answers = get([shard.pull.remote(self.worker, v, life)
-                       for shard, v, life in zip(self.shards, wanted, self.lives)])
-        for s, (_, _, life) in enumerate(answers):
+                       for shard, v, life in zip(self.shards, self.wanted(at_least), self.lives)])
+        target = out.numpy()
+        for s, (values, _, life) in enumerate(answers):
             self._seen(s, life)
-        return Pulled([tensor(values) for values, _, _ in answers], [version for _, version, _ in answers])
+            target[self._spans[s][0]:self._spans[s][1]] = values
+        return Versions(tuple(version for _, version, _ in answers))
 
-    async def push(self, grad, versions) -> list[Push]:
+    async def push(self, grad, read) -> list[Push]:
         self._check_grad(grad)
-        self._check_versions(versions)
+        self._check_read(read)
+        versions = read.of_shard
         array = grad.detach().numpy()
         if array.nbytes >= PUT_BYTES:
             whole = ray.put(array)
@@ -116,6 +117,7 @@ class RayClient(Client):
         return pushes
 
     def close(self) -> None:
-        """Let go of this reader's snapshots. Waits for the shards: a threaded
-        actor may run calls out of order, and this must not overtake a later pull."""
+        """End this reader's loans of the shards' snapshots (see ``ps.ray_server``)
+        once it pulls no more. Waits for the shards: a threaded actor may run
+        calls out of order, and this must not overtake a later pull."""
         get([shard.release.remote(self.worker) for shard in self.shards])

@@ -7,10 +7,10 @@ checkpoints. It is a plain class: ``ray.remote(ShardActor)`` makes the actor
 
 Tensors. Arguments arrive as numpy arrays. Large ones are read-only views of
 the object store's shared memory, and the shard only reads gradients, so
-nothing is copied. A pull returns the published snapshot itself, held for
-its reader as in-process: Ray copies it into the object store once, after
-the method returns, and the hold keeps it unchanged until then. The
-reader's next call comes only after it has received the result.
+nothing is copied. A pull returns the published snapshot itself, lent to
+its reader: Ray copies it into the object store once, after the method
+returns, and the hold keeps it unchanged until then. The reader's next call
+ends the loan; it comes only after the reader has received the result.
 
 Crashes. Ray restarts a shard actor that dies (``max_restarts``), by
 running ``__init__`` again, which resumes from the last checkpoint of this
@@ -32,8 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ps.checkpoint import restore, save
+from ps.flat import Flat
+from ps.publication import Buffer, ShardClosed
 from ps.rules import ServerRule
-from ps.shard import Shard, ShardClosed
+from ps.shard import Shard
 
 
 def _warn_once_quietly() -> None:
@@ -67,9 +70,11 @@ class ShardActor:
         self.checkpoint_every = checkpoint_every
         self.run = run
         self.life = uuid.uuid4().hex
-        self.restored = self.shard.restore(self.checkpoint, run) if self.checkpoint else None
+        self.restored = restore(self.shard, self.checkpoint, run) if self.checkpoint else None
         self._saved = self.shard.version
         self._save_lock = threading.Lock()
+        self._lent: dict = {}  # reader -> the buffer its last pull returned
+        self._lent_lock = threading.Lock()
 
     def status(self) -> dict:
         """This life's token, the version, and the checkpoint version it resumed from (None: a first start)."""
@@ -84,8 +89,9 @@ class ShardActor:
 
     # -- the verbs ---------------------------------------------------------------
     def pull(self, reader, min_version: int, life: str | None) -> tuple[np.ndarray, int, str]:
-        values, version = self.shard.pull(reader, self._current(min_version, life))
-        return values.numpy(), version, self.life
+        buffer, version = self.shard.values.acquire(self._current(min_version, life))
+        self._lend(reader, buffer)
+        return buffer.flat.array, version, self.life
 
     def push(self, grad: np.ndarray, span: tuple[int, int] | None, read_version: int, worker: int,
              life: str | None) -> tuple[int, int, bool, str]:
@@ -94,25 +100,39 @@ class ShardActor:
         Returns the read version as counted, the version at arrival, whether
         the rule applied it, and this life's token."""
         self._refuse_if_closed()
+        self._lend(worker, None)
         part = grad if span is None else grad[span[0]:span[1]]
-        push = self.shard.push(tensor(part), self._current(read_version, life), worker, reader=worker)
+        read_version = self._current(read_version, life)
+        self.shard.check_push(tensor(part), read_version)
+        push = self.shard.push(Flat(tensor(part), part), read_version, worker)
         self._maybe_save(push.applied)
         return push.read_version, push.version, push.applied, self.life
 
     def pull_rows(self, table: str, ids: np.ndarray) -> tuple[np.ndarray, int, str]:
+        self.shard.check_ids(table, tensor(ids))
         rows, version = self.shard.pull_rows(table, tensor(ids))
         return rows.numpy(), version, self.life
 
     def push_rows(self, table: str, ids: np.ndarray, grad_rows: np.ndarray, read_version: int, worker: int,
                   life: str | None) -> tuple[int, int, bool, str]:
         self._refuse_if_closed()
-        push = self.shard.push_rows(table, tensor(ids), tensor(grad_rows), self._current(read_version, life),
-                                    worker)
+        ids, grad_rows, read_version = tensor(ids), tensor(grad_rows), self._current(read_version, life)
+        self.shard.check_push_rows(table, ids, grad_rows, read_version)
+        push = self.shard.push_rows(table, ids, grad_rows, read_version, worker)
         self._maybe_save(push.applied)
         return push.read_version, push.version, push.applied, self.life
 
     def release(self, reader) -> None:
-        self.shard.release(reader)
+        """End ``reader``'s loan (a worker that died will not call again)."""
+        self._lend(reader, None)
+
+    def _lend(self, reader, buffer: Buffer | None) -> None:
+        with self._lent_lock:
+            previous = self._lent.pop(reader, None)
+            if buffer is not None:
+                self._lent[reader] = buffer
+        if previous is not None:
+            self.shard.values.release(previous)
 
     def close(self) -> dict:
         """End the run: waiting pulls raise ShardClosed, and so do later pushes."""
@@ -129,4 +149,4 @@ class ShardActor:
             return
         with self._save_lock:  # one save at a time, and never an older one over a newer one
             if self.shard.version - self._saved >= self.checkpoint_every:
-                self._saved = self.shard.save(self.checkpoint, self.run)
+                self._saved = save(self.shard, self.checkpoint, self.run)

@@ -11,27 +11,23 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 import optim
+from ps.flat import Flat
 
 
 class ServerRule(Protocol):
     def init(self, values: torch.Tensor) -> Any:
         """The rule's state for one tensor (the dense slice, or one table)."""
 
-    def apply(self, values: np.ndarray, grad: optim.Array, state: Any, out: np.ndarray | None, *,
+    def apply(self, values: Flat, grad: Flat, state: Any, out: Flat | None, *,
               worker: int, staleness: int, version: int) -> bool:
         """Write the updated values into ``out`` (``None``: into ``values``, in
         place) and return True; or keep the gradient, or drop it, and return
-        False, leaving ``values`` as they are.
-
-        ``values`` and ``out`` are numpy views of the shard's float32 buffers,
-        and ``grad`` a checked float32 vector, a torch tensor or a numpy array
-        (the in-process client sends numpy slices): for a small shard, making
-        tensors of them costs more than its update. ``optim.as_tensor`` makes
-        tensors that share their memory."""
+        False, leaving ``values`` as they are. Each argument is a checked
+        float32 vector as a tensor and a numpy array over the same memory:
+        a rule in torch ops reads ``.tensor``, an optimizer's kernel ``.array``."""
 
     def apply_rows(self, table: torch.Tensor, ids: torch.Tensor, grad_rows: torch.Tensor, state: Any, *,
                    worker: int, staleness: int, version: int) -> bool:
@@ -40,14 +36,6 @@ class ServerRule(Protocol):
     def state_dict(self, state: Any) -> dict: ...
 
     def load_state_dict(self, saved: dict) -> Any: ...
-
-
-def rule_tensors(values: optim.Array, grad: optim.Array,
-                 out: optim.Array | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """A rule's ``apply`` arguments as tensors sharing their memory, for a rule
-    written in torch ops."""
-    return (optim.as_tensor(values, "values"), optim.as_tensor(grad, "grad"),
-            None if out is None else optim.as_tensor(out, "out"))
 
 
 def staleness_lr_scale(staleness: int) -> float:
@@ -75,7 +63,7 @@ class ApplyEach:
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
         scale = staleness_lr_scale(staleness) if self.staleness_aware else 1.0
-        self.optimizer.update(values, grad, state, out, scale)  # the shard has checked the push; numpy or torch
+        self.optimizer.update(values.array, grad.array, state, None if out is None else out.array, scale)
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:

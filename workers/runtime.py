@@ -11,7 +11,6 @@ metrics are stored.
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Callable, Iterator
 
 import torch
@@ -39,8 +38,8 @@ class RecordingClient(ClientWrapper):
                         applied=p.applied)
         return pushes
 
-    async def push(self, grad, versions):
-        return self._report(await self.inner.push(grad, versions))
+    async def push(self, grad, read):
+        return self._report(await self.inner.push(grad, read))
 
     async def push_rows(self, table, rows, grad_rows, versions):
         return self._report(await self.inner.push_rows(table, rows, grad_rows, versions))
@@ -55,7 +54,8 @@ class WorkerRuntime:
     """
 
     def __init__(self, worker: int, num_workers: int, client: Client, model: Model, data: DataShard, steps: int,
-                 record: Record, stop: threading.Event, after_compute: Callable[[], None] | None = None):
+                 record: Record, stopped: Callable[[], bool] = lambda: False,
+                 after_compute: Callable[[], None] | None = None):
         self.worker = worker
         self.num_workers = num_workers
         self.client = RecordingClient(client, record)
@@ -63,13 +63,13 @@ class WorkerRuntime:
         self.data = data
         self.steps = steps
         self.record = record
-        self.stop = stop
+        self.stopped = stopped
         self.after_compute = after_compute
         self.step = 0  # steps taken so far
 
     def batches(self) -> Iterator[object]:
         for _, batch in zip(range(self.steps), self.data):
-            if self.stop.is_set():
+            if self.stopped():
                 return
             yield batch
 
@@ -91,8 +91,6 @@ class WorkerRuntime:
             await protocol.work(self)
         except ShardClosed:
             pass
-        finally:
-            self.client.close()
 
     def run(self, protocol: Protocol) -> None:
         """``work`` on this thread, with its own event loop."""

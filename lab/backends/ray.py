@@ -22,13 +22,11 @@ are lost; the event says which version it resumed from.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import shutil
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,9 +35,9 @@ from typing import Callable
 import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
-from tqdm import tqdm
 
-from lab.evaluator import EVALUATOR, Evaluator
+from lab.backends.base import Backend, Threads, WorkerDied
+from lab.evaluator import EVALUATOR
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics
 from lab.backends.ray_worker import WorkerActor
@@ -56,26 +54,6 @@ class RayRun:
 
 
 Watch = Callable[[RayRun, int, dict], None]  # (run, worker, record): told of every record a worker streams back
-
-
-def run_ray(experiment: Experiment, metrics: Metrics, progress: bool = True,
-            watch: Watch | None = None) -> tuple[dict, dict]:
-    """Run the experiment on Ray; return the final ``(dense, tables)`` parameters.
-
-    ``watch(run, worker, record)`` is called, on a driver thread, with each
-    record as it arrives: a test kills an actor there, at a known step."""
-    # One torch thread for the evaluator here: its OpenMP threads would spin on the actors' cores.
-    torch.set_num_threads(1)
-    started = connect(experiment.config.ray.address)
-    actors: list = []
-    try:
-        check_resources(experiment)
-        return Driver(experiment, metrics, progress, watch, actors).run()
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-        if started:
-            ray.shutdown()
 
 
 def connect(address: str) -> bool:
@@ -120,26 +98,25 @@ def first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-class Driver:
-    """One run: starts the actors, follows the workers, evaluates, ends the run."""
+class RayBackend(Backend):
+    """``watch(run, worker, record)`` is called, on a driver thread, with each
+    record as it arrives: a test kills an actor there, at a known step."""
 
-    def __init__(self, experiment: Experiment, metrics: Metrics, progress: bool, watch: Watch | None,
-                 actors: list):
-        self.experiment = experiment
-        self.metrics = metrics
+    name = "ray"
+
+    def __init__(self, experiment: Experiment, metrics: Metrics, watch: Watch | None = None):
+        super().__init__(experiment, metrics)
         self.watch = watch
-        self.actors = actors  # every actor started, killed by run_ray at the end whatever happens
+        self.actors = RayRun([], [])
+        self.threads = Threads()
         self.run_dir = metrics.path.parent.resolve()
-        config = experiment.config
-        self.bar = tqdm(total=experiment.steps * config.cluster.workers, unit="step", desc=config.name,
-                        disable=not progress, mininterval=0.5)
-        self.lock = threading.Lock()
-        self.alive = config.cluster.workers
-        self.failures: list[BaseException] = []
-        self.ended = False
+        self.started = False
 
-    # -- starting --------------------------------------------------------------------
-    def start_shards(self) -> list:
+    def start(self) -> RayClient:
+        # One torch thread for the evaluator here: its OpenMP threads would spin on the actors' cores.
+        torch.set_num_threads(1)
+        self.started = connect(self.experiment.config.ray.address)
+        check_resources(self.experiment)
         experiment, ray_config = self.experiment, self.experiment.config.ray
         layout, workers = experiment.layout, experiment.config.cluster.workers
         checkpoints = self.run_dir / "checkpoints"
@@ -151,115 +128,72 @@ class Driver:
             max_restarts=ray_config.max_restarts, max_task_retries=-1 if ray_config.max_restarts else 0,
             # Synchronous workers all wait in a pull at once: a thread each, and more.
             max_concurrency=max(16, 4 * workers))
-        shards = []
         for s, values in enumerate(layout.split(experiment.initial_flat)):
             checkpoint = str(checkpoints / f"shard-{s}.pt") if ray_config.checkpoint_every else None
-            shards.append(remote.remote(s, values.numpy(), {name: parts[name][s].numpy() for name in parts},
-                                        experiment.server_rule(), checkpoint, ray_config.checkpoint_every,
-                                        run_id))
-            self.actors.append(shards[-1])
-        return shards
+            self.actors.shards.append(remote.remote(s, values.numpy(), {name: parts[name][s].numpy() for name in parts},
+                                                    experiment.server_rule(), checkpoint,
+                                                    ray_config.checkpoint_every, run_id))
+        self.actors.workers = self._worker_actors()
+        # Every actor answers once its constructor has run (all start at once: each imports torch);
+        # an error there is raised here.
+        get([shard.status.remote() for shard in self.actors.shards] +
+            [worker.ready.remote() for worker in self.actors.workers])
+        # Times count from here, as on the local backend: not Ray's start, nor the actors'.
+        self.metrics.use_clock(time.time, start=time.time())
+        (self.run_dir / WORKER_PARTS).mkdir(exist_ok=True)
+        return RayClient(layout, self.actors.shards, EVALUATOR, on_restart=self.shard_restarted)
 
-    def start_workers(self, shards: list) -> list:
+    def _worker_actors(self) -> list:
         experiment = self.experiment
         workers = experiment.config.cluster.workers
         remote = ray.remote(WorkerActor).options(num_cpus=experiment.config.ray.worker_cpus,
                                                  scheduling_strategy="SPREAD")
         model = ray.put(experiment.model)  # one copy in the object store for every worker
-        handles = []
-        for w in range(workers):
-            handles.append(remote.remote(w, workers, model, experiment.data_shards[w], experiment.steps,
-                                         experiment.protocol, experiment.layout, experiment.delays, shards))
-            self.actors.append(handles[-1])
-        return handles
+        return [remote.remote(w, workers, model, experiment.data_shards[w], experiment.steps, experiment.protocol,
+                              experiment.layout, experiment.delays, self.actors.shards) for w in range(workers)]
 
-    # -- running ---------------------------------------------------------------------
-    def run(self) -> tuple[dict, dict]:
-        self.shards = shards = self.start_shards()
-        evaluator = Evaluator(self.experiment, RayClient(self.experiment.layout, shards, EVALUATOR,
-                                                         on_restart=self.shard_restarted),
-                              self.metrics, self.end_run)
-        self.run_actors = RayRun(shards, self.start_workers(shards))
-        # Every actor answers once its constructor has run (all start at once: each imports torch);
-        # an error there is raised here.
-        get([shard.status.remote() for shard in shards] +
-            [worker.ready.remote() for worker in self.run_actors.workers])
-        # Times count from here, as on the local backend: not Ray's start, nor the actors'.
-        self.metrics.use_clock(time.time, start=time.time())
-        (self.run_dir / WORKER_PARTS).mkdir(exist_ok=True)
-        followers = [threading.Thread(target=self.follow, args=(w, worker), name=f"follow-worker-{w}")
-                     for w, worker in enumerate(self.run_actors.workers)]
-        eval_thread = threading.Thread(target=self.evaluate, args=(evaluator,), name="evaluator")
-        for thread in followers + [eval_thread]:
-            thread.start()
-        for thread in followers:
-            thread.join()
-        self.end_run()
-        eval_thread.join()
-        self.bar.close()
-        asyncio.run(evaluator.evaluate())  # the final parameters
-        dense, tables, _ = asyncio.run(evaluator.read())
-        if self.failures:
-            raise self.failures[0]
-        return dense, tables
+    def start_worker(self, worker, ended, stopped) -> None:
+        self.threads.start(f"follow-worker-{worker}", self.follow, worker, ended)
 
-    def evaluate(self, evaluator: Evaluator) -> None:
-        try:
-            asyncio.run(evaluator.run())
-        except BaseException as err:  # re-raised by run() once the workers have stopped
-            self.fail(f"the evaluator failed: {err!r}", err)
-
-    def follow(self, w: int, worker) -> None:
+    def follow(self, w: int, ended) -> None:
         """Write worker ``w``'s records as they arrive, until its loop ends or it dies."""
+        worker = self.actors.workers[w]
         with open(self.run_dir / WORKER_PARTS / f"worker-{w}.jsonl", "w") as part:
             try:
                 for ref in worker.run.options(num_returns="streaming").remote():
                     records = ray.get(ref)
                     part.write("".join(json.dumps(record) + "\n" for record in records))
                     for record in records:
-                        if record["kind"] == "train":
-                            self.bar.update()
+                        self.metrics.tell(record["kind"], record)
                         if self.watch is not None:
-                            self.watch(self.run_actors, w, record)
+                            self.watch(self.actors, w, record)
             except RayTaskError as err:
-                cause = err.cause or err
-                self.fail(f"worker {w} failed: {cause!r}", cause)
-            except RayActorError as err:
-                self.worker_died(w, err)
-
-    def worker_died(self, w: int, err: RayActorError) -> None:
-        with self.lock:
-            self.alive -= 1
-            alive = self.alive
-        workers = self.experiment.config.cluster.workers
-        self.metrics.record("event", message=f"worker {w} died: {first_line(err)} ({alive} of {workers} workers "
-                                             "remain)")
-        for shard in self.shards:
-            shard.release.remote(w)  # its snapshots: the shards may update in place again
-        needed = self.experiment.protocol.min_workers(self.experiment.config.cluster.workers)
-        if alive < needed:
-            protocol = self.experiment.protocol.name
-            self.fail(f"the run stopped: protocol {protocol!r} needs {needed} live workers and {alive} remain"
-                      + (" (set protocol.options.backup_workers to go on without failed workers)"
-                         if protocol == "sync" else ""))
-
-    def fail(self, message: str, err: BaseException | None = None) -> None:
-        """Record why the run stops, end it, and have ``run`` raise."""
-        self.metrics.record("event", message=message)
-        with self.lock:
-            self.failures.append(err if err is not None else RuntimeError(message))
-        self.end_run()
-
-    def end_run(self) -> None:
-        """Close every shard: waiting pulls, and later pushes, raise ShardClosed."""
-        with self.lock:
-            if self.ended:
+                ended(w, err.cause or err)
                 return
-            self.ended = True
+            except RayActorError as err:
+                for shard in self.actors.shards:
+                    shard.release.remote(w)  # its loans: the shards may update in place again
+                ended(w, WorkerDied(first_line(err)))
+                return
+        ended(w, None)
+
+    def spawn(self, name, coro) -> None:
+        self.threads.spawn(name, coro)
+
+    def wait(self) -> None:
+        self.threads.join()
+
+    def end(self) -> None:
         try:
-            get([shard.close.remote() for shard in self.shards])
+            get([shard.close.remote() for shard in self.actors.shards])
         except RayActorError:
             pass  # a shard that is gone serves nobody
+
+    def stop(self) -> None:
+        for actor in self.actors.shards + self.actors.workers:
+            ray.kill(actor)
+        if self.started:
+            ray.shutdown()
 
     def shard_restarted(self, status: dict) -> None:
         restored = status["restored"]

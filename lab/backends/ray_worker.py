@@ -20,7 +20,7 @@ import torch
 
 from protocols import Protocol
 from ps import Layout
-from ps.delays import DelayedClient, Delays
+from ps.delays import DelayedClient, Delays, RealClock
 from ps.ray_client import RayClient
 from workers.data_shards import DataShard
 from workers.model_base import Model
@@ -35,14 +35,13 @@ class WorkerActor:
         torch.set_num_threads(1)  # torch's own threads would spin on the cores the other actors need
         self.worker = worker
         self.protocol = protocol
-        client = RayClient(layout, shards, worker)
-        delayed = DelayedClient(client, delays) if delays.active else None
+        self.client = RayClient(layout, shards, worker)
+        delayed = DelayedClient(self.client, delays.samplers(worker), RealClock()) if delays.active else None
         self._records: queue.SimpleQueue = queue.SimpleQueue()
         self._ended = threading.Event()
         self._error: BaseException | None = None
-        self.runtime = WorkerRuntime(worker, num_workers, delayed or client, model, data, steps, self._record,
-                                     threading.Event(),
-                                     after_compute=delayed.compute if delayed and delays.is_active("compute") else None)
+        self.runtime = WorkerRuntime(worker, num_workers, delayed or self.client, model, data, steps, self._record,
+                                     after_compute=delayed.compute if delayed else None)
 
     def ready(self) -> int:
         return self.worker
@@ -53,6 +52,7 @@ class WorkerActor:
     def _work(self) -> None:
         try:
             self.runtime.run(self.protocol)
+            self.client.close()
         except BaseException as err:  # raised again by run(), in the driver
             self._error = err
         finally:

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from lab.backends import grpc as cluster
+from lab.cli import cluster
 from lab.reports.compare import compare, default_out, describe, parse_sweep, plan
 from lab.config import BACKENDS, load_config
 from lab.backends.health import health_main
