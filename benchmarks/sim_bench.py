@@ -34,7 +34,8 @@ import torch
 from lab.config import load_config
 from lab.experiment import Experiment
 from lab.metrics import Metrics
-from lab.backends.sim import run_sim
+from lab.backends.sim import SimBackend
+from lab.runner import Run
 from ps.delays import EVENTS
 from ps.flat import all_finite
 from workers.gradient import loss_and_grad
@@ -58,7 +59,7 @@ def simulation(experiment: Experiment, path: Path) -> float:
     closed: no data loading, no plots."""
     start = time.process_time()
     with Metrics(path) as metrics:
-        run_sim(experiment, metrics, progress=False)
+        Run(experiment, metrics, SimBackend(experiment, metrics), progress=False).execute()
     return time.process_time() - start
 
 

@@ -42,7 +42,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
+from numba import njit
 
 import optim
 from optim.validation import check
@@ -78,12 +80,9 @@ class ReviseAdagrad:
 
     def revise(self, x: torch.Tensor, g: torch.Tensor, g_bck: torch.Tensor, z: torch.Tensor,
                z_max: torch.Tensor) -> None:
-        """The update of the paper's box, in place on ``x``, ``z`` and ``z_max``."""
-        eta_old = self.lr / (z_max.sqrt() + self.eps)
-        z.addcmul_(g, g).addcmul_(g, g_bck, value=2)
-        torch.maximum(z_max, z, out=z_max)
-        eta = self.lr / (z_max.sqrt() + self.eps)
-        x.sub_(eta * g).add_((eta_old - eta) * g_bck)
+        """The update of the paper's box, in place on ``x``, ``z`` and ``z_max``
+        (contiguous tensors of one shape)."""
+        _revise(*(t.view(-1).numpy() for t in (x, g, g_bck, z, z_max)), float(self.lr), float(self.eps))
 
     def apply(self, values, grad, state: RevisionState, out, *, worker, staleness, version) -> bool:
         values, grad, out = values.tensor, grad.tensor, None if out is None else out.tensor
@@ -132,3 +131,19 @@ class AdaptiveRevision(Protocol):
 
     async def work(self, ctx: WorkerContext) -> None:
         await Downpour().work(ctx)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _revise(x, g, g_bck, z, z_max, lr, eps):
+    """The paper's box per coordinate, each step rounded as ``optim.Adagrad``'s
+    kernel rounds it, so that with no delay (g_bck = 0) it is AdaGrad bit for bit."""
+    to = x.dtype.type
+    lr, eps, two = to(lr), to(eps), to(2)
+    for i in range(x.size):
+        eta_old = lr / (np.sqrt(z_max[i]) + eps)
+        zi = z[i] + (g[i] * g[i] + two * g[i] * g_bck[i])  # may decrease
+        z[i] = zi
+        zm = max(z_max[i], zi)  # so the rate never increases
+        z_max[i] = zm
+        std = np.sqrt(zm) + eps
+        x[i] = x[i] + -lr * (g[i] / std) + (eta_old - lr / std) * g_bck[i]

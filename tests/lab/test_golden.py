@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 
 import pytest
 import torch
@@ -150,8 +149,7 @@ def test_sparse_model_pulls_and_pushes_only_the_rows_each_batch_touches():
     exp = Experiment.build(load_config(None, SPARSE))
     shards = make_shards(exp.layout, exp.initial_flat, exp.initial_tables, exp.server_rule())
     client = RowLog(InProcessClient(exp.layout, shards, worker=0))
-    runtime = WorkerRuntime(0, 1, client, exp.model, exp.data_shards[0], exp.steps, lambda *a, **k: None,
-                            threading.Event())
+    runtime = WorkerRuntime(0, 1, client, exp.model, exp.data_shards[0], exp.steps, lambda *a, **k: None)
     runtime.run(exp.protocol)
     batches = list(itertools.islice(iter(exp.data_shards[0]), exp.steps))
     touched = [exp.model.rows(b)["weights"] for b in batches]

@@ -4,7 +4,7 @@ Shards made by ``ps.make_shards``, an ``ps.InProcessClient`` and a
 ``workers.runtime.WorkerRuntime`` per worker, each worker on its own thread
 as ``lab/backends/local.py`` runs them. It touches only constructors,
 ``WorkerRuntime.run(protocol)``, the shards' checkpoint verbs
-(``state_dict``/``load_state_dict``/``save``/``restore``) and ``Shard.close``
+(``state_dict``/``load_state_dict``, ``ps.checkpoint.save``/``restore``) and ``Shard.close``
 to end a failed run, never the client's ``pull``/``push``: their shapes change.
 Workers report through the runtime's ``record`` and are paced, when a test
 needs a run that repeats exactly, through its ``after_compute`` and their data.
@@ -192,7 +192,7 @@ class Cluster:
 
         runtimes = [WorkerRuntime(w, self.num_workers, InProcessClient(self.layout, self.shards, w),
                                   self.problem.model, self.problem.batches(w, self.num_workers, order), steps, records,
-                                  stop, None if order is None else order.after_compute(w))
+                                  stop.is_set, None if order is None else order.after_compute(w))
                     for w in range(self.num_workers)]
         threads = [threading.Thread(target=run_worker, args=(rt,), name=f"worker-{rt.worker}") for rt in runtimes]
         threads_before = torch.get_num_threads()

@@ -9,13 +9,15 @@ import pytest
 import torch
 
 import optim
+from ps import Flat
 from lab.config import load_config
 from lab.runner import run
 from protocols import DCASGD
 
 
 def push(rule, values, grad, state, *, worker=0, read, version, out=None):
-    rule.apply(values, grad, state, out, worker=worker, staleness=version - read, version=version)
+    rule.apply(Flat.of(values), Flat.of(grad), state, None if out is None else Flat.of(out), worker=worker,
+               staleness=version - read, version=version)
 
 
 def test_without_delay_it_is_the_server_optimizer():

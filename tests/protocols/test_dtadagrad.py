@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import optim
+from ps import Flat
 from lab.config import load_config
 from lab.experiment import Experiment
 from lab.runner import run
@@ -20,7 +21,8 @@ def make_rule(num_workers: int = 1, **adagrad):
 
 
 def push(rule, values, grad, state, *, worker=0, read, version, out=None):
-    rule.apply(values, grad, state, out, worker=worker, staleness=version - read, version=version)
+    rule.apply(Flat.of(values), Flat.of(grad), state, None if out is None else Flat.of(out), worker=worker,
+               staleness=version - read, version=version)
 
 
 @pytest.mark.parametrize("z0", [0.0, 0.5])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ import protocols
 from lab.config import load_config
 from lab.experiment import Experiment
 from lab.runner import run
-from ps import InProcessClient, Shard, make_shards
+from ps import Flat, InProcessClient, Shard, checkpoint, make_shards
 from workers.gradient import loss_and_grad
 from workers.runtime import WorkerRuntime
 
@@ -119,7 +118,7 @@ def test_easgd_with_alpha_zero_is_independent_workers(tmp_path):
     exp = Experiment.build(config)
     shards = make_shards(exp.layout, exp.initial_flat, {}, exp.server_rule())
     runtimes = [Recording(w, 3, InProcessClient(exp.layout, shards, w), exp.model, exp.data_shards[w], exp.steps,
-                          lambda *a, **k: None, threading.Event()) for w in range(3)]
+                          lambda *a, **k: None) for w in range(3)]
 
     async def together():  # interleaved on one event loop, as asynchronous workers are
         await asyncio.gather(*(rt.work(exp.protocol) for rt in runtimes))
@@ -132,7 +131,7 @@ def test_easgd_with_alpha_zero_is_independent_workers(tmp_path):
         for step, batch in enumerate(itertools.islice(iter(fresh.data_shards[w]), fresh.steps)):
             assert torch.allclose(runtime.seen[step], alone, rtol=0, atol=1e-6), (w, step)
             alone.sub_(loss_and_grad(fresh.model, alone, {}, batch)[1], alpha=0.3)
-    center = torch.cat([shard.pull()[0] for shard in shards])
+    center = torch.cat([shard.values.values for shard in shards])
     assert torch.equal(center, exp.initial_flat)  # pushed differences were all zero: the center never moved
 
 
@@ -145,7 +144,7 @@ def test_easgd_follows_algorithm_1(tmp_path):
     exp = Experiment.build(config)
     shards = make_shards(exp.layout, exp.initial_flat, {}, exp.server_rule())
     runtimes = [Recording(w, 2, InProcessClient(exp.layout, shards, w), exp.model, exp.data_shards[w], exp.steps,
-                          lambda *a, **k: None, threading.Event()) for w in range(2)]
+                          lambda *a, **k: None) for w in range(2)]
 
     for runtime in runtimes:  # one after the other: worker 1 starts from the center worker 0 left
         asyncio.run(runtime.work(exp.protocol))
@@ -162,8 +161,7 @@ def test_easgd_follows_algorithm_1(tmp_path):
                 x[w] -= d
                 center += d
             x[w] -= lr * g
-    pulled = [shard.pull()[0] for shard in shards]
-    assert torch.allclose(torch.cat(pulled), center, atol=1e-6)
+    assert torch.allclose(torch.cat([shard.values.values for shard in shards]), center, atol=1e-6)
 
 
 def test_protocol_options_are_checked_with_clear_errors():
@@ -195,14 +193,14 @@ def test_a_checkpoint_restores_a_shard_with_its_rules_state(tmp_path, name, opti
     def replay(shard, part):
         for w, g, ids, rows in part:
             shard.push_rows("emb", ids, rows, max(0, shard.version - 2), worker=w)
-            shard.push(g, max(0, shard.version - 2), worker=w)
+            shard.push(Flat.of(g), max(0, shard.version - 2), worker=w)
 
     replay(shards[0], history[:6])
-    shards[0].save(tmp_path / "shard.pt")
-    assert shards[1].restore(tmp_path / "shard.pt") == 12  # loads with weights_only: tensors and plain values
+    checkpoint.save(shards[0], tmp_path / "shard.pt")
+    assert checkpoint.restore(shards[1], tmp_path / "shard.pt") == 12  # loads with weights_only: tensors and plain values
     replay(shards[0], history[6:])
     replay(shards[1], history[6:])
-    assert torch.equal(shards[0].pull()[0], shards[1].pull()[0])
+    assert torch.equal(shards[0].values.values, shards[1].values.values)
     assert torch.equal(shards[0].tables["emb"], shards[1].tables["emb"])
 
 

@@ -16,6 +16,7 @@ import torch
 
 import optim
 import protocols
+from ps import checkpoint
 from table_harness import Cluster, Problem, assert_same, digits_softmax
 from workers.gradient import loss_and_grad
 
@@ -179,9 +180,9 @@ def test_a_checkpoint_round_trips_and_training_goes_on_from_it_alike(name, tmp_p
         shard.load_state_dict(state)
     restored = run.fresh_shards()
     for shard in run.shards:
-        assert shard.save(tmp_path / f"shard-{shard.index}.pt") == shard.version
+        assert checkpoint.save(shard, tmp_path / f"shard-{shard.index}.pt") == shard.version
     for shard in restored:
-        assert shard.restore(tmp_path / f"shard-{shard.index}.pt") == saved[shard.index]["version"]
+        assert checkpoint.restore(shard, tmp_path / f"shard-{shard.index}.pt") == saved[shard.index]["version"]
     # values, versions and the rule's state, as saved
     assert_same([shard.state_dict() for shard in loaded], saved, "loaded")
     assert_same([shard.state_dict() for shard in restored], saved, "restored")

@@ -17,7 +17,7 @@ import optim
 from lab.config import load_config
 from lab.runner import run
 from ps import ApplyEach, InProcessClient, Layout, make_shards
-from ps.delays import EVENTS, KINDS, DelayedClient, Delays, TraceRecorder
+from ps.delays import EVENTS, KINDS, NO_WAIT, DelayedClient, Delays, RealClock, TraceRecorder
 
 DRAWS = 20_000
 Z90 = 1.2815515655446004  # the standard normal's 90% quantile
@@ -209,34 +209,51 @@ def test_the_written_trace_is_one_json_object_a_line(tmp_path):
                                                  '{"worker": 1, "event": "compute", "seconds": 1.0}\n')
 
 
-# -- the sleeping client ---------------------------------------------------------------------
-def test_delayed_client_sleeps_each_messages_duration_then_forwards(monkeypatch):
-    slept = []
+# -- the delaying client ---------------------------------------------------------------------
+class RecordingClock:
+    """A clock that notes every wait and lets it pass at once."""
 
-    async def fake_sleep(seconds):
-        slept.append(seconds)
+    def __init__(self):
+        self.waited = []
 
-    monkeypatch.setattr("ps.delays.asyncio.sleep", fake_sleep)
-    monkeypatch.setattr("ps.delays.time.sleep", slept.append)
+    def sleep(self, seconds):
+        self.waited.append(seconds)
+        return NO_WAIT
+
+
+def test_delayed_client_waits_each_messages_duration_on_its_clock_then_forwards():
     layout = Layout({"w": (3, 5), "b": (4,)}, {"emb": (11, 2)}, num_shards=2)
     shards = make_shards(layout, torch.zeros(19), {"emb": torch.zeros(11, 2)}, ApplyEach(optim.SGD(lr=0.1)))
     wire = {"kind": "bandwidth", "latency": 1.0, "bytes_per_second": 1.0}  # seconds = 1 + bytes
     delays = Delays({"pull": wire, "push": wire, "compute": {"kind": "constant", "seconds": 0.5}}, num_workers=2)
-    client = DelayedClient(InProcessClient(layout, shards, worker=1), delays)
+    clock, trace = RecordingClock(), TraceRecorder()
+    client = DelayedClient(InProcessClient(layout, shards, worker=1), delays.samplers(1), clock, trace)
 
     async def one_step():
-        pulled = await client.pull()
-        pushes = await client.push(torch.ones(19), pulled.versions)
+        read = await client.pull(torch.empty(19))
+        client.compute()  # a gradient's time is owed to the next call
+        pushes = await client.push(torch.ones(19), read)
         rows = torch.tensor([1, 4, 7])
         values, versions = await client.pull_rows("emb", rows)
         await client.push_rows("emb", rows, torch.ones(3, 2), versions)
         return pushes
 
     pushes = asyncio.run(one_step())
-    client.compute()
-    assert slept == [1 + 19 * 4, 1 + 19 * 4, 1 + 3 * 2 * 4, 1 + 3 * 2 * 4, 0.5]
+    # A message's size is its float32 values: 19 dense, 3 rows of 2.
+    assert clock.waited == [1 + 19 * 4, 0.5 + 1 + 19 * 4, 1 + 3 * 2 * 4, 1 + 3 * 2 * 4]
     assert [p.worker for p in pushes] == [1, 1] and all(p.applied for p in pushes)
     assert all(shard.version == 2 for shard in shards)  # the dense push and the rows push were forwarded
+    assert trace.durations(1, "compute") == [0.5] and len(trace.durations(1, "pull")) == 2
+
+
+def test_the_real_clock_sleeps_on_the_event_loop_and_skips_waits_of_no_time():
+    async def waits():
+        start = asyncio.get_running_loop().time()
+        await RealClock.sleep(0.05)
+        return asyncio.get_running_loop().time() - start
+
+    assert asyncio.run(waits()) >= 0.05
+    assert RealClock.sleep(0) is NO_WAIT  # awaited, it returns without yielding to the loop
 
 
 # -- a delayed local run ---------------------------------------------------------------------
