@@ -30,7 +30,7 @@ from lab.backends.grpc import free_ports
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from lab.metrics import Metrics
-from lab.runner import finish
+from lab.runner import Run, finish
 from ps import ApplyEach, ShardClosed
 from ps.ray_server import ShardActor
 
@@ -48,7 +48,7 @@ def summary(run_dir: Path) -> dict:
 
 def run_watched(tmp_path, watch, *overrides) -> tuple[Path, Experiment]:
     """``asyncps run --backend ray`` with a ``watch`` callback on the records streamed back."""
-    from lab.backends.ray import run_ray
+    from lab.backends.ray import RayBackend
 
     config = load_config(None, [f"out_dir={tmp_path}", "backend=ray", *overrides])
     experiment = Experiment.build(config)
@@ -56,7 +56,7 @@ def run_watched(tmp_path, watch, *overrides) -> tuple[Path, Experiment]:
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text(to_toml(config))
     with Metrics(run_dir / "metrics.jsonl") as metrics:
-        dense, tables = run_ray(experiment, metrics, progress=False, watch=watch)
+        dense, tables = Run(experiment, metrics, RayBackend(experiment, metrics, watch), progress=False).execute()
     finish(config, run_dir, metrics.start, dense, tables)
     return run_dir, experiment
 

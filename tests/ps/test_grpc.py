@@ -71,13 +71,14 @@ def test_pull_and_push_round_trip_through_real_servers(cluster):
 
     async def go():
         client = GrpcClient(experiment.layout, addresses, worker=0)
-        pulled = await client.pull()
-        assert torch.equal(pulled.flat(), experiment.initial_flat)
-        pushes = await client.push(torch.ones(experiment.layout.size), pulled.versions)
+        flat = torch.empty(experiment.layout.size)
+        read = await client.pull(flat)
+        assert torch.equal(flat, experiment.initial_flat)
+        pushes = await client.push(torch.ones(experiment.layout.size), read)
         assert [p.staleness for p in pushes] == [0, 0] and all(p.applied for p in pushes)
-        after = await client.pull(min_versions=[v + 1 for v in pulled.versions])
-        assert after.versions == [v + 1 for v in pulled.versions]
-        assert not torch.equal(after.flat(), experiment.initial_flat)
+        after = await client.pull(flat, read.next())
+        assert after == read.next()
+        assert not torch.equal(flat, experiment.initial_flat)
         await client.aclose()
 
     asyncio.run(go())
@@ -154,11 +155,11 @@ def test_client_maps_a_refusal_to_value_error(cluster):
 
     async def go():
         client = GrpcClient(experiment.layout, addresses, worker=0)
-        pulled = await client.pull()
+        read = await client.pull(torch.empty(experiment.layout.size))
         bad = torch.ones(experiment.layout.size)
         bad[-1] = float("nan")  # only the last shard's slice is bad
         with pytest.raises(ValueError, match="non-finite"):
-            await client.push(bad, pulled.versions)
+            await client.push(bad, read)
         await client.aclose()
 
     asyncio.run(go())
@@ -174,11 +175,12 @@ def test_model_larger_than_the_4mb_message_limit_streams_in_chunks(tmp_path):
 
         async def go():
             client = GrpcClient(experiment.layout, [address], worker=0)
-            pulled = await client.pull()
-            assert torch.equal(pulled.flat(), experiment.initial_flat)
+            after = torch.empty(experiment.layout.size)
+            read = await client.pull(after)
+            assert torch.equal(after, experiment.initial_flat)
             grad = torch.randn(experiment.layout.size)
-            await client.push(grad, pulled.versions)
-            after = (await client.pull([1])).flat()
+            await client.push(grad, read)
+            await client.pull(after, 1)
             await client.aclose()
             return after
 
@@ -198,14 +200,16 @@ def test_token_is_required_when_the_server_has_one(tmp_path):
         async def pull_with(token):
             client = GrpcClient(experiment.layout, [address], worker=0, token=token)
             try:
-                return await client.pull()
+                flat = torch.empty(experiment.layout.size)
+                await client.pull(flat)
+                return flat
             finally:
                 await client.aclose()
 
         for token in (None, "wrong"):
             with pytest.raises(PermissionError, match="missing or wrong token"):
                 asyncio.run(pull_with(token))
-        assert torch.equal(asyncio.run(pull_with("s3cret")).flat(), experiment.initial_flat)
+        assert torch.equal(asyncio.run(pull_with("s3cret")), experiment.initial_flat)
     finally:
         stop(process)
 
@@ -222,12 +226,14 @@ def test_tls_round_trip(tmp_path):
         async def pull(tls_ca, retry_seconds):
             client = GrpcClient(experiment.layout, [address], worker=0, tls_ca=tls_ca, retry_seconds=retry_seconds)
             try:
-                return await client.pull()
+                flat = torch.empty(experiment.layout.size)
+                await client.pull(flat)
+                return flat
             finally:
                 await client.aclose()
 
         pulled = asyncio.run(pull(cert.read_bytes(), retry_seconds=120))  # retried while the server starts
-        assert torch.equal(pulled.flat(), experiment.initial_flat)
+        assert torch.equal(pulled, experiment.initial_flat)
         with pytest.raises(ConnectionError):  # a plaintext client cannot talk to a TLS port
             asyncio.run(pull(None, retry_seconds=2))
     finally:
