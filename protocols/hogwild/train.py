@@ -379,18 +379,13 @@ def _arrays(problem, l2: float, seed: int) -> tuple[dict[str, np.ndarray], dict[
 
 
 def _scores(problem, arrays) -> dict[str, float]:
+    splits = (("train", problem.train), ("test", problem.test))
     if isinstance(problem, SparseClassification):
-        loss = LOSSES[problem.loss]
-        train_loss, train_error = kernels.sparse_scores(arrays["w"], *_csr(problem.train), loss)
-        test_loss, test_error = kernels.sparse_scores(arrays["w"], *_csr(problem.test), loss)
-        return {"train_loss": train_loss, "train_error": train_error, "test_loss": test_loss,
-                "test_error": test_error}
-    users, items = arrays["users"], arrays["items"]
-    return {"train_rmse": kernels.ratings_rmse(users, items, problem.train.user, problem.train.item,
-                                               problem.train.rating),
-            "test_rmse": kernels.ratings_rmse(users, items, problem.test.user, problem.test.item,
-                                              problem.test.rating)}
-
-
-def _csr(split: SparseExamples) -> tuple[np.ndarray, ...]:
-    return split.indices, split.offsets, split.values, split.labels
+        scores = {}
+        for name, split in splits:
+            loss, error = kernels.sparse_scores(arrays["w"], split.indices, split.offsets, split.values, split.labels,
+                                                LOSSES[problem.loss])
+            scores |= {f"{name}_loss": loss, f"{name}_error": error}
+        return scores
+    return {f"{name}_rmse": kernels.ratings_rmse(arrays["users"], arrays["items"], split.user, split.item, split.rating)
+            for name, split in splits}
