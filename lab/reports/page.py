@@ -23,10 +23,10 @@ class Entry:
 
     name: str
     dir: Path
-    settings: dict        # dotted key -> value, as in its config.toml
-    summary: dict         # as in its summary.json
+    settings: dict                    # dotted key -> value, as in its config.toml
+    summary: dict                     # as in its summary.json
     events: list[tuple[float, str]]   # (time, message)
-    colour: str           # its colour in the overlays, e.g. "#1f77b4"
+    colour: str                       # its colour in the overlays, e.g. "#1f77b4"
     pictures: list[tuple[Path, str]]  # (PNG, caption)
 
 
