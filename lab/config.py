@@ -7,33 +7,32 @@ applies ``--set key=value`` overrides, and returns a validated :class:`Config`;
 what is allowed. The contents of the ``options`` tables are checked later, by
 the factory that takes them (dataset, model, protocol, optimizer). The
 ``[delays]`` tables are checked at load, against the run's workers.
+``load_hogwild_config`` reads the config of ``asyncps hogwild`` (a
+:class:`HogwildExperiment`: Hogwild! on one machine, no parameter server)
+the same way.
 
-Layering: the file's keys replace the defaults key by key (a section the file
-does not mention keeps its defaults; an open table, ``options`` or one of
-``delays``, replaces the default table whole), then each override sets one
-dotted key, and may add keys inside an open table
-(``server.options.momentum=0.9`` keeps the default lr;
-``delays.push.kind=constant`` then ``delays.push.seconds=0.002`` builds a spec).
+``lab.config_file`` reads the file and layers the overrides on it.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import tomli_w
 
+from lab.config_file import load
 from optim import OPTIMIZERS
 from optim.validation import is_number
-from protocols import PROTOCOLS
+from protocols import PROTOCOLS, hogwild
 from ps.delays import Delays
 from workers import CURRICULA, DATASETS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
-           "DelaysConfig", "RayConfig", "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES"]
+           "DelaysConfig", "RayConfig", "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES",
+           "HogwildExperiment", "HogwildDataConfig", "HogwildConfig", "load_hogwild_config", "HOGWILD_MODELS"]
 
 BACKENDS = ("local", "sim", "ray", "grpc")
 PROTOCOL_NAMES = tuple(sorted(PROTOCOLS))
@@ -81,6 +80,14 @@ def _one_of(section, name: str, choices) -> None:
 
 def _table(section, name: str, example: str) -> None:
     _require(section, name, isinstance(getattr(section, name), dict), f"must be a table, e.g. {example}")
+
+
+def _run_directory(root) -> None:
+    """The top-level keys that place a run's directory, <out_dir>/<name>."""
+    name = root.name
+    _require(root, "name", isinstance(name, str) and name.strip(".") != "" and "/" not in name
+             and "\\" not in name, "must be a directory name: not empty, no '/'")
+    _require(root, "out_dir", isinstance(root.out_dir, str) and root.out_dir != "", "must be a non-empty path")
 
 
 # -- the sections ----------------------------------------------------------------
@@ -230,6 +237,7 @@ class Config:
     """A whole experiment: top-level keys, then one field per [section]."""
 
     section: ClassVar[str] = ""
+    examples: ClassVar[tuple[str, str]] = ("cluster.workers=8", "server.options.lr=0.1")  # for --set's errors
     name: str = "quickstart"     # the run directory is <out_dir>/<name>
     seed: int = 0                # one seed for the data split, shards, initial parameters and delays
     backend: str = "local"       # local | sim | ray | grpc
@@ -244,12 +252,9 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
-        name = self.name
-        _require(self, "name", isinstance(name, str) and name.strip(".") != "" and "/" not in name
-                 and "\\" not in name, "must be a directory name: not empty, no '/'")
+        _run_directory(self)
         _nonnegative_int(self, "seed")
         _one_of(self, "backend", BACKENDS)
-        _require(self, "out_dir", isinstance(self.out_dir, str) and self.out_dir != "", "must be a non-empty path")
         Delays(self.delays.specs(), self.seed, self.cluster.workers)  # each refusal names e.g. delays.push.sigma
 
     @property
@@ -261,106 +266,81 @@ class Config:
         return asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "cluster": ClusterConfig, "protocol": ProtocolConfig,
-            "server": ServerConfig, "train": TrainConfig, "delays": DelaysConfig, "ray": RayConfig}
+# -- Hogwild! (asyncps hogwild): one machine, no parameter server ----------------------
+HOGWILD_MODELS = {"logistic": "sparse", "svm": "sparse", "matrix_factorization": "ratings"}  # -> its data's kind
+
+
+@dataclass(frozen=True)
+class HogwildDataConfig:
+    """[data] of a Hogwild! experiment: a sparse or a ratings data set, taken one example at a time."""
+
+    section: ClassVar[str] = "data"
+    dataset: str = "sparse_synthetic"  # sparse_synthetic | libsvm (sparse) | matrix_completion (ratings)
+    options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {num_features = 1000}
+
+    def __post_init__(self):
+        _one_of(self, "dataset", DATASETS)
+        _table(self, "options", "{num_features = 1000}")
+
+
+@dataclass(frozen=True)
+class HogwildConfig(hogwild.Settings):
+    """[hogwild]: the model, and how ``protocols.hogwild.train`` trains it: the fields of
+    ``hogwild.Settings``, with their defaults there."""
+
+    section: ClassVar[str] = "hogwild"
+    model: str = "logistic"      # logistic | svm (hinge loss, the paper's) | matrix_factorization
+    rank: int = 0                # matrix_factorization: the factors' rank; 0 = the data set's
+
+    def __post_init__(self):  # in the config's words (hogwild.<key>), where Settings speaks train's
+        _require(self, "model", self.model in HOGWILD_MODELS, f"choose one of: {', '.join(HOGWILD_MODELS)}")
+        _require(self, "rank", _is_int(self.rank) and self.rank >= 0,
+                 "must be an integer >= 0 (0: the data set's rank)")
+        _positive_int(self, "threads")
+        _require(self, "mode", self.mode in hogwild.MODES, f"choose one of: {', '.join(hogwild.MODES)}")
+        _boolean(self, "processes")
+        _positive_int(self, "epochs")
+        _positive_number(self, "step_size")
+        _require(self, "beta", is_number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]")
+        _nonnegative_number(self, "l2")
+        _positive_int(self, "chunk")
+
+
+@dataclass(frozen=True)
+class HogwildExperiment:
+    """An ``asyncps hogwild`` experiment: top-level keys, then [data] and [hogwild]."""
+
+    section: ClassVar[str] = ""
+    examples: ClassVar[tuple[str, str]] = ("hogwild.threads=1", "data.options.num_features=1000")  # as Config's
+    name: str = "hogwild"        # the run directory is <out_dir>/<name>
+    seed: int = 0                # one seed for the data set, the initial parameters and the epochs' orders
+    out_dir: str = "runs"        # where run directories are made
+    data: HogwildDataConfig = field(default_factory=HogwildDataConfig)
+    hogwild: HogwildConfig = field(default_factory=HogwildConfig)
+
+    def __post_init__(self):
+        _run_directory(self)
+        _nonnegative_int(self, "seed")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
 
 
 # -- reading ---------------------------------------------------------------------
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The config in the TOML file ``path`` (None: the defaults), with ``key=value`` overrides applied."""
-    tree = Config().to_dict()
-    for key, value in read_toml(Path(path)).items() if path is not None else ():
-        if key in SECTIONS and isinstance(value, dict):
-            tree[key].update(value)
-        else:
-            tree[key] = value
-    _check_keys(tree)
-    for override in overrides:
-        _apply_override(tree, override)
-    return _build(tree)
+    return load(Config, path, overrides)
 
 
-def read_toml(path: Path) -> dict:
-    """The TOML file ``path`` as a dict; a missing file or bad syntax is a ValueError saying which."""
-    try:
-        with open(path, "rb") as file:
-            return tomllib.load(file)
-    except FileNotFoundError:
-        raise ValueError(f"Invalid config file: '{path}' (no such file)") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"Invalid config file {path}: {err} (fix the TOML syntax there)") from None
-
-
-def _known_keys(section: str) -> list[str]:
-    cls = Config if section == "" else SECTIONS[section]
-    return sorted(f.name for f in fields(cls))
-
-
-def _unknown_key(section: str, key: str) -> ValueError:
-    if section == "":
-        hint = f"known top-level keys: {', '.join(_known_keys(''))}"
-    else:
-        hint = f"known keys in [{section}]: {', '.join(_known_keys(section))}"
-        if key in _known_keys(""):
-            hint += f"; top-level keys like {key!r} go before the first [section]"
-    where = f"{section}.{key}" if section else key
-    return ValueError(f"Invalid config key '{where}': unknown key ({hint})")
-
-
-def _check_keys(tree: dict) -> None:
-    for key, value in tree.items():
-        if key not in _known_keys(""):
-            raise _unknown_key("", key)
-        if key in SECTIONS and not isinstance(value, dict):
-            raise ValueError(f"Invalid config value {key} = {value!r} (must be a table: [{key}])")
-        for inner in value if key in SECTIONS else ():
-            if inner not in _known_keys(key):
-                raise _unknown_key(key, inner)
-
-
-def _build(tree: dict) -> Config:
-    _check_keys(tree)
-    sections = {name: cls(**tree[name]) for name, cls in SECTIONS.items()}
-    return Config(**{key: value for key, value in tree.items() if key not in SECTIONS}, **sections)
-
-
-def _apply_override(tree: dict, override: str) -> None:
-    """Set one dotted key, e.g. ``server.options.lr=0.1``; keys may be created only inside an open table."""
-    if not isinstance(override, str) or "=" not in override:
-        raise ValueError(f"Invalid --set override: {override!r} (expected key=value, e.g. cluster.workers=8)")
-    dotted, text = (part.strip() for part in override.split("=", 1))
-    path = dotted.split(".")
-    if "" in path:
-        raise ValueError(f"Invalid --set override: {override!r} (expected a dotted key, e.g. server.options.lr=0.1)")
-    node = tree
-    for depth, key in enumerate(path):
-        if key not in node and not (depth >= 2 and _is_open_table(path[0], path[1])):
-            if depth >= 2:
-                raise ValueError(f"Invalid --set override: {override!r} ({path[0]}.{path[1]} is a value, not a table)")
-            raise _unknown_key(path[0] if depth else "", key)
-        if depth == len(path) - 1:
-            node[key] = parse_value(text)
-        else:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"Invalid --set override: {override!r} "
-                                 f"({'.'.join(path[:depth + 1])} is a value, not a table)")
-
-
-def _is_open_table(section: str, key: str) -> bool:
-    """Whose keys are the user's: the factories' ``options``, and the delay specs."""
-    return key == "options" or section == "delays"
-
-
-def parse_value(text: str):
-    """``text`` as a TOML value (``8``, ``0.1``, ``true``, ``[64, 32]``, ``"sync"``), else the plain string."""
-    try:
-        return tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text
+def load_hogwild_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+                        ) -> HogwildExperiment:
+    """:func:`load_config` for ``asyncps hogwild``."""
+    return load(HogwildExperiment, path, overrides)
 
 
 # -- writing ---------------------------------------------------------------------
-def to_toml(config: Config) -> str:
-    """The fully resolved config as TOML; ``load_config`` reads it back to an equal Config."""
-    return tomli_w.dumps(config.to_dict())
+def to_toml(config: Config | HogwildExperiment) -> str:
+    """The fully resolved config as TOML; ``load_config`` (or ``load_hogwild_config``) reads it back to an
+    equal one."""
+    return tomli_w.dumps(asdict(config))

@@ -5,7 +5,8 @@ Every line has ``time`` (seconds since the start, wall or virtual) and
 staleness, applied), ``eval`` (updates, validation and test metrics, and the
 staleness summary of the pushes since the previous evaluation, filled in by
 ``finalize_metrics``) and ``event`` (message). ``summary.json`` is computed back from the file, so it means the
-same on every backend.
+same on every backend. :func:`read_metrics` is the file's one reader: the summary, the plots and the reports
+(``lab.reports.rundir``) all read it through it.
 """
 
 from __future__ import annotations
@@ -113,6 +114,31 @@ class Metrics:
         self.close()
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of ``run_dir/metrics.jsonl``, in file order.
+
+    A last line cut short (a run still writing, or killed) is skipped; a bad
+    line anywhere else is an error naming it.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"Invalid run directory: '{run_dir}' (no metrics.jsonl in it; pass a directory that "
+                         "asyncps run wrote)")
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"Invalid metrics line {path}:{number}: {err.msg} (each line must be one JSON object)"
+                             ) from None
+    return records
+
+
 WORKER_PARTS = "workers"  # <run_dir>/workers/worker-<w>.jsonl: what worker processes record
 
 
@@ -123,7 +149,7 @@ def finalize_metrics(run_dir: Path, start: float) -> None:
     previous one, derived here from the push records on every backend."""
     run_dir = Path(run_dir)
     parts = sorted((run_dir / WORKER_PARTS).glob("worker-*.jsonl"))
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run_dir)
     for part in parts:
         for line in part.read_text().splitlines():
             record = json.loads(line)
@@ -141,7 +167,7 @@ def finalize_metrics(run_dir: Path, start: float) -> None:
 
 def summarize(run_dir: Path, target_accuracy: float) -> dict:
     """``summary.json``'s content, from ``metrics.jsonl``."""
-    lines = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    lines = read_metrics(run_dir)
     evals = [m for m in lines if m["kind"] == "eval"]
     pushes = [m for m in lines if m["kind"] == "push"]
     trains = [m for m in lines if m["kind"] == "train"]

@@ -15,14 +15,13 @@ when nothing is swept) and lands in ``out/<name>``. The seed is whatever the
 configs say: the defaults and a swept base give every run the same one, and
 so the same data order, initial parameters and delay schedule.
 ``compare(configs, out)`` runs them one after another and writes
-``out/report.html`` with :func:`lab.report.report`.
+``out/report.html`` with :func:`lab.reports.report.report`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import re
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Callable
 
 from lab.config import Config, load_config
 from lab.reports.report import report
+from lab.reports.rundir import read_summary
 from lab.runner import run
 
 __all__ = ["parse_sweep", "plan", "compare", "default_out", "SWEEP_FORM"]
@@ -127,7 +127,7 @@ def default_out(now: float | None = None) -> Path:
 
 def describe(run_dir: Path) -> str:
     """One line: what a finished run reached."""
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    summary = read_summary(run_dir)
     scores = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items() if k.startswith("test_"))
     return (f"{Path(run_dir).name}: {summary['updates']} updates in {summary['wall_time']:.1f} s; {scores}; "
             f"mean staleness {summary['staleness']['mean'] or 0:.2f}")

@@ -1,6 +1,7 @@
 """The HTML page of ``asyncps report``: settings, the results table, and every
 picture embedded as a data URI, so that the page is one file that can be
-mailed. ``lab.reports.report`` draws the pictures and calls :func:`page`."""
+mailed. It takes plain data, one :class:`Entry` per run; ``lab.reports.report``
+reads the runs, draws the pictures and calls :func:`page`."""
 
 from __future__ import annotations
 
@@ -8,17 +9,26 @@ import base64
 import html
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from optim.validation import is_number
 
-if TYPE_CHECKING:
-    from lab.reports.report import Run
+__all__ = ["page", "Entry"]
 
-__all__ = ["page", "SKIPPED_KEYS"]
 
-SKIPPED_KEYS = ("name", "out_dir")  # differ between runs by construction; the table names each run anyway
+@dataclass(frozen=True)
+class Entry:
+    """One run as the page shows it: a row of the table, and a section with its pictures."""
+
+    name: str
+    dir: Path
+    settings: dict                    # dotted key -> value, as in its config.toml
+    summary: dict                     # as in its summary.json
+    events: list[tuple[float, str]]   # (time, message)
+    colour: str                       # its colour in the overlays, e.g. "#1f77b4"
+    pictures: list[tuple[Path, str]]  # (PNG, caption)
+
 
 CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; color: #1f2328;
@@ -55,9 +65,10 @@ article { border-top: 1px solid #e3e6ea; }
 """
 
 
-def page(runs: list[Run], out: Path, differing: list[str], swatches: list[str], overlays, pictures: dict) -> str:
-    """The report's HTML: one file, every picture embedded. ``differing``: the settings
-    that differ between the runs; ``swatches``: each run's colour in the overlays."""
+def page(runs: list[Entry], out: Path, shared: dict, differing: list[str], overlays: list[tuple[Path, str]]) -> str:
+    """The report's HTML, written to go in ``out``: one file, every picture embedded.
+    ``shared``: the settings every run has alike; ``differing``: the keys of those that
+    differ; ``overlays``: the comparison's (PNG, caption), if any."""
     named = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
     title = f"{len(runs)} runs compared" + (f": {named}" if named else "") if len(runs) > 1 else f"Run {runs[0].name}"
     sections = [("settings", "Settings"), ("results", "Results")]
@@ -68,12 +79,12 @@ def page(runs: list[Run], out: Path, differing: list[str], swatches: list[str], 
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="meta">asyncps report, written {written} · {len(runs)} run{"s" * (len(runs) != 1)}</p>',
             "<nav>" + "".join(f'<a href="#{key}">{_e(text)}</a>' for key, text in sections) + "</nav>",
-            _settings_section(runs, differing), _results_section(runs, differing, swatches)]
+            _settings_section(runs, shared, differing), _results_section(runs, differing)]
     if overlays:
         body.append('<section id="comparison"><h2>Side by side</h2>'
                     + "".join(_figure_html(path, caption) for path, caption in overlays) + "</section>")
     body.append(f'<section id="runs"><h2>{"Each run" if len(runs) > 1 else "Plots"}</h2>'
-                + "".join(_run_article(i, run, out, differing, pictures[run.dir]) for i, run in enumerate(runs))
+                + "".join(_run_article(i, run, out, differing) for i, run in enumerate(runs))
                 + "</section>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -98,9 +109,7 @@ def _value(value) -> str:
     return str(value)
 
 
-def _settings_section(runs: list[Run], differing: list[str]) -> str:
-    common = {key: value for key, value in runs[0].settings.items()
-              if key not in differing and key not in SKIPPED_KEYS}
+def _settings_section(runs: list[Entry], shared: dict, differing: list[str]) -> str:
     parts = ['<section id="settings"><h2>Settings</h2>']
     if len(runs) > 1:
         if differing:
@@ -114,7 +123,7 @@ def _settings_section(runs: list[Run], differing: list[str]) -> str:
             parts.append('<p class="note">The runs do not share a seed, so their data order, initial parameters '
                          "and delays differ too.</p>")
     parts.append('<dl class="settings">' + "".join(
-        f"<div><dt>{_e(key)}</dt><dd>{_e(_value(value))}</dd></div>" for key, value in common.items()) + "</dl>")
+        f"<div><dt>{_e(key)}</dt><dd>{_e(_value(value))}</dd></div>" for key, value in shared.items()) + "</dl>")
     return "".join(parts) + "</section>"
 
 
@@ -126,7 +135,7 @@ def _percent(value) -> str | None:
     return f"{100 * value:.2f}%" if is_number(value) else None
 
 
-def _columns(runs: list[Run]) -> list[tuple[str, callable, callable, int]]:
+def _columns(runs: list[Entry]) -> list[tuple[str, callable, callable, int]]:
     """(header, value of a run, its text, direction: -1 lower is better, +1 higher, 0 neither)."""
     final = lambda key: lambda run: (run.summary.get("final") or {}).get(key)  # noqa: E731
     stale = lambda key: lambda run: (run.summary.get("staleness") or {}).get(key)  # noqa: E731
@@ -147,7 +156,7 @@ def _columns(runs: list[Run]) -> list[tuple[str, callable, callable, int]]:
     return columns
 
 
-def _results_section(runs: list[Run], differing: list[str], swatches: list[str]) -> str:
+def _results_section(runs: list[Entry], differing: list[str]) -> str:
     columns = _columns(runs)
     head = '<th>run</th>' + ('<th class="text">settings that differ</th>' if differing else "") + "".join(
         f"<th>{_e(header)}</th>" for header, *_ in columns)
@@ -159,8 +168,7 @@ def _results_section(runs: list[Run], differing: list[str], swatches: list[str])
             best[header] = max(numbers) if direction > 0 else min(numbers)
     rows = []
     for i, run in enumerate(runs):
-        swatch = swatches[i]
-        cells = [f'<td class="name"><span class="swatch" style="background:{swatch}"></span>'
+        cells = [f'<td class="name"><span class="swatch" style="background:{_e(run.colour)}"></span>'
                  f'<a href="#run-{i + 1}">{_e(run.name)}</a></td>']
         if differing:
             cells.append('<td class="text mono">' + "<br>".join(
@@ -193,12 +201,12 @@ def _figure_html(path: Path, caption: str) -> str:
             f"<figcaption>{_e(caption)} <span class=\"mono\">({_e(path.name)})</span></figcaption></figure>")
 
 
-def _run_article(i: int, run: Run, out: Path, differing: list[str], pictures) -> str:
+def _run_article(i: int, run: Entry, out: Path, differing: list[str]) -> str:
     link = Path(os.path.relpath(run.dir.resolve(), out.resolve())).as_posix()
     facts = [f'directory <a class="mono" href="{_e(link)}/">{_e(run.dir)}</a>']
     facts += [f"<code>{_e(key)} = {_e(_value(run.settings.get(key)))}</code>" for key in differing]
-    events = [f"{_e(e.get('message', 'event'))} at {e['time']:.3g} s" for e in run.events]
+    events = [f"{_e(message)} at {at:.3g} s" for at, message in run.events]
     if events:
         facts.append("events: " + "; ".join(events))
     return (f'<article id="run-{i + 1}"><h3>{_e(run.name)}</h3><p class="meta">{" · ".join(facts)}</p>'
-            + "".join(_figure_html(path, caption) for path, caption in pictures) + "</article>")
+            + "".join(_figure_html(path, caption) for path, caption in run.pictures) + "</article>")

@@ -1,7 +1,7 @@
 """Pictures of one run, from its run directory.
 
-``plot_run(run_dir)`` reads ``metrics.jsonl`` (one JSON object a line, each
-with a ``kind`` and a ``time`` in seconds since the start) and writes:
+``plot_run(run_dir)`` reads the run directory (:func:`lab.reports.rundir.load_run`;
+``draw_run`` takes one already read) and writes, into it:
 
 - ``loss.png``: each worker's training loss (smoothed, thin) with the
   validation and test loss, against time and against updates applied;
@@ -16,133 +16,43 @@ axes. A kind with no records leaves its panel with a note saying so.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")  # headless: files only, never a window
+from lab.reports.figures import figure, legend_below, log_if_positive, note, save, staleness_bins
+from lab.reports.rundir import Run, ids, load_run
+from optim.validation import is_number
 
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = ["plot_run", "draw_run"]
 
-from optim.validation import is_number  # noqa: E402
-
-__all__ = ["plot_run", "read_metrics"]
-
-DPI = 110
 # Held-out curves in black and grey, so no worker's colour is mistaken for one.
 VAL, TEST, TARGET, EVENT = "black", "#6e6e6e", "#2e8b57", "#7f7f7f"
 MAX_WORKER_COLOURS = 10  # beyond this, per-worker curves share one grey: 64 colours read as noise
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of ``run_dir/metrics.jsonl``, in file order.
-
-    A last line cut short (a run still writing, or killed) is skipped; a bad
-    line anywhere else is an error naming it.
-    """
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise ValueError(f"Invalid run directory: '{run_dir}' (no metrics.jsonl in it; pass a directory that "
-                         "asyncps run wrote)")
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                break
-            raise ValueError(f"Invalid metrics line {path}:{number}: {err.msg} (each line must be one JSON object)"
-                             ) from None
-    return records
-
-
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write ``loss.png``, ``accuracy.png`` (or ``rmse.png``) and ``staleness.png`` into ``run_dir``."""
-    run = _Run(Path(run_dir))
+    return draw_run(load_run(run_dir))
+
+
+def draw_run(run: Run) -> list[Path]:
+    """:func:`plot_run` for a run directory already read."""
     return [_plot_loss(run), _plot_quality(run), _plot_staleness(run)]
 
 
-# -- what the figures read -------------------------------------------------------
-class _Run:
-    """A run directory's records sorted by kind, and what its config says."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir
-        records = [r for r in read_metrics(run_dir) if isinstance(r, dict) and is_number(r.get("time"))]
-        by_kind = {kind: [r for r in records if r.get("kind") == kind] for kind in ("train", "push", "eval", "event")}
-        self.train, self.pushes, self.evals, self.events = by_kind.values()
-        self.evals.sort(key=lambda r: r["time"])
-        self.update_clock = self.series(self.evals, "time", "updates")
-        config = read_toml(run_dir / "config.toml")
-        summary = read_json(run_dir / "summary.json")
-        self.name = config.get("name") or run_dir.name
-        self.target = next((value for value in (_lookup(summary, "target_accuracy"),
-                                                _lookup(summary, "train", "target_accuracy"),
-                                                _lookup(summary, "config", "train", "target_accuracy"),
-                                                _lookup(config, "train", "target_accuracy")) if is_number(value)),
-                           None)
-        backend = _lookup(config, "backend")
-        clock = "virtual time" if backend == "sim" else (f"{backend} backend" if backend else None)
-        setup = [_lookup(config, "protocol", "name"), _workers(_lookup(config, "cluster", "workers")),
-                 _shards(_lookup(config, "cluster", "shards")), _lookup(config, "server", "optimizer"), clock]
-        self.setup = ", ".join(str(part) for part in setup if part)
-
-    def title(self, what: str) -> str:
-        return f"{self.name}: {what}" + (f"\n{self.setup}" if self.setup else "")
-
-    def series(self, records: list[dict], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-        points = [(r[x], r[y]) for r in records if is_number(r.get(x)) and is_number(r.get(y))]
-        return (np.array([p[0] for p in points], float), np.array([p[1] for p in points], float))
-
-    def updates_at(self, times: np.ndarray) -> np.ndarray:
-        """Updates applied by each time, interpolated between evaluations (which count them)."""
-        t, updates = self.update_clock
-        return np.interp(times, np.concatenate([[0.0], t]), np.concatenate([[0.0], updates]))
-
-
-def _lookup(tree, *keys):
-    for key in keys:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
-def _workers_in(records: list[dict]) -> list:
-    """The worker ids in ``records``, numbers in numeric order (worker 10 after worker 9)."""
-    ids = {r["worker"] for r in records if isinstance(r.get("worker"), (int, str))}
-    return sorted(ids, key=lambda w: (isinstance(w, str), w if isinstance(w, int) else 0, str(w)))
-
-
-def _workers(n) -> str | None:
-    return f"{n} worker{'s' * (n != 1)}" if n else None
-
-
-def _shards(n) -> str | None:
-    return f"{n} shard{'s' * (n != 1)}" if n else None
-
-
-def read_toml(path: Path) -> dict:
-    """The run's config, or {} when absent or unreadable: a picture must not depend on it."""
-    try:
-        return tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-
-
-def read_json(path: Path) -> dict:
-    """A run's JSON file, or {} when absent or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+# -- drawing helpers -------------------------------------------------------------
+def _figure(run: Run, what: str, panels: int, width: float = 6.0):
+    """A figure titled with the run's name, ``what`` it shows, and the run's setup."""
+    backend = run.settings.get("backend")
+    clock = "virtual time" if backend == "sim" else (f"{backend} backend" if backend else None)
+    workers, shards = run.settings.get("cluster.workers"), run.settings.get("cluster.shards")
+    parts = [run.settings.get("protocol.name"), workers and f"{workers} worker{'s' * (workers != 1)}",
+             shards and f"{shards} shard{'s' * (shards != 1)}", run.settings.get("server.optimizer"), clock]
+    setup = ", ".join(str(part) for part in parts if part)
+    return figure(f"{run.name}: {what}" + (f"\n{setup}" if setup else ""), panels, width)
 
 
 def _smooth(y: np.ndarray) -> np.ndarray:
@@ -154,21 +64,7 @@ def _smooth(y: np.ndarray) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-# -- drawing helpers -------------------------------------------------------------
-def _figure(run: _Run, what: str, panels: int, width: float = 6.0):
-    fig, axes = plt.subplots(1, panels, figsize=(width * panels, 4.6), dpi=DPI, layout="constrained")
-    fig.suptitle(run.title(what), fontsize=12)
-    return fig, np.atleast_1d(axes)
-
-
-def _note(ax, text: str) -> None:
-    """An empty panel that says why it is empty."""
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666666", fontsize=10)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _mark_events(ax, run: _Run, at: str = "top") -> None:
+def _mark_events(ax, run: Run, at: str = "top") -> None:
     """A dotted vertical line per event, labelled along it at the ``top`` or ``bottom`` (where the curves are not)."""
     y, align = (0.98, "top") if at == "top" else (0.02, "bottom")
     for event in run.events:
@@ -176,26 +72,6 @@ def _mark_events(ax, run: _Run, at: str = "top") -> None:
         ax.text(event["time"], y, str(event.get("message", "event")), rotation=90, ha="right", va=align,
                 fontsize=8, color="#333333", transform=ax.get_xaxis_transform(),
                 bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1})
-
-
-def _log_if_positive(ax, *arrays: np.ndarray) -> None:
-    """A log scale when the values are positive and span enough to need it (losses falling by decades)."""
-    values = np.concatenate(arrays)
-    if len(values) and values.min() > 0 and values.max() / values.min() > 5:
-        ax.set_yscale("log")
-
-
-def _legend_below(fig, axes) -> None:
-    """One legend for the figure, under the panels, so it never covers a curve."""
-    handles, labels = {}, []
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            if label not in handles:
-                handles[label] = handle
-                labels.append(label)
-    if labels:
-        fig.legend([handles[label] for label in labels], labels, loc="outside lower center",
-                   ncol=min(len(labels), 6), frameon=False, fontsize=9)
 
 
 def _legend_under(ax) -> None:
@@ -211,26 +87,25 @@ def _draw_held_out(ax, val, test) -> None:
         ax.plot(*test, color=TEST, linewidth=1.6, linestyle="--", marker="s", markersize=3, label="test")
 
 
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 # -- loss.png --------------------------------------------------------------------
-def _plot_loss(run: _Run) -> Path:
+def _plot_loss(run: Run) -> Path:
     fig, axes = _figure(run, "loss", 2)
     curves = _train_curves(run)
-    counted = len(run.update_clock[0]) > 0
+    clock = run.series(run.evals, "time", "updates")  # evaluations count the updates applied by their time
+    counted = len(clock[0]) > 0
+
+    def updates_at(times: np.ndarray) -> np.ndarray:
+        return np.interp(times, np.concatenate([[0.0], clock[0]]), np.concatenate([[0.0], clock[1]]))
+
     panels = ((axes[0], "time", "time (s)", lambda t: t),
               (axes[1], "updates", "updates applied (train curves: interpolated from time)",
-               run.updates_at if counted else None))
+               updates_at if counted else None))
     for ax, x, xlabel, place in panels:
         ax.set_title("against time" if x == "time" else "against updates applied")
         val, test = run.series(run.evals, x, "val_loss"), run.series(run.evals, x, "test_loss")
         train = curves if place is not None else []
         if not train and not len(val[0]) and not len(test[0]):
-            _note(ax, "no eval records: nothing counts the updates applied" if x == "updates" and not counted
+            note(ax, "no eval records: nothing counts the updates applied" if x == "updates" and not counted
                   else "no train or eval records")
             continue
         for label, colour, t, loss in train:
@@ -241,26 +116,25 @@ def _plot_loss(run: _Run) -> Path:
             _mark_events(ax, run)
         ax.set(xlabel=xlabel, ylabel="loss")
         ax.grid(alpha=0.3)
-        _log_if_positive(ax, val[1], test[1], *(curve[3] for curve in train))
-    _legend_below(fig, axes)
-    return _save(fig, run.dir / "loss.png")
+        log_if_positive(ax, val[1], test[1], *(curve[3] for curve in train))
+    legend_below(fig, axes)
+    return save(fig, run.dir / "loss.png")
 
 
-def _train_curves(run: _Run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+def _train_curves(run: Run) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """Per worker: (label, colour, times, smoothed loss); all one grey when there are too many to tell apart."""
-    workers = _workers_in(run.train)
+    workers = ids(r.get("worker") for r in run.train)
     many = len(workers) > MAX_WORKER_COLOURS
     curves = []
     for i, worker in enumerate(workers):
         t, loss = run.series([r for r in run.train if r.get("worker") == worker], "time", "loss")
-        order = np.argsort(t, kind="stable")
         label = f"train, {len(workers)} workers (smoothed)" if many else f"train, worker {worker} (smoothed)"
-        curves.append((label, "#9a9a9a" if many else plt.cm.tab10(i % 10), t[order], _smooth(loss[order])))
+        curves.append((label, "#9a9a9a" if many else plt.cm.tab10(i % 10), t, _smooth(loss)))
     return curves
 
 
 # -- accuracy.png / rmse.png -----------------------------------------------------
-def _plot_quality(run: _Run) -> Path:
+def _plot_quality(run: Run) -> Path:
     regression = not any("val_accuracy" in r or "test_accuracy" in r for r in run.evals) and any(
         "val_rmse" in r or "test_rmse" in r for r in run.evals)
     metric, what = ("rmse", "RMSE") if regression else ("accuracy", "accuracy")
@@ -270,7 +144,7 @@ def _plot_quality(run: _Run) -> Path:
         val = run.series(run.evals, x, f"val_{metric}")
         test = run.series(run.evals, x, f"test_{metric}")
         if not len(val[0]) and not len(test[0]):
-            _note(ax, f"no eval records with {what}")
+            note(ax, f"no eval records with {what}")
             continue
         _draw_held_out(ax, val, test)
         if not regression and run.target is not None:
@@ -288,12 +162,12 @@ def _plot_quality(run: _Run) -> Path:
             ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         ax.set(xlabel=xlabel, ylabel=what + (" (lower is better)" if regression else ""))
         ax.grid(alpha=0.3)
-    _legend_below(fig, (by_time, by_updates))
-    return _save(fig, run.dir / f"{metric}.png")
+    legend_below(fig, (by_time, by_updates))
+    return save(fig, run.dir / f"{metric}.png")
 
 
 # -- staleness.png ---------------------------------------------------------------
-def _plot_staleness(run: _Run) -> Path:
+def _plot_staleness(run: Run) -> Path:
     fig, (histogram, per_worker, over_time) = _figure(run, "staleness (updates a push's parameters missed)", 3,
                                                       width=4.6)
     histogram.set_title("all pushes")
@@ -303,8 +177,7 @@ def _plot_staleness(run: _Run) -> Path:
     if pushes:
         staleness = np.array([r["staleness"] for r in pushes], float)
         applied = np.array([r.get("applied", True) is not False for r in pushes])
-        top = int(staleness.max())
-        bins = np.arange(-0.5, top + 1.5, max(1, int(np.ceil((top + 1) / 60))))
+        bins = staleness_bins([staleness])
         parts = [staleness[applied], staleness[~applied]]
         labels = ["applied", "not applied"]
         colours = ["#4c72b0", "#dd8452"]
@@ -317,9 +190,9 @@ def _plot_staleness(run: _Run) -> Path:
         histogram.set(xlabel="staleness (updates)", ylabel="pushes", title=f"all {len(pushes)} pushes")
         _legend_under(histogram)
     else:
-        _note(histogram, "no push records")
+        note(histogram, "no push records")
 
-    workers = _workers_in(pushes)
+    workers = ids(r.get("worker") for r in pushes)
     if workers:
         per = [np.array([r["staleness"] for r in pushes if r.get("worker") == w], float) for w in workers]
         x = np.arange(len(workers))
@@ -332,7 +205,7 @@ def _plot_staleness(run: _Run) -> Path:
         per_worker.set(xlabel="worker", ylabel="staleness (updates)")
         _legend_under(per_worker)
     else:
-        _note(per_worker, "no push records name a worker" if pushes else "no push records")
+        note(per_worker, "no push records name a worker" if pushes else "no push records")
 
     stats = [r for r in run.evals if isinstance(r.get("staleness"), dict) and r["staleness"].get("count")]
     if stats:
@@ -345,7 +218,7 @@ def _plot_staleness(run: _Run) -> Path:
         over_time.set(xlabel="time (s)", ylabel="staleness (updates)")
         _legend_under(over_time)
     else:
-        _note(over_time, "no staleness statistics in the eval records")
+        note(over_time, "no staleness statistics in the eval records")
     for ax in (histogram, per_worker, over_time):
         ax.grid(alpha=0.3)
-    return _save(fig, run.dir / "staleness.png")
+    return save(fig, run.dir / "staleness.png")

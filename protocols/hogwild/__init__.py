@@ -2,8 +2,8 @@
 parameter array without locks (``train``); see ``protocols.hogwild.train``
 for the algorithm and its citation."""
 
-from protocols.hogwild.train import (LOSSES, MODES, MatrixCompletion, Ratings, Result, SparseClassification,
-                                     SparseExamples, epoch_orders, initial_params, train)
+from protocols.hogwild.train import (LOSSES, MODES, MatrixCompletion, Ratings, Result, Settings, SparseClassification,
+                                     SparseExamples, epoch_orders, frequency_scale, initial_params, train)
 
-__all__ = ["SparseExamples", "Ratings", "SparseClassification", "MatrixCompletion", "Result", "train",
-           "MODES", "LOSSES", "initial_params", "epoch_orders"]
+__all__ = ["SparseExamples", "Ratings", "SparseClassification", "MatrixCompletion", "Settings", "Result", "train",
+           "MODES", "LOSSES", "initial_params", "epoch_orders", "frequency_scale"]

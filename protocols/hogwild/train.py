@@ -82,10 +82,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from optim.validation import check, is_number
+from optim.validation import check, check_bool, check_int, is_number
 from protocols.hogwild import kernels
 from protocols.hogwild.workers import DTYPE, Job, Processes, Threads
-from optim.validation import check_bool, check_int
 
 MODES = ("lockfree", "locked")
 LOSSES = {"logistic": kernels.LOGISTIC, "hinge": kernels.HINGE}
@@ -215,16 +214,41 @@ class MatrixCompletion:
             _check_ids(split.item, self.num_items, "item", "num_items")
 
 
-# -- the result ------------------------------------------------------------------------
+# -- the settings and the result ---------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """How :func:`train` runs. ``asyncps hogwild``'s ``[hogwild]`` section is these plus the model
+    (``lab.config.HogwildConfig``), so the defaults here are the command's too."""
+
+    threads: int = 2             # workers sharing the parameters
+    mode: str = "lockfree"       # lockfree (Hogwild!) | locked (a lock per coordinate, the paper's AIG)
+    processes: bool = False      # workers as processes over shared memory instead of threads
+    epochs: int = 20             # passes over the training examples (the paper's experiments: 20)
+    step_size: float = 0.1       # gamma of the first epoch
+    beta: float = 0.9            # gamma *= beta after every epoch (the paper: 0.9)
+    l2: float = 0.0              # lambda of (lambda/2)||x||^2, applied to each example's own coordinates only
+    chunk: int = 256             # examples a worker claims from the epoch's order at a time
+
+    def __post_init__(self):
+        check_int(self.threads, "threads")
+        check(self.mode in MODES, "mode", self.mode, f"choose one of {list(MODES)}")
+        check_bool(self.processes, "processes")
+        check_int(self.epochs, "epochs")
+        check(is_number(self.step_size) and self.step_size > 0, "step_size", self.step_size,
+              "step_size must be a number > 0")
+        check(is_number(self.beta) and 0 < self.beta <= 1, "beta", self.beta,
+              "beta (the step decay per epoch) must be in (0, 1]")
+        check(is_number(self.l2) and self.l2 >= 0, "l2", self.l2, "l2 must be a number >= 0")
+        check_int(self.chunk, "chunk")
+
+
 @dataclass(frozen=True)
 class Result:
     threads: int
     mode: str
     processes: bool
-    examples_per_second: float  # updates / train_seconds
     updates: int                # examples processed, over all epochs and workers
     collisions: int             # updates that found a coordinate of theirs rewritten since their read
-    collision_rate: float       # collisions / updates
     train_seconds: float        # the workers' time in the epochs: no start-up, shuffles or evaluation
     cpu_seconds: float          # the CPU time the workers got in the epochs (their threads' CPU clocks)
     wall_seconds: float         # the whole call
@@ -237,6 +261,15 @@ class Result:
         return self.history[-1]
 
     @property
+    def examples_per_second(self) -> float:
+        return self.updates / self.train_seconds if self.train_seconds > 0 else float("inf")
+
+    @property
+    def collision_rate(self) -> float:
+        """The share of updates that collided."""
+        return self.collisions / self.updates
+
+    @property
     def cpu_share(self) -> float:
         """How much of ``threads`` whole CPUs the workers got while the epochs ran (1.0: all of them).
         On a machine busy with other work, this, not the algorithm, can bound the speed-up."""
@@ -244,11 +277,10 @@ class Result:
 
 
 # -- the algorithm -----------------------------------------------------------------------
-def train(problem: SparseClassification | MatrixCompletion, *, threads: int = 2, mode: str = "lockfree",
-          processes: bool = False, epochs: int = 20, step_size: float = 0.1, beta: float = 0.9, l2: float = 0.0,
-          seed: int = 0, chunk: int = 256) -> Result:
+def train(problem: SparseClassification | MatrixCompletion, *, seed: int = 0, **options) -> Result:
     """Run Hogwild! (or the locked baseline) on ``problem`` and report speed, collisions and scores.
 
+    ``options`` are the fields of :class:`Settings`, each defaulting to its value there.
     ``threads`` workers (threads, or processes with ``processes=True``) run
     ``epochs`` passes; epoch ``k`` (from 0) uses the step size
     ``step_size * beta**k``. The initial parameters are
@@ -261,51 +293,37 @@ def train(problem: SparseClassification | MatrixCompletion, *, threads: int = 2,
     them needs the usual ``if __name__ == "__main__":`` guard.
     """
     started = time.perf_counter()
-    _check_settings(problem, threads, mode, processes, epochs, step_size, beta, l2, seed, chunk)
-    arrays = _arrays(problem, l2, seed)
+    check(isinstance(problem, (SparseClassification, MatrixCompletion)), "problem", type(problem).__name__,
+          "pass a hogwild.SparseClassification or hogwild.MatrixCompletion")
+    settings = Settings(**options)
+    check_int(seed, "seed", low=0)
+    written, read = _arrays(problem, settings.l2, seed)
     sparse = isinstance(problem, SparseClassification)
     job = Job(kind="sparse" if sparse else "ratings", loss=LOSSES[problem.loss] if sparse else 0,
-               width=problem.train.width if sparse else 0, chunk=chunk, workers=threads, locked=mode == "locked")
-    team = (Processes if processes else Threads)(arrays, job)
+              width=problem.train.width if sparse else 0, chunk=settings.chunk, workers=settings.threads,
+              locked=settings.mode == "locked")
+    team = (Processes if settings.processes else Threads)(written, read, job)  # may make `written` shared memory
     try:
         history = []
-        orders = epoch_orders(len(problem.train), seed, out=arrays["order"])
-        for epoch in range(epochs):
+        orders = epoch_orders(len(problem.train), seed, out=written["order"])
+        for epoch in range(settings.epochs):
             next(orders)
-            step = step_size * beta ** epoch
-            arrays["cursor"][0] = 0
+            step = settings.step_size * settings.beta ** epoch
+            written["cursor"][0] = 0
             tick = time.perf_counter()
             counts = team.run_epoch(step)
             seconds = time.perf_counter() - tick
             record = {"epoch": epoch + 1, "step_size": step, "seconds": seconds,
                       "cpu_seconds": sum(cpu for _, _, cpu in counts), "updates": sum(u for u, _, _ in counts),
                       "collisions": sum(c for _, c, _ in counts)}
-            history.append(record | _scores(problem, arrays))
+            history.append(record | _scores(problem, written))
     finally:
         team.close()
-    params = {name: arrays[name].copy() for name in (("w",) if sparse else ("users", "items"))}
-    updates = sum(r["updates"] for r in history)
-    collisions = sum(r["collisions"] for r in history)
-    train_seconds = sum(r["seconds"] for r in history)
-    return Result(threads=threads, mode=mode, processes=processes,
-                  examples_per_second=updates / train_seconds if train_seconds > 0 else float("inf"),
-                  updates=updates, collisions=collisions, collision_rate=collisions / updates,
-                  train_seconds=train_seconds, cpu_seconds=sum(r["cpu_seconds"] for r in history),
+    params = {name: written[name].copy() for name in (("w",) if sparse else ("users", "items"))}
+    return Result(threads=settings.threads, mode=settings.mode, processes=settings.processes,
+                  updates=sum(r["updates"] for r in history), collisions=sum(r["collisions"] for r in history),
+                  train_seconds=sum(r["seconds"] for r in history), cpu_seconds=sum(r["cpu_seconds"] for r in history),
                   wall_seconds=time.perf_counter() - started, history=history, params=params)
-
-
-def _check_settings(problem, threads, mode, processes, epochs, step_size, beta, l2, seed, chunk) -> None:
-    check(isinstance(problem, (SparseClassification, MatrixCompletion)), "problem", type(problem).__name__,
-          "pass a hogwild.SparseClassification or hogwild.MatrixCompletion")
-    check_int(threads, "threads")
-    check(mode in MODES, "mode", mode, f"choose one of {list(MODES)}")
-    check_bool(processes, "processes")
-    check_int(epochs, "epochs")
-    check(is_number(step_size) and step_size > 0, "step_size", step_size, "step_size must be a number > 0")
-    check(is_number(beta) and 0 < beta <= 1, "beta", beta, "beta (the step decay per epoch) must be in (0, 1]")
-    check(is_number(l2) and l2 >= 0, "l2", l2, "l2 must be a number >= 0")
-    check_int(seed, "seed", low=0)
-    check_int(chunk, "chunk")
 
 
 def initial_params(problem: SparseClassification | MatrixCompletion, seed: int) -> dict[str, np.ndarray]:
@@ -329,43 +347,45 @@ def epoch_orders(n: int, seed: int, out: np.ndarray | None = None) -> Iterator[n
         yield order
 
 
-def _arrays(problem, l2: float, seed: int) -> dict[str, np.ndarray]:
-    """Everything the workers read or write, by name: the parameters, per coordinate the
-    penalty factor (lambda N / d, empty without l2), a write stamp and a lock; the training
-    data; the epoch's order and the shared cursor. Every buffer is written once here, so
-    the first touch of fresh memory (slow on a VM) happens before the clock starts."""
-    arrays = initial_params(problem, seed)
+def frequency_scale(ids: np.ndarray, rows: int, n: int) -> np.ndarray:
+    """:math:`N / d_v` for each of ``rows`` coordinates (or rows of a table), in float32: ``n``
+    examples over the number of them that touch it, the ``ids`` each example touches
+    (a coordinate no example touches counts as touched once). The penalty of an
+    example on :math:`v` is weighed by it; see the module's docstring."""
+    return (n / np.maximum(np.bincount(ids, minlength=rows), 1)).astype(DTYPE)
+
+
+def _arrays(problem, l2: float, seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """What the workers write and what they only read, by name. Written: the parameters, a
+    write stamp and a lock per coordinate, the epoch's order and the shared cursor. Read: the
+    training data and the penalty factor per coordinate (lambda N / d, empty without l2).
+    Every buffer is written once here, so the first touch of fresh memory (slow on a VM)
+    happens before the clock starts."""
+    written = initial_params(problem, seed)
     train = problem.train
     if isinstance(problem, SparseClassification):
         tables = {"": (train.indices, problem.num_features)}
-        arrays |= {"indices": train.indices, "offsets": train.offsets, "values": train.values,
-                   "labels": train.labels}
+        read = {"indices": train.indices, "offsets": train.offsets, "values": train.values, "labels": train.labels}
     else:
         tables = {"user_": (train.user, problem.num_users), "item_": (train.item, problem.num_items)}
-        arrays |= {"user": train.user, "item": train.item, "rating": train.rating}
+        read = {"user": train.user, "item": train.item, "rating": train.rating}
     for prefix, (ids, rows) in tables.items():
-        degree = np.maximum(np.bincount(ids, minlength=rows), 1)
-        arrays[prefix + "reg"] = (l2 * len(train) / degree).astype(DTYPE) if l2 else np.zeros(0, DTYPE)
-        arrays[prefix + "stamps"] = np.full(rows, 0, dtype=np.int32)
-        arrays[prefix + "locks"] = np.full(rows, 0, dtype=np.int32)
-    arrays["order"] = np.arange(len(train))
-    arrays["cursor"] = np.zeros(1, dtype=np.int64)
-    return arrays
+        read[prefix + "reg"] = l2 * frequency_scale(ids, rows, len(train)) if l2 else np.zeros(0, DTYPE)
+        written[prefix + "stamps"] = np.full(rows, 0, dtype=np.int32)
+        written[prefix + "locks"] = np.full(rows, 0, dtype=np.int32)
+    written["order"] = np.arange(len(train))
+    written["cursor"] = np.zeros(1, dtype=np.int64)
+    return written, read
 
 
 def _scores(problem, arrays) -> dict[str, float]:
+    splits = (("train", problem.train), ("test", problem.test))
     if isinstance(problem, SparseClassification):
-        loss = LOSSES[problem.loss]
-        train_loss, train_error = kernels.sparse_scores(arrays["w"], *_csr(problem.train), loss)
-        test_loss, test_error = kernels.sparse_scores(arrays["w"], *_csr(problem.test), loss)
-        return {"train_loss": train_loss, "train_error": train_error, "test_loss": test_loss,
-                "test_error": test_error}
-    users, items = arrays["users"], arrays["items"]
-    return {"train_rmse": kernels.ratings_rmse(users, items, problem.train.user, problem.train.item,
-                                               problem.train.rating),
-            "test_rmse": kernels.ratings_rmse(users, items, problem.test.user, problem.test.item,
-                                              problem.test.rating)}
-
-
-def _csr(split: SparseExamples) -> tuple[np.ndarray, ...]:
-    return split.indices, split.offsets, split.values, split.labels
+        scores = {}
+        for name, split in splits:
+            loss, error = kernels.sparse_scores(arrays["w"], split.indices, split.offsets, split.values, split.labels,
+                                                LOSSES[problem.loss])
+            scores |= {f"{name}_loss": loss, f"{name}_error": error}
+        return scores
+    return {f"{name}_rmse": kernels.ratings_rmse(arrays["users"], arrays["items"], split.user, split.item, split.rating)
+            for name, split in splits}

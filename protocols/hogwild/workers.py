@@ -53,9 +53,9 @@ def _warm_up(job: Job, arrays: dict[str, np.ndarray]) -> None:
 class Threads:
     """Worker threads in one process; the kernel releases the GIL, so they run in parallel."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], job: Job):
-        self.arrays, self.job = arrays, job
-        _warm_up(job, arrays)
+    def __init__(self, written: dict[str, np.ndarray], read: dict[str, np.ndarray], job: Job):
+        self.arrays, self.job = written | read, job
+        _warm_up(job, self.arrays)
         self.pool = ThreadPoolExecutor(max_workers=job.workers, thread_name_prefix="hogwild")
 
     def run_epoch(self, step: float) -> list[tuple[int, int, float]]:
@@ -67,35 +67,31 @@ class Threads:
 
 
 class Processes:
-    """Worker processes (``spawn``). What anyone writes during training (the parameters,
-    stamps, locks, the epoch's order and the cursor) moves into ``multiprocessing``
-    shared buffers, which ``arrays`` then views, so the parent's shuffles and scores see
-    what the workers wrote. The read-only training data go to each worker as a private
-    copy. Shared memory gets no transparent huge pages (Linux's default for shmem), and
-    random reads spread over ~100 MB of data then spend about 20% more CPU on TLB misses."""
+    """Worker processes (``spawn``). What anyone writes during training (``written``: the
+    parameters, stamps, locks, the epoch's order and the cursor) moves into
+    ``multiprocessing`` shared buffers, which ``written`` then views, so the parent's
+    shuffles and scores see what the workers wrote. What they only ``read`` (the training
+    data) goes to each worker as a private copy. Shared memory gets no transparent huge
+    pages (Linux's default for shmem), and random reads spread over ~100 MB of data then
+    spend about 20% more CPU on TLB misses."""
 
     START_TIMEOUT = 120.0  # seconds for a worker to import asyncps and load its kernel
-    WRITTEN = frozenset({"w", "users", "items", "stamps", "user_stamps", "item_stamps", "locks", "user_locks",
-                         "item_locks", "order", "cursor"})
 
-    def __init__(self, arrays: dict[str, np.ndarray], job: Job):
+    def __init__(self, written: dict[str, np.ndarray], read: dict[str, np.ndarray], job: Job):
         context = multiprocessing.get_context("spawn")
-        shared, private = {}, {}
-        for name, array in arrays.items():
-            if name not in self.WRITTEN:
-                private[name] = array
-                continue
+        shared = {}
+        for name, array in written.items():
             buffer = context.RawArray("b", max(array.nbytes, 1))
             view = np.frombuffer(buffer, dtype=array.dtype, count=array.size).reshape(array.shape)
             view[...] = array
-            arrays[name] = view
+            written[name] = view
             shared[name] = (buffer, array.dtype.str, array.shape)
-        _warm_up(job, arrays)  # compiles into numba's cache, which the workers then load
+        _warm_up(job, written | read)  # compiles into numba's cache, which the workers then load
         self.job = job
         self.results = context.Queue()
         self.commands = [context.Queue() for _ in range(job.workers)]
         self.workers = [context.Process(target=_serve, name=f"hogwild-{worker}", daemon=True,
-                                        args=(shared, private, job, worker, self.commands[worker], self.results))
+                                        args=(shared, read, job, worker, self.commands[worker], self.results))
                         for worker in range(job.workers)]
         for process in self.workers:
             process.start()
@@ -140,7 +136,7 @@ class Processes:
                 process.join()
 
 
-def _serve(shared: dict, private: dict, job: Job, worker: int, commands, results) -> None:
+def _serve(shared: dict, read: dict, job: Job, worker: int, commands, results) -> None:
     """A worker process: view the shared arrays, then run one epoch per step size received, until None."""
     try:
         arrays = {name: np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
@@ -149,7 +145,7 @@ def _serve(shared: dict, private: dict, job: Job, worker: int, commands, results
             array.reshape(-1).view(np.uint8)[::4096].sum()
         # A fresh numpy copy, because numpy asks the kernel for transparent huge pages for large
         # arrays and an unpickled buffer does not have them.
-        arrays |= {name: np.array(array) for name, array in private.items()}
+        arrays |= {name: np.array(array) for name, array in read.items()}
         _warm_up(job, arrays)
         results.put((0, 0, 0.0))
         while (step := commands.get()) is not None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli.main import main
-from lab.cli.hogwild import load_hogwild_config, problem_from_dataset
+from lab.cli.hogwild import problem_from_dataset
+from lab.config import load_hogwild_config
 from protocols import hogwild
 from workers import load_dataset
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab.reports.plots import plot_run, read_metrics
+from lab.metrics import read_metrics
+from lab.reports.plots import plot_run
 
 WORKERS, SHARDS, SECONDS = 4, 2, 30.0
 

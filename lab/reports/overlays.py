@@ -1,0 +1,171 @@
+"""``asyncps report``'s overlays of several runs, one colour per run:
+
+- ``compare_sweep.png`` (only when the runs sweep one number, a ``--sweep``):
+  each run's final test loss and accuracy against it, one line per compared
+  config;
+- ``compare_quality.png``: test accuracy, or RMSE, against time and updates;
+- ``compare_loss.png``: test loss, and updates applied, against time;
+- ``compare_staleness.png``: the staleness of every push, per run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+
+from lab.reports.figures import figure, histograms, legend_below, log_if_positive, note, save
+from lab.reports.rundir import Run, differing
+from optim.validation import is_number
+
+__all__ = ["plot_overlays", "run_colour"]
+
+
+def run_colour(i: int):
+    """Run ``i``'s colour: ten distinct ones, then twenty more."""
+    return plt.cm.tab10(i % 10) if i < 10 else plt.cm.tab20((i - 10) % 20)
+
+
+def run_style(i: int) -> str:
+    """Run ``i``'s line style: a new one for each ten runs, so that a colour repeated is told apart."""
+    return ("-", "--", ":", "-.")[(i // 10) % 4]
+
+
+def plot_overlays(runs: list[Run], out: Path) -> list[tuple[Path, str]]:
+    """The comparison figures, each with its caption; a sweep's first."""
+    swept = _sweep(runs)
+    overlays = [_overlay_sweep(runs, *swept, out)] if swept else []
+    return overlays + [_overlay_quality(runs, out), _overlay_loss(runs, out), _overlay_staleness(runs, out)]
+
+
+def _sweep(runs: list[Run]) -> tuple[list[str], list[str]] | None:
+    """``(swept, grouping)`` setting keys when the runs sweep one number over
+    three or more values (keys that always change together count as one, as
+    in a joint sweep), one line per value of the other differing settings
+    (the compared configs)."""
+    columns = {key: tuple(run.settings.get(key) for run in runs) for key in differing(runs)}
+    swept = [key for key, column in columns.items()
+             if all(is_number(v) for v in column) and len(set(column)) >= 3]
+    if not swept or any(columns[key] != columns[swept[0]] for key in swept):
+        return None
+    others = [key for key in columns if key not in swept]
+    groups = {tuple(repr(run.settings.get(key)) for key in others) for run in runs}
+    if len(groups) * 2 > len(runs):
+        return None  # a line needs two points
+    # Label the lines by the one setting that tells the groups apart, if there is one.
+    telling = [key for key in others if len(set(map(repr, columns[key]))) == len(groups)]
+    return swept, (telling[:1] if telling else others)
+
+
+def _overlay_sweep(runs: list[Run], swept: list[str], grouping: list[str], out: Path) -> tuple[Path, str]:
+    metric = "rmse" if all(run.metric == "rmse" for run in runs) else "accuracy"
+    x_label = " = ".join(swept)
+    fig, axes = figure(f"final results against {x_label}", 2)
+    lines: dict[str, list[tuple[float, dict]]] = {}
+    for run in runs:
+        label = ", ".join(f"{key}={run.settings.get(key)}" for key in grouping) or "runs"
+        lines.setdefault(label, []).append((run.settings[swept[0]], run.summary.get("final", {})))
+    xs_all = [x for points in lines.values() for x, _ in points]
+    for ax, key, title in ((axes[0], "test_loss", "final test loss"), (axes[1], f"test_{metric}",
+                                                                         f"final test {metric}")):
+        for i, (label, points) in enumerate(lines.items()):
+            points = sorted((x, final[key]) for x, final in points if is_number(final.get(key)))
+            if points:
+                ax.plot(*zip(*points), color=run_colour(i), linestyle=run_style(i), marker="o", linewidth=1.8,
+                        label=label)
+        if not ax.lines:
+            note(ax, f"no final {key}")
+            continue
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 10:
+            ax.set_xscale("log")
+            ax.set_xticks(sorted(set(xs_all)), [f"{x:g}" for x in sorted(set(xs_all))])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        if key == "test_accuracy":
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set(title=title, xlabel=x_label, ylabel=key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    legend_below(fig, axes, columns=4)
+    caption = f"Each run's final test loss and {metric}, against the swept {x_label}."
+    return save(fig, out / "compare_sweep.png"), caption
+
+
+def _overlay_quality(runs: list[Run], out: Path) -> tuple[Path, str]:
+    metric = "rmse" if all(run.metric == "rmse" for run in runs) else "accuracy"
+    what = "test RMSE" if metric == "rmse" else "test accuracy"
+    fig, axes = figure(what, 2)
+    targets = {run.summary.get("target_accuracy") for run in runs} - {None}
+    for ax, x, xlabel in ((axes[0], "time", "time (s)"), (axes[1], "updates", "updates applied")):
+        for i, run in enumerate(runs):
+            xs, ys = run.series(run.evals, x, f"test_{metric}")
+            if len(xs):
+                ax.plot(xs, ys, color=run_colour(i), linestyle=run_style(i), marker="o", markersize=3,
+                        linewidth=1.8, label=run.name)
+        if not ax.lines:
+            note(ax, f"no eval records with {what}")
+            continue
+        if metric == "accuracy":
+            for target in sorted(targets):
+                ax.axhline(target, color="#2e8b57", linestyle="--", linewidth=1, label=f"target {target:g}")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set(title=f"against {xlabel.split(' (')[0]}", xlabel=xlabel,
+               ylabel=what + (" (lower is better)" if metric == "rmse" else ""))
+        ax.grid(alpha=0.3)
+    legend_below(fig, axes, columns=4)
+    caption = f"{what.capitalize()} at each evaluation, against time and against updates applied."
+    return save(fig, out / "compare_quality.png"), caption
+
+
+def _overlay_loss(runs: list[Run], out: Path) -> tuple[Path, str]:
+    fig, (loss, updates) = figure("test loss and throughput", 2)
+    for i, run in enumerate(runs):
+        style = {"color": run_colour(i), "linestyle": run_style(i), "linewidth": 1.8, "label": run.name}
+        xs, ys = run.series(run.evals, "time", "test_loss")
+        if len(xs):
+            loss.plot(xs, ys, marker="o", markersize=3, **style)
+        xs, ys = run.series(run.evals, "time", "updates")
+        if len(xs):
+            updates.plot(np.concatenate([[0.0], xs]), np.concatenate([[0.0], ys]), **style)
+    for ax, text in ((loss, "no eval records with a test loss"), (updates, "no eval records count updates")):
+        if not ax.lines:
+            note(ax, text)
+    if loss.lines:
+        log_if_positive(loss, *(line.get_ydata() for line in loss.lines))
+        loss.set(title="test loss against time", xlabel="time (s)", ylabel="test loss")
+    updates.set(title="updates applied against time (slope: updates per second)", xlabel="time (s)",
+                ylabel="updates applied")
+    for ax in (loss, updates):
+        ax.grid(alpha=0.3)
+    legend_below(fig, (loss, updates), columns=4)
+    caption = "Test loss at each evaluation, and how fast each run applied updates."
+    return save(fig, out / "compare_loss.png"), caption
+
+
+def _overlay_staleness(runs: list[Run], out: Path) -> tuple[Path, str]:
+    fig, (histogram, boxes) = figure("staleness of every push (updates its parameters missed)", 2)
+    values = [run.staleness() for run in runs]
+    shown = [(i, run, v) for i, (run, v) in enumerate(zip(runs, values)) if len(v)]
+    if not shown:
+        note(histogram, "no push records")
+        note(boxes, "no push records")
+    else:
+        histograms(histogram, [v for _, _, v in shown], [run.name for _, run, _ in shown],
+                   [run_colour(i) for i, _, _ in shown], [run_style(i) for i, _, _ in shown])
+        histogram.set(title="distribution", xlabel="staleness (updates)", ylabel="fraction of the run's pushes")
+        for row, (i, _, v) in enumerate(shown, start=1):  # drawn by hand: boxplot's orientation API keeps moving
+            p5, q1, median, q3, p95 = np.percentile(v, [5, 25, 50, 75, 95])
+            boxes.hlines(row, p5, p95, color="black", linewidth=1)
+            boxes.vlines([p5, p95], row - 0.15, row + 0.15, color="black", linewidth=1)
+            boxes.barh(row, max(q3 - q1, 0.05), left=q1 if q3 > q1 else q1 - 0.025, height=0.6,
+                       color=run_colour(i), alpha=0.8, edgecolor="black", zorder=2)
+            boxes.vlines(median, row - 0.3, row + 0.3, color="black", linewidth=2, zorder=3)
+            boxes.plot(v.mean(), row, marker="D", markerfacecolor="white", markeredgecolor="black", zorder=4)
+        boxes.set_yticks(np.arange(1, len(shown) + 1), [run.name for _, run, _ in shown], fontsize=8)
+        boxes.invert_yaxis()
+        boxes.set(title="per run", xlabel="staleness (updates): box quartiles, whiskers p5 to p95, \u25c7 mean")
+    for ax in (histogram, boxes):
+        ax.grid(alpha=0.3)
+    legend_below(fig, (histogram,), columns=4)
+    caption = "How stale each run's pushes were: the whole distribution, and its quartiles and tails side by side."
+    return save(fig, out / "compare_staleness.png"), caption
