@@ -11,7 +11,7 @@ from optim.adadelta import Adadelta
 from optim.adagrad import Adagrad
 from optim.adam import Adam, AdamW
 from optim.adamax import Adamax
-from optim.base import Array, Optimizer, State, as_tensor
+from optim.base import Optimizer, State
 from optim.early_stopping import EarlyStopping
 from optim.nadam import NAdam
 from optim.rmsprop import RMSprop
@@ -38,7 +38,7 @@ def create(name: str, **hparams) -> Optimizer:
 
 
 __all__ = [
-    "OPTIMIZERS", "Optimizer", "State", "Array", "as_tensor", "create",
+    "OPTIMIZERS", "Optimizer", "State", "create",
     "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
     "Schedule", "lr_at", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
     "Triangular", "Noam", "Warmup",

@@ -79,7 +79,7 @@ class CompensateThenApply:
         values, grad, out = rule_tensors(values, grad, out)
         g_c = self.compensate(grad, state.log.since(version - staleness), state.mean_square)
         before = values.clone() if out is None else values
-        self.optimizer.update(values, g_c, state.optimizer, out)
+        self.optimizer.step(values, g_c, state.optimizer, out)
         after = values if out is None else out
         state.log.record(version, worker, after - before)
         return True

@@ -67,7 +67,7 @@ class ApplyEachClock:
         if count < self.needed:
             return False
         del state.pending[clock]
-        self.optimizer.update(values, total.div_(count), state.optimizer, out)
+        self.optimizer.step(values, total.div_(count), state.optimizer, out)
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:

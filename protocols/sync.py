@@ -61,7 +61,7 @@ class AverageThenApply:
         state.count += 1
         if state.count < self.needed:
             return False
-        self.optimizer.update(values, state.total.div_(state.count), state.optimizer, out)
+        self.optimizer.step(values, state.total.div_(state.count), state.optimizer, out)
         state.count = 0
         return True
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim import Array
+from ps.rules import Array
 from optim.validation import check
 
 

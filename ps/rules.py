@@ -9,19 +9,21 @@ stores that state and checkpoints it through the rule.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Union
 
 import numpy as np
 import torch
 
 import optim
 
+Array = Union[torch.Tensor, np.ndarray]  # a pushed gradient, as a shard takes it today
+
 
 class ServerRule(Protocol):
     def init(self, values: torch.Tensor) -> Any:
         """The rule's state for one tensor (the dense slice, or one table)."""
 
-    def apply(self, values: np.ndarray, grad: optim.Array, state: Any, out: np.ndarray | None, *,
+    def apply(self, values: np.ndarray, grad: Array, state: Any, out: np.ndarray | None, *,
               worker: int, staleness: int, version: int) -> bool:
         """Write the updated values into ``out`` (``None``: into ``values``, in
         place) and return True; or keep the gradient, or drop it, and return
@@ -30,7 +32,7 @@ class ServerRule(Protocol):
         ``values`` and ``out`` are numpy views of the shard's float32 buffers,
         and ``grad`` a checked float32 vector, a torch tensor or a numpy array
         (the in-process client sends numpy slices): for a small shard, making
-        tensors of them costs more than its update. ``optim.as_tensor`` makes
+        tensors of them costs more than its update. ``rule_tensors`` makes
         tensors that share their memory."""
 
     def apply_rows(self, table: torch.Tensor, ids: torch.Tensor, grad_rows: torch.Tensor, state: Any, *,
@@ -42,12 +44,15 @@ class ServerRule(Protocol):
     def load_state_dict(self, saved: dict) -> Any: ...
 
 
-def rule_tensors(values: optim.Array, grad: optim.Array,
-                 out: optim.Array | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def rule_tensors(values: Array, grad: Array,
+                 out: Array | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A rule's ``apply`` arguments as tensors sharing their memory, for a rule
     written in torch ops."""
-    return (optim.as_tensor(values, "values"), optim.as_tensor(grad, "grad"),
-            None if out is None else optim.as_tensor(out, "out"))
+    return _tensor(values), _tensor(grad), None if out is None else _tensor(out)
+
+
+def _tensor(x: Array) -> torch.Tensor:
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x.detach()
 
 
 def staleness_lr_scale(staleness: int) -> float:
@@ -75,7 +80,9 @@ class ApplyEach:
 
     def apply(self, values, grad, state, out, *, worker, staleness, version) -> bool:
         scale = staleness_lr_scale(staleness) if self.staleness_aware else 1.0
-        self.optimizer.update(values, grad, state, out, scale)  # the shard has checked the push; numpy or torch
+        if isinstance(grad, torch.Tensor):
+            grad = grad.detach().numpy()  # for now: shards still take tensor gradients too
+        self.optimizer.update(values, grad, state, out, scale)  # flat numpy; the shard has checked the push
         return True
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim import Array
-from ps.rules import ServerRule
+from ps.rules import Array, ServerRule
 
 
 class Push(NamedTuple):
