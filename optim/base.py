@@ -52,7 +52,7 @@ class State:
     arrays: dict[str, np.ndarray | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self.arrays = {slot: flat_view(t) for slot, t in self.tensors.items()}
+        self.arrays = {slot: flat_view(t.detach()) for slot, t in self.tensors.items()}
 
     def state_dict(self) -> dict:
         """A detached copy: later steps do not change what was saved."""
@@ -70,11 +70,12 @@ class State:
 
 
 def flat_view(t: torch.Tensor) -> np.ndarray | None:
-    """``t`` as the flat numpy array a fast kernel reads and writes, sharing its
-    memory; None when it is not contiguous (no flat view exists)."""
+    """``t`` (detached) as the flat numpy array a fast kernel reads and writes,
+    sharing its memory; None when it is not contiguous (no flat view exists)."""
     if not t.is_contiguous():
         return None
-    return t.detach().numpy().reshape(-1)
+    a = t.numpy()
+    return a if a.ndim == 1 else a.reshape(-1)
 
 
 def check_lr(lr: LearningRate) -> None:
