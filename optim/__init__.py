@@ -2,9 +2,11 @@
 
 Every optimizer of Ruder's overview ("An overview of gradient descent
 optimization algorithms", 2016) with ``torch.optim``'s names, defaults and
-numbers: ``state = opt.init(param)``, ``opt.step(param, grad, state)``, and
-lazy sparse ``opt.step_rows(table, rows, grad_rows, state)``. Learning-rate
-schedules, gradient noise, clipping and early stopping live beside them.
+numbers: ``state = opt.init(param)``, ``opt.step(param, grad, state)`` and
+lazy sparse ``opt.step_rows(table, rows, grad_rows, state)`` on torch tensors;
+``opt.update(p, g, state)``, the fast kernel unchecked, on flat numpy arrays.
+Learning-rate schedules, gradient noise, clipping and early stopping live
+beside them.
 """
 
 from optim.adadelta import Adadelta
