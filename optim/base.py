@@ -54,6 +54,14 @@ class State:
     def __post_init__(self):
         self.arrays = {slot: flat_view(t.detach()) for slot, t in self.tensors.items()}
 
+    def __getstate__(self) -> dict:
+        # A pickled or copied view would be a copy of its own; the views are remade with the tensors.
+        return {"step": self.step, "tensors": self.tensors}
+
+    def __setstate__(self, saved: dict) -> None:
+        self.step, self.tensors = saved["step"], saved["tensors"]
+        self.__post_init__()
+
     def state_dict(self) -> dict:
         """A detached copy: later steps do not change what was saved."""
         return {"step": self.step, "tensors": {k: v.clone() for k, v in self.tensors.items()}}

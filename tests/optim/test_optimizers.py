@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -179,6 +182,18 @@ def test_state_is_plain_data():
     assert state.arrays["strided"] is None  # a non-contiguous tensor has no flat view
     assert state == optim.State(2, {"sum": state["sum"], "strided": state["strided"]})
     assert repr(state).startswith("State(step=2, tensors={") and "arrays" not in repr(state)
+
+
+@pytest.mark.parametrize("copy_state", [copy.deepcopy, lambda s: pickle.loads(pickle.dumps(s))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copied_state_has_views_of_its_own_tensors(copy_state):
+    opt = optim.Adagrad()
+    param = torch.zeros(4)
+    state = copy_state(opt.init(param))
+    opt.step(param, torch.ones(4), state)
+    assert (state["sum"] == 1.0).all() and state.arrays["sum"] is not None
+    state["sum"].add_(1.0)
+    assert (state.arrays["sum"] == 2.0).all()
 
 
 def test_state_from_a_state_dict_has_contiguous_slots_and_their_views():
