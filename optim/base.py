@@ -190,33 +190,19 @@ class Optimizer:
 
     def _dense_step(self, p: torch.Tensor, g: torch.Tensor, state: State, out: torch.Tensor | None,
                     lr_scale: float) -> None:
-        """The checked update: the fast kernel on flat views when every tensor
-        has one and all share a dtype, else the reference kernel."""
-        views = self._flat_views(p, g, state, out)
-        if views is not None:
-            self.update(views[0], views[1], state, views[2], lr_scale)
+        """The checked update (``p``, ``g`` and ``out`` share a dtype): the fast
+        kernel when every tensor and slot has a flat view of that dtype, else
+        the reference kernel."""
+        pa, ga, oa = flat_view(p), flat_view(g), None if out is None else flat_view(out)
+        slots = [state.arrays.get(slot) for slot in self.slots]
+        fast = (pa is not None and ga is not None and (oa is not None or out is None)
+                and all(a is not None and a.dtype == pa.dtype for a in slots))
+        if fast:
+            self.update(pa, ga, state, oa, lr_scale)
             return
         lr = lr_at(self.lr, state.step) * lr_scale
         state.step += 1
         self.reference(p if out is None else out.copy_(p), g, state, lr)
-
-    def _flat_views(self, p: torch.Tensor, g: torch.Tensor, state: State,
-                    out: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        """``(p, g, out)`` as flat numpy views, or None when the fast kernel does
-        not apply (a tensor or slot that is not contiguous, or of another dtype)."""
-        pa, ga = flat_view(p), flat_view(g)
-        if pa is None or ga is None or ga.dtype != pa.dtype:
-            return None
-        oa = None
-        if out is not None:
-            oa = flat_view(out)
-            if oa is None or oa.dtype != pa.dtype:
-                return None
-        for slot in self.slots:
-            sa = state.arrays.get(slot)
-            if sa is None or sa.dtype != pa.dtype:
-                return None
-        return pa, ga, oa
 
     def _check_state(self, p: torch.Tensor, state: State) -> None:
         missing = [s for s in self.slots if s not in state.tensors]
