@@ -87,10 +87,10 @@ def minimal_simulation(experiment: Experiment, path: Path) -> float:
             read = list(versions)
             loss, grad, _ = loss_and_grad(experiment.model, params[w], {}, batch)
             out.write(json.dumps({"time": now, "kind": "train", "worker": w, "loss": loss}) + "\n")
-            for s, part in enumerate(layout.split(grad.numpy())):
+            for s, part in enumerate(layout.split(grad)):
                 if not all_finite(part):
                     raise ValueError("non-finite gradient")
-                optimizer.update(values[s], part, states[s])
+                optimizer.update(values[s], part.numpy(), states[s])
                 out.write(json.dumps({"time": now, "kind": "push", "worker": w, "shard": s,
                                       "staleness": versions[s] - read[s]}) + "\n")
                 versions[s] += 1
