@@ -71,6 +71,7 @@ def minimal_simulation(experiment: Experiment, path: Path) -> float:
     optimizer = experiment.server_rule().optimizer
     shards = [part.clone() for part in layout.split(experiment.initial_flat)]
     states = [optimizer.init(shard) for shard in shards]
+    values = [shard.numpy() for shard in shards]  # the flat views update() takes, made once
     versions = [0] * layout.num_shards
     draws = [[experiment.delays.sampler(w, event) for event in EVENTS] for w in range(workers)]
     batches = [itertools.islice(iter(shard), experiment.steps) for shard in experiment.data_shards]
@@ -90,7 +91,7 @@ def minimal_simulation(experiment: Experiment, path: Path) -> float:
             for s, part in enumerate(layout.split(grad)):
                 if not all_finite(part):
                     raise ValueError("non-finite gradient")
-                optimizer.update(shards[s], part, states[s])
+                optimizer.update(values[s], part.numpy(), states[s])
                 out.write(json.dumps({"time": now, "kind": "push", "worker": w, "shard": s,
                                       "staleness": versions[s] - read[s]}) + "\n")
                 versions[s] += 1

@@ -2,16 +2,18 @@
 
 Every optimizer of Ruder's overview ("An overview of gradient descent
 optimization algorithms", 2016) with ``torch.optim``'s names, defaults and
-numbers: ``state = opt.init(param)``, ``opt.step(param, grad, state)``, and
-lazy sparse ``opt.step_rows(table, rows, grad_rows, state)``. Learning-rate
-schedules, gradient noise, clipping and early stopping live beside them.
+numbers: ``state = opt.init(param)``, ``opt.step(param, grad, state)`` and
+lazy sparse ``opt.step_rows(table, rows, grad_rows, state)`` on torch tensors;
+``opt.update(p, g, state)``, the fast kernel unchecked, on flat numpy arrays.
+Learning-rate schedules, gradient noise, clipping and early stopping live
+beside them.
 """
 
 from optim.adadelta import Adadelta
 from optim.adagrad import Adagrad
 from optim.adam import Adam, AdamW
 from optim.adamax import Adamax
-from optim.base import Array, Optimizer, State, as_tensor
+from optim.base import Optimizer, State
 from optim.early_stopping import EarlyStopping
 from optim.nadam import NAdam
 from optim.rmsprop import RMSprop
@@ -38,7 +40,7 @@ def create(name: str, **hparams) -> Optimizer:
 
 
 __all__ = [
-    "OPTIMIZERS", "Optimizer", "State", "Array", "as_tensor", "create",
+    "OPTIMIZERS", "Optimizer", "State", "create",
     "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
     "Schedule", "lr_at", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
     "Triangular", "Noam", "Warmup",

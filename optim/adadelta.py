@@ -46,7 +46,7 @@ class Adadelta(Optimizer):
         p.add_(delta, alpha=-lr)
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
-        _adadelta_kernel(p, out, g, state.array("square_avg"), state.array("acc_delta"),
+        _adadelta_kernel(p, out, g, state.arrays["square_avg"], state.arrays["acc_delta"],
                          float(self.weight_decay), float(self.rho), 1.0 - self.rho, float(self.eps), -lr)
 
 

@@ -38,7 +38,7 @@ class Adagrad(Optimizer):
         self.initial_accumulator_value = initial_accumulator_value
         self.eps = eps
 
-    def init(self, param) -> State:
+    def init(self, param: torch.Tensor) -> State:
         state = super().init(param)
         state["sum"].fill_(self.initial_accumulator_value)
         return state
@@ -54,7 +54,7 @@ class Adagrad(Optimizer):
         p.addcdiv_(g, std, value=-self._clr(lr, state.step))
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
-        _adagrad_kernel(p, out, g, state.array("sum"), float(self.weight_decay), float(self.eps),
+        _adagrad_kernel(p, out, g, state.arrays["sum"], float(self.weight_decay), float(self.eps),
                         -self._clr(lr, state.step))
 
 

@@ -69,8 +69,8 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         t = state.step
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
-        v_max = state.array("max_exp_avg_sq") if self.amsgrad else p[:0]
-        _adam_kernel(p, out, g, state.array("exp_avg"), state.array("exp_avg_sq"), v_max,
+        v_max = state.arrays["max_exp_avg_sq"] if self.amsgrad else p[:0]
+        _adam_kernel(p, out, g, state.arrays["exp_avg"], state.arrays["exp_avg_sq"], v_max,
                      float(decay_factor), float(coupled_wd), 1.0 - beta1, float(beta1), float(beta2), 1.0 - beta2,
                      (1 - beta2**t) ** 0.5, float(self.eps), -lr / (1 - beta1**t),
                      self.amsgrad)

@@ -46,7 +46,7 @@ class Adamax(Optimizer):
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         beta1, beta2 = self.betas
-        _adamax_kernel(p, out, g, state.array("exp_avg"), state.array("exp_inf"),
+        _adamax_kernel(p, out, g, state.arrays["exp_avg"], state.arrays["exp_inf"],
                        float(self.weight_decay), 1.0 - beta1, float(beta1), float(beta2), float(self.eps),
                        -lr / (1 - beta1**state.step))
 

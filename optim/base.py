@@ -1,16 +1,19 @@
 """The optimizer contract shared by every algorithm in the library.
 
-An optimizer is a small object of validated hyperparameters with three verbs:
-``init(param) -> State``, an in-place dense ``step(param, grad, state)`` and a
-lazy sparse ``step_rows(table, rows, grad_rows, state)``. All mutable data lives
-in the explicit :class:`State` (a step count and named tensors), so a shard can
+An optimizer is a small object of validated hyperparameters with three verbs
+on torch tensors: ``init(param) -> State``, an in-place dense
+``step(param, grad, state)`` and a lazy sparse
+``step_rows(table, rows, grad_rows, state)``. All mutable data lives in the
+explicit :class:`State` (a step count and named tensors), so a shard can
 checkpoint it, ship it or restore it without knowing which algorithm made it.
 
 Each algorithm writes its update twice, side by side: ``reference`` — the rule
 as the paper writes it, in torch ops that follow ``torch.optim``'s own order of
 operations — and ``fast``, a one-pass numba kernel over flat arrays that reads
 and writes each element once. ``step`` takes the fast kernel whenever the
-tensors allow it (contiguous, one dtype); tests hold the two equal.
+tensors allow it (contiguous, one dtype); tests hold the two equal. A caller
+that owns flat numpy buffers (a parameter-server shard) calls the fast kernel
+directly through ``update``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from optim.schedules import Schedule, lr_at
 from optim.validation import check, is_number
 
 LearningRate = Union[float, Schedule]
-Array = Union[torch.Tensor, np.ndarray]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -38,11 +40,27 @@ class State:
     ``step`` counts the updates applied so far; ``tensors`` holds the named
     slots (``exp_avg``, ``sum``, ...), each the shape of the parameter, plus any
     0-d scalars an algorithm carries (NAdam's ``mu_product``).
+
+    ``arrays`` holds each tensor's flat numpy view (sharing its memory; None
+    for a non-contiguous tensor), made here, with the state, for the fast
+    kernels. So the tensors are fixed at construction: updates write them in
+    place, and a state with other tensors is a new ``State``.
     """
 
     step: int = 0
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    _arrays: dict[str, tuple[torch.Tensor, np.ndarray | None]] = field(default_factory=dict, repr=False, compare=False)
+    arrays: dict[str, np.ndarray | None] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.arrays = {slot: flat_view(t.detach()) for slot, t in self.tensors.items()}
+
+    def __getstate__(self) -> dict:
+        # A pickled or copied view would be a copy of its own; the views are remade with the tensors.
+        return {"step": self.step, "tensors": self.tensors}
+
+    def __setstate__(self, saved: dict) -> None:
+        self.step, self.tensors = saved["step"], saved["tensors"]
+        self.__post_init__()
 
     def state_dict(self) -> dict:
         """A detached copy: later steps do not change what was saved."""
@@ -52,20 +70,20 @@ class State:
     def from_state_dict(cls, saved: dict) -> "State":
         if set(saved) != {"step", "tensors"}:
             raise ValueError(f"Invalid state dict: keys {sorted(saved)} (expected ['step', 'tensors'])")
-        return cls(int(saved["step"]), {k: v.clone() for k, v in saved["tensors"].items()})
+        return cls(int(saved["step"]),
+                   {k: v.clone(memory_format=torch.contiguous_format) for k, v in saved["tensors"].items()})
 
     def __getitem__(self, slot: str) -> torch.Tensor:
         return self.tensors[slot]
 
-    def array(self, slot: str) -> np.ndarray | None:
-        """``slot`` as the flat numpy view a fast kernel writes through (None:
-        it has none, see ``kernel_view``), made once per tensor: a shard
-        updates small slices thousands of times a second."""
-        t = self.tensors[slot]
-        cached = self._arrays.get(slot)
-        if cached is None or cached[0] is not t:
-            cached = self._arrays[slot] = (t, kernel_view(t))
-        return cached[1]
+
+def flat_view(t: torch.Tensor) -> np.ndarray | None:
+    """``t`` (detached) as the flat numpy array a fast kernel reads and writes,
+    sharing its memory; None when it is not contiguous (no flat view exists)."""
+    if not t.is_contiguous():
+        return None
+    a = t.numpy()
+    return a if a.ndim == 1 else a.reshape(-1)
 
 
 def check_lr(lr: LearningRate) -> None:
@@ -75,14 +93,12 @@ def check_lr(lr: LearningRate) -> None:
     check(is_number(lr) and lr >= 0, "learning rate", lr, "lr must be a finite number >= 0 or a schedule step -> lr")
 
 
-def as_tensor(x: Array, what: str) -> torch.Tensor:
-    """A torch view of ``x`` sharing its memory (numpy arrays included)."""
-    if isinstance(x, np.ndarray):
-        if not x.flags.writeable and what in ("param", "table"):
-            raise ValueError(f"Invalid {what}: a read-only numpy array (pass a writeable copy, e.g. arr.copy())")
-        x = torch.from_numpy(x)
+def check_tensor(x, what: str) -> torch.Tensor:
+    """``x`` detached (a step writes a parameter that may require grad), or a
+    TypeError: the public verbs take torch tensors, ``update`` numpy arrays."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"Invalid {what}: expected a torch tensor or numpy array, got {type(x).__name__}")
+        raise TypeError(f"Invalid {what}: expected a torch tensor, got {type(x).__name__} "
+                        "(torch.from_numpy(array) shares the array's memory)")
     return x.detach()
 
 
@@ -122,14 +138,14 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
     # -- state -----------------------------------------------------------------
-    def init(self, param: Array) -> State:
-        p = as_tensor(param, "param")
+    def init(self, param: torch.Tensor) -> State:
+        p = check_tensor(param, "param")
         if p.dtype not in FLOAT_DTYPES:
             raise ValueError(f"Invalid param dtype: {p.dtype} (expected torch.float32 or torch.float64)")
         return State(0, {slot: torch.zeros_like(p, memory_format=torch.contiguous_format) for slot in self.slots})
 
     # -- dense -----------------------------------------------------------------
-    def step(self, param: Array, grad: Array, state: State, out: torch.Tensor | None = None) -> None:
+    def step(self, param: torch.Tensor, grad: torch.Tensor, state: State, out: torch.Tensor | None = None) -> None:
         """One update, with the fast kernel where it applies.
 
         In place by default; with ``out`` the new values are written there and
@@ -137,39 +153,56 @@ class Optimizer:
         server publishes snapshots this way: readers keep the old values while
         the update writes a spare buffer, at the cost of no extra pass.
         """
-        p, g = as_tensor(param, "param"), as_tensor(grad, "grad")
+        p, g = check_tensor(param, "param"), check_tensor(grad, "grad")
         check_pair(p, g)
         self._check_state(p, state)
-        if out is not None and (out.shape != p.shape or out.dtype != p.dtype):
-            raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} (expected {p.dtype} {tuple(p.shape)}, like param)")
-        self.update(p, g, state, out)
+        if out is not None:
+            out = check_tensor(out, "out")
+            if out.shape != p.shape or out.dtype != p.dtype:
+                raise ValueError(f"Invalid out: {out.dtype} {tuple(out.shape)} "
+                                 f"(expected {p.dtype} {tuple(p.shape)}, like param)")
+        self._dense_step(p, g, state, out, 1.0)
 
-    def update(self, p: Array, g: Array, state: State, out: Array | None = None,
+    def update(self, p: np.ndarray, g: np.ndarray, state: State, out: np.ndarray | None = None,
                lr_scale: float = 1.0) -> None:
-        """``step`` without its checks, for a caller that has made them: a shard
-        validates every push, and its tensors and their state are its own.
-        Small tensors, updated thousands of times a second, feel the checks.
-        Each of ``p``, ``g`` and ``out`` may be a numpy array (a shard updates
-        numpy views of its buffers from numpy slices of pushed gradients).
+        """The fast kernel alone, unchecked, for a caller that owns flat buffers
+        and has made the checks: a shard validates every push, and updates
+        slices of a few hundred floats thousands of times a second.
+
+        ``p``, ``g`` and ``out`` (``None``: in place) are flat (1-D),
+        contiguous numpy arrays of the dtype of ``state``'s slots, which must
+        be contiguous (``opt.init`` makes them so). Nothing is converted or
+        checked here: anything else is a numba typing error or a wrong result.
         ``lr_scale`` multiplies this update's learning rate (a staleness-aware
         server divides it by the push's staleness)."""
         lr = lr_at(self.lr, state.step) * lr_scale
         state.step += 1
-        arrays = self._kernel_arrays(p, g, state, out)
-        if arrays is not None:
-            self.fast(arrays[0], arrays[1], state, lr, arrays[2])
-        else:
-            p, g = as_tensor(p, "param"), as_tensor(g, "grad")
-            self.reference(p if out is None else as_tensor(out, "out").copy_(p), g, state, lr)
+        self.fast(p, g, state, lr, out)
 
-    def reference_step(self, param: Array, grad: Array, state: State) -> None:
+    def reference_step(self, param: torch.Tensor, grad: torch.Tensor, state: State) -> None:
         """The same update through the readable reference kernel only."""
-        p, g = as_tensor(param, "param"), as_tensor(grad, "grad")
+        p, g = check_tensor(param, "param"), check_tensor(grad, "grad")
         check_pair(p, g)
         self._check_state(p, state)
         lr = lr_at(self.lr, state.step)
         state.step += 1
         self.reference(p, g, state, lr)
+
+    def _dense_step(self, p: torch.Tensor, g: torch.Tensor, state: State, out: torch.Tensor | None,
+                    lr_scale: float) -> None:
+        """The checked update (``p``, ``g`` and ``out`` share a dtype): the fast
+        kernel when every tensor and slot has a flat view of that dtype, else
+        the reference kernel."""
+        pa, ga, oa = flat_view(p), flat_view(g), None if out is None else flat_view(out)
+        slots = [state.arrays.get(slot) for slot in self.slots]
+        fast = (pa is not None and ga is not None and (oa is not None or out is None)
+                and all(a is not None and a.dtype == pa.dtype for a in slots))
+        if fast:
+            self.update(pa, ga, state, oa, lr_scale)
+            return
+        lr = lr_at(self.lr, state.step) * lr_scale
+        state.step += 1
+        self.reference(p if out is None else out.copy_(p), g, state, lr)
 
     def _check_state(self, p: torch.Tensor, state: State) -> None:
         missing = [s for s in self.slots if s not in state.tensors]
@@ -182,40 +215,21 @@ class Optimizer:
                     f"param has shape {tuple(p.shape)} (was the state made for another tensor?)"
                 )
 
-    def _kernel_arrays(self, p: Array, g: Array, state: State,
-                       out: Array | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        """``(p, g, out)`` as the fast kernel's flat numpy views, or None when
-        the kernel does not apply (a tensor or slot that is not contiguous, or
-        of another dtype). Each tensor is converted once and checked on the
-        numpy side: this runs on every update of every shard."""
-        pa, ga = kernel_view(p), kernel_view(g)
-        if pa is None or ga is None or ga.dtype != pa.dtype:
-            return None
-        oa = None
-        if out is not None:
-            oa = kernel_view(out)
-            if oa is None:
-                return None
-        for slot in self.slots:
-            sa = state.array(slot)
-            if sa is None or sa.dtype != pa.dtype:
-                return None
-        return pa, ga, oa
-
     def reference(self, p: torch.Tensor, g: torch.Tensor, state: State, lr: float) -> None:
         raise NotImplementedError
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
-        """The reference update in one pass over flat numpy views, reading ``p``
-        and writing ``out`` (``None``: in place); ``state.array(slot)`` gives
-        each slot's view. The kernel takes its scalars as Python floats and
+        """The reference update in one pass over flat numpy arrays, reading ``p``
+        and writing ``out`` (``None``: in place); ``state.arrays[slot]`` is
+        each slot's flat view. The kernel takes its scalars as Python floats and
         casts them to the arrays' dtype first (``to = p.dtype.type``), so a
         float32 update computes in float32, as torch does: a numpy scalar made
         in Python for each would cost more than a small update."""
         raise NotImplementedError
 
     # -- sparse rows -----------------------------------------------------------
-    def step_rows(self, table: Array, rows: Array, grad_rows: Array, state: State, lr_scale: float = 1.0) -> None:
+    def step_rows(self, table: torch.Tensor, rows: torch.Tensor, grad_rows: torch.Tensor, state: State,
+                  lr_scale: float = 1.0) -> None:
         """Lazy sparse update: only ``table[rows]`` and the same rows of the state change.
 
         Duplicate row ids have their gradients summed first (the update is not
@@ -224,9 +238,9 @@ class Optimizer:
         state (as ``torch.optim.SparseAdam``). ``state.step`` advances once.
         ``lr_scale`` multiplies this update's learning rate, as in ``update``.
         """
-        t = as_tensor(table, "table")
-        idx = as_tensor(rows, "rows")
-        g = as_tensor(grad_rows, "grad_rows")
+        t = check_tensor(table, "table")
+        idx = check_tensor(rows, "rows")
+        g = check_tensor(grad_rows, "grad_rows")
         if t.dim() != 2:
             raise ValueError(f"Invalid table: {t.dim()}-D (step_rows updates a 2-D table of rows)")
         if idx.dtype != torch.int64 or idx.dim() != 1:
@@ -249,20 +263,11 @@ class Optimizer:
         sub_state = State(state.step, {
             k: v.index_select(0, touched) if k in self.slots else v for k, v in state.tensors.items()
         })
-        self.update(sub_table, g_sum, sub_state, lr_scale=lr_scale)
+        self._dense_step(sub_table, g_sum, sub_state, None, lr_scale)
         t.index_copy_(0, touched, sub_table)
         for slot in self.slots:
             state.tensors[slot].index_copy_(0, touched, sub_state.tensors[slot])
         state.step = sub_state.step
-
-
-def kernel_view(t: Array) -> np.ndarray | None:
-    """``t`` as the flat numpy array a fast kernel reads and writes, sharing its
-    memory; None when it is not contiguous (no flat view exists)."""
-    a = t if isinstance(t, np.ndarray) else t.numpy()
-    if not a.flags.c_contiguous:
-        return None
-    return a if a.ndim == 1 else a.reshape(-1)
 
 
 @njit(inline="always")

@@ -42,10 +42,9 @@ class NAdam(Optimizer):
         self.momentum_decay = momentum_decay
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
 
-    def init(self, param) -> State:
-        state = super().init(param)
-        state.tensors["mu_product"] = torch.ones((), dtype=torch.float64)
-        return state
+    def init(self, param: torch.Tensor) -> State:
+        slots = super().init(param).tensors
+        return State(0, {**slots, "mu_product": torch.ones((), dtype=torch.float64)})
 
     def _coefficients(self, state: State, lr: float) -> tuple[float, float]:
         """Advance ``mu_product`` and return the weights of g_t and m_t."""
@@ -75,7 +74,7 @@ class NAdam(Optimizer):
         beta1, beta2 = self.betas
         decay_factor, coupled_wd = weight_decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
         c_grad, c_avg = self._coefficients(state, lr)
-        _nadam_kernel(p, out, g, state.array("exp_avg"), state.array("exp_avg_sq"),
+        _nadam_kernel(p, out, g, state.arrays["exp_avg"], state.arrays["exp_avg_sq"],
                       float(decay_factor), float(coupled_wd), 1.0 - beta1, float(beta1), float(beta2), 1.0 - beta2,
                       1.0 - beta2**state.step, float(self.eps), c_grad, c_avg)
 

@@ -65,9 +65,9 @@ class RMSprop(Optimizer):
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
         unused = p[:0]
-        grad_avg = state.array("grad_avg") if self.centered else unused
-        buf = state.array("momentum_buffer") if self.momentum > 0 else unused
-        _rmsprop_kernel(p, out, g, state.array("square_avg"), grad_avg, buf,
+        grad_avg = state.arrays["grad_avg"] if self.centered else unused
+        buf = state.arrays["momentum_buffer"] if self.momentum > 0 else unused
+        _rmsprop_kernel(p, out, g, state.arrays["square_avg"], grad_avg, buf,
                         float(self.weight_decay), float(self.alpha), 1.0 - self.alpha, float(self.eps),
                         float(self.momentum), -lr,
                         self.centered, self.momentum > 0)

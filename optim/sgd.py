@@ -56,7 +56,7 @@ class SGD(Optimizer):
         p.add_(g, alpha=-lr)
 
     def fast(self, p: np.ndarray, g: np.ndarray, state: State, lr: float, out: np.ndarray | None) -> None:
-        buf = state.array("momentum_buffer") if self.momentum != 0 else p[:0]
+        buf = state.arrays["momentum_buffer"] if self.momentum != 0 else p[:0]
         _sgd_kernel(p, out, g, buf,
                     float(self.weight_decay), float(self.momentum), 1.0 - self.dampening, -lr,
                     self.momentum != 0, state.step == 1, self.nesterov)

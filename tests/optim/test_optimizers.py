@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -34,6 +37,14 @@ def default_dtype():
     saved = torch.get_default_dtype()
     yield torch.set_default_dtype
     torch.set_default_dtype(saved)
+
+
+def test_the_table_has_a_row_for_every_registered_optimizer():
+    # A new optimizer is one new row in cases.CASES: registering one without it fails here.
+    assert set(NAMES) == set(optim.OPTIMIZERS)
+    for case in CASES:
+        assert isinstance(optim.create(case.name, **case.hparams), optim.OPTIMIZERS[case.name])
+        assert issubclass(case.torch_cls, torch.optim.Optimizer), case.id
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -91,31 +102,38 @@ def test_fast_kernel_equals_reference(case, dtype):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_numpy_arrays_update_in_place_like_tensors(case):
-    arr = np.random.default_rng(0).standard_normal((4, 5))
-    tensor = torch.from_numpy(arr.copy())
+def test_update_on_flat_numpy_arrays_equals_step(case):
+    # A shard updates flat numpy views of its buffers with update(), the fast
+    # kernel unchecked: in place, or into a spare buffer it then publishes.
     opt = optim.create(case.name, **case.hparams)
-    s_np, s_t = opt.init(arr), opt.init(tensor)
-    for g in gradient_stream((4, 5), torch.float64, steps=10):
-        opt.step(arr, g.numpy(), s_np)
-        opt.step(tensor, g, s_t)
-    np.testing.assert_array_equal(arr, tensor.numpy())
+    param = torch.randn(24, dtype=torch.float32)
+    values, spare = param.numpy().copy(), np.empty(24, dtype=np.float32)
+    s_step, s_update = opt.init(param), opt.init(torch.from_numpy(values))
+    for t, g in enumerate(gradient_stream((24,), torch.float32, steps=10)):
+        opt.step(param, g, s_step)
+        if t % 2:
+            opt.update(values, g.numpy(), s_update, spare)
+            values, spare = spare, values
+        else:
+            opt.update(values, g.numpy(), s_update)
+    np.testing.assert_array_equal(values, param.numpy())
+    assert s_update.step == s_step.step
+    for slot, tensor in s_step.tensors.items():
+        assert torch.equal(s_update[slot], tensor), slot
 
 
-@pytest.mark.parametrize("contiguous", [True, False], ids=["fast", "reference"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_update_takes_a_numpy_gradient_as_its_tensor(case, contiguous):
-    # A shard hands update() numpy slices of pushed gradients, on either kernel.
-    opt = optim.create(case.name, **case.hparams)
-    params = [torch.randn(6, 4, dtype=torch.float64) for _ in range(2)]
-    params[1].copy_(params[0])
-    if not contiguous:
-        params = [p.t() for p in params]
-    states = [opt.init(p) for p in params]
-    for g in gradient_stream(params[0].shape, torch.float64, steps=10):
-        opt.update(params[0], g, states[0])
-        opt.update(params[1], g.numpy(), states[1])
-    assert torch.equal(params[0], params[1])
+@pytest.mark.parametrize("name", NAMES)
+def test_lr_scale_scales_the_learning_rate(name):
+    """``update(..., lr_scale=s)`` is the update at ``s`` times the rate (a
+    staleness-aware server divides it by the push's staleness)."""
+    scaled, at_half = optim.create(name, lr=0.1), optim.create(name, lr=0.05)
+    p_scaled = np.random.default_rng(0).standard_normal(16)
+    p_half = p_scaled.copy()
+    s_scaled, s_half = scaled.init(torch.from_numpy(p_scaled)), at_half.init(torch.from_numpy(p_half))
+    for g in gradient_stream((16,), torch.float64, steps=5):
+        scaled.update(p_scaled, g.numpy(), s_scaled, lr_scale=0.5)
+        at_half.update(p_half, g.numpy(), s_half)
+    np.testing.assert_array_equal(p_scaled, p_half)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -148,6 +166,56 @@ def test_state_dict_is_a_copy():
     opt.step(param, torch.ones(3), state)
     assert saved["step"] == 0
     assert torch.equal(saved["tensors"]["exp_avg"], torch.zeros(3))
+
+
+def test_state_arrays_are_flat_views_made_with_it():
+    state = optim.Adam(amsgrad=True).init(torch.zeros(3, 4))
+    assert set(state.arrays) == set(state.tensors) == {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    for slot, tensor in state.tensors.items():
+        assert state.arrays[slot].shape == (12,)
+        tensor.add_(1.0)  # the array and the tensor are one buffer
+        assert (state.arrays[slot] == 1.0).all(), slot
+
+
+def test_state_is_plain_data():
+    state = optim.State(2, {"sum": torch.ones(3), "strided": torch.ones(3, 2).t()})
+    assert state.arrays["strided"] is None  # a non-contiguous tensor has no flat view
+    assert state == optim.State(2, {"sum": state["sum"], "strided": state["strided"]})
+    assert repr(state).startswith("State(step=2, tensors={") and "arrays" not in repr(state)
+
+
+@pytest.mark.parametrize("copy_state", [copy.deepcopy, lambda s: pickle.loads(pickle.dumps(s))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copied_state_has_views_of_its_own_tensors(copy_state):
+    opt = optim.Adagrad()
+    param = torch.zeros(4)
+    state = copy_state(opt.init(param))
+    opt.step(param, torch.ones(4), state)
+    assert (state["sum"] == 1.0).all() and state.arrays["sum"] is not None
+    state["sum"].add_(1.0)
+    assert (state.arrays["sum"] == 2.0).all()
+
+
+def test_state_from_a_state_dict_has_contiguous_slots_and_their_views():
+    opt = optim.Adagrad()
+    saved = {"step": 3, "tensors": {"sum": torch.ones(4, 3).t()}}  # a strided tensor, as a file could hold
+    state = State.from_state_dict(saved)
+    assert state["sum"].is_contiguous() and torch.equal(state["sum"], saved["tensors"]["sum"])
+    param = torch.zeros(3, 4)
+    opt.step(param, torch.ones(3, 4), state)
+    assert state.arrays["sum"] is not None and (state.arrays["sum"] == 2.0).all()
+
+
+def test_state_dict_loads_with_weights_only(tmp_path):
+    opt = optim.NAdam()
+    param = torch.randn(5)
+    state = opt.init(param)
+    opt.step(param, torch.randn(5), state)
+    torch.save(state.state_dict(), tmp_path / "state.pt")
+    resumed = State.from_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert resumed.step == 1 and set(resumed.tensors) == set(state.tensors)
+    for slot, tensor in state.tensors.items():
+        assert torch.equal(resumed[slot], tensor), slot
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
