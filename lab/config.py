@@ -25,7 +25,7 @@ import tomli_w
 
 from lab.config_file import load
 from optim import OPTIMIZERS
-from optim.validation import is_number
+from optim.validation import is_int, is_number
 from protocols import PROTOCOLS, hogwild
 from ps.delays import Delays
 from workers import CURRICULA, DATASETS, MODELS
@@ -45,18 +45,8 @@ def _require(section, name: str, ok: bool, rule: str) -> None:
         raise ValueError(f"Invalid config value {where} = {getattr(section, name)!r} ({rule})")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(section, name: str) -> None:
-    value = getattr(section, name)
-    _require(section, name, _is_int(value) and value >= 1, "must be a positive integer")
-
-
-def _nonnegative_int(section, name: str) -> None:
-    value = getattr(section, name)
-    _require(section, name, _is_int(value) and value >= 0, "must be an integer >= 0")
+def _int(section, name: str, low: int = 1) -> None:
+    _require(section, name, is_int(getattr(section, name), low), f"must be an integer >= {low}")
 
 
 def _positive_number(section, name: str) -> None:
@@ -97,15 +87,14 @@ class DataConfig:
 
     section: ClassVar[str] = "data"
     dataset: str = "digits"      # digits | sparse_synthetic | matrix_completion | libsvm
-    batch_size: int | str = 32   # examples per gradient: a positive int, or "full" (the worker's whole shard)
+    batch_size: int | str = 32   # examples per gradient: an integer >= 1, or "full" (the worker's whole shard)
     curriculum: str = "none"     # order within an epoch: none | easy_to_hard | mixed
     options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {path = "a9a.txt"}
 
     def __post_init__(self):
         _one_of(self, "dataset", DATASETS)
-        batch = self.batch_size
-        _require(self, "batch_size", batch == "full" or (_is_int(batch) and batch >= 1),
-                 "must be a positive integer or 'full'")
+        _require(self, "batch_size", self.batch_size == "full" or is_int(self.batch_size),
+                 "must be an integer >= 1 or 'full'")
         _one_of(self, "curriculum", CURRICULA)
         _table(self, "options", "{num_features = 1000}")
 
@@ -128,12 +117,12 @@ class ClusterConfig:
     """[cluster]: how many workers compute gradients, how many shards hold parameters."""
 
     section: ClassVar[str] = "cluster"
-    workers: int = 4             # workers computing gradients: a positive integer
-    shards: int = 2              # server shards the parameters are split over: a positive integer
+    workers: int = 4             # workers computing gradients: an integer >= 1
+    shards: int = 2              # server shards the parameters are split over: an integer >= 1
 
     def __post_init__(self):
-        _positive_int(self, "workers")
-        _positive_int(self, "shards")
+        _int(self, "workers")
+        _int(self, "shards")
 
 
 @dataclass(frozen=True)
@@ -168,7 +157,7 @@ class TrainConfig:
 
     section: ClassVar[str] = "train"
     epochs: float = 30.0         # passes over each worker's data shard: a positive number
-    eval_every: int = 50         # evaluate after every this many updates applied: a positive integer
+    eval_every: int = 50         # evaluate after every this many updates applied: an integer >= 1
     target_accuracy: float = 0.95  # the "time to target" of reports: in (0, 1]
     early_stopping: bool = False  # stop when the validation loss stops improving
     patience: int = 5            # evaluations without improvement before stopping: an integer >= 0
@@ -176,11 +165,11 @@ class TrainConfig:
 
     def __post_init__(self):
         _positive_number(self, "epochs")
-        _positive_int(self, "eval_every")
+        _int(self, "eval_every")
         value = self.target_accuracy
         _require(self, "target_accuracy", is_number(value) and 0 < value <= 1, "must be a number in (0, 1]")
         _boolean(self, "early_stopping")
-        _nonnegative_int(self, "patience")
+        _int(self, "patience", low=0)
         _nonnegative_number(self, "min_delta")
 
 
@@ -228,8 +217,8 @@ class RayConfig:
             "must be HOST:PORT of a running Ray head, e.g. 127.0.0.1:6379, or 'auto', or empty to start a local Ray")
         _nonnegative_number(self, "shard_cpus")
         _nonnegative_number(self, "worker_cpus")
-        _nonnegative_int(self, "max_restarts")
-        _nonnegative_int(self, "checkpoint_every")
+        _int(self, "max_restarts", low=0)
+        _int(self, "checkpoint_every", low=0)
 
 
 @dataclass(frozen=True)
@@ -253,7 +242,7 @@ class Config:
 
     def __post_init__(self):
         _run_directory(self)
-        _nonnegative_int(self, "seed")
+        _int(self, "seed", low=0)
         _one_of(self, "backend", BACKENDS)
         Delays(self.delays.specs(), self.seed, self.cluster.workers)  # each refusal names e.g. delays.push.sigma
 
@@ -294,16 +283,15 @@ class HogwildConfig(hogwild.Settings):
 
     def __post_init__(self):  # in the config's words (hogwild.<key>), where Settings speaks train's
         _require(self, "model", self.model in HOGWILD_MODELS, f"choose one of: {', '.join(HOGWILD_MODELS)}")
-        _require(self, "rank", _is_int(self.rank) and self.rank >= 0,
-                 "must be an integer >= 0 (0: the data set's rank)")
-        _positive_int(self, "threads")
+        _require(self, "rank", is_int(self.rank, 0), "must be an integer >= 0 (0: the data set's rank)")
+        _int(self, "threads")
         _require(self, "mode", self.mode in hogwild.MODES, f"choose one of: {', '.join(hogwild.MODES)}")
         _boolean(self, "processes")
-        _positive_int(self, "epochs")
+        _int(self, "epochs")
         _positive_number(self, "step_size")
         _require(self, "beta", is_number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]")
         _nonnegative_number(self, "l2")
-        _positive_int(self, "chunk")
+        _int(self, "chunk")
 
 
 @dataclass(frozen=True)
@@ -320,7 +308,7 @@ class HogwildExperiment:
 
     def __post_init__(self):
         _run_directory(self)
-        _nonnegative_int(self, "seed")
+        _int(self, "seed", low=0)
 
     @property
     def run_dir(self) -> Path:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
-from optim.validation import check, is_number
+from optim.validation import check, check_int, is_number
 
 __all__ = ["EarlyStopping"]
 
@@ -29,8 +28,7 @@ class EarlyStopping:
     """
 
     def __init__(self, patience: int = 10, min_delta: float = 0.0, mode: str = "min"):
-        check(isinstance(patience, Integral) and not isinstance(patience, bool) and patience >= 0, "patience",
-              patience, "patience must be an integer >= 0")
+        check_int(patience, "patience", low=0)
         check(is_number(min_delta) and min_delta >= 0, "min_delta", min_delta, "min_delta must be a finite number >= 0")
         check(mode in ("min", "max"), "mode", mode, "mode must be 'min' or 'max'")
         self.patience = patience

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Callable
 
-from optim.validation import check, is_number
+from optim.validation import check, check_int, is_number
 
 __all__ = [
     "Schedule",
@@ -41,16 +41,8 @@ def _check(ok: bool, name: str, value, rule: str) -> None:
     check(ok, name, value, f"{name} must be {rule}")
 
 
-def _is_positive_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool) and value > 0
-
-
 def _check_lr(name: str, value) -> None:
     _check(is_number(value) and value >= 0, name, value, "a finite number >= 0")
-
-
-def _check_positive_int(name: str, value) -> None:
-    _check(_is_positive_int(value), name, value, "a positive integer")
 
 
 def _check_decay_factor(name: str, value) -> None:
@@ -102,7 +94,7 @@ class StepDecay:
 
     def __post_init__(self):
         _check_lr("lr", self.lr)
-        _check_positive_int("step_size", self.step_size)
+        check_int(self.step_size, "step_size")
         _check_decay_factor("gamma", self.gamma)
 
     def __call__(self, step: int) -> float:
@@ -168,7 +160,7 @@ class CosineAnnealing:
 
     def __post_init__(self):
         _check_lr("lr", self.lr)
-        _check_positive_int("T_max", self.T_max)
+        check_int(self.T_max, "T_max")
         _check(is_number(self.eta_min) and 0 <= self.eta_min <= self.lr, "eta_min", self.eta_min, "in [0, lr]")
 
     def __call__(self, step: int) -> float:
@@ -195,8 +187,8 @@ class SGDR:
 
     def __post_init__(self):
         _check_lr("lr", self.lr)
-        _check_positive_int("T_0", self.T_0)
-        _check_positive_int("T_mult", self.T_mult)
+        check_int(self.T_0, "T_0")
+        check_int(self.T_mult, "T_mult")
         _check(is_number(self.eta_min) and 0 <= self.eta_min <= self.lr, "eta_min", self.eta_min, "in [0, lr]")
 
     def period(self, step: int) -> tuple[int, int]:
@@ -242,9 +234,9 @@ class Triangular:
     def __post_init__(self):
         _check_lr("base_lr", self.base_lr)
         _check(is_number(self.max_lr) and self.max_lr >= self.base_lr, "max_lr", self.max_lr, ">= base_lr")
-        _check_positive_int("step_size_up", self.step_size_up)
+        check_int(self.step_size_up, "step_size_up")
         if self.step_size_down is not None:
-            _check_positive_int("step_size_down", self.step_size_down)
+            check_int(self.step_size_down, "step_size_down")
 
     def __call__(self, step: int) -> float:
         up = self.step_size_up
@@ -277,8 +269,8 @@ class Noam:
     scale: float = 1.0
 
     def __post_init__(self):
-        _check_positive_int("d_model", self.d_model)
-        _check_positive_int("warmup_steps", self.warmup_steps)
+        check_int(self.d_model, "d_model")
+        check_int(self.warmup_steps, "warmup_steps")
         _check(is_number(self.scale) and self.scale > 0, "scale", self.scale, "a finite number > 0")
 
     def __call__(self, step: int) -> float:
@@ -307,7 +299,7 @@ class Warmup:
     def __post_init__(self):
         if not callable(self.schedule):
             _check_lr("schedule", self.schedule)
-        _check_positive_int("warmup_steps", self.warmup_steps)
+        check_int(self.warmup_steps, "warmup_steps")
         _check(is_number(self.start_factor) and 0 <= self.start_factor <= 1, "start_factor", self.start_factor,
                "in [0, 1]")
 

@@ -36,10 +36,14 @@ def check_betas(betas) -> None:
         check_in(beta, 0.0, 1.0, f"beta parameter at index {i}", f"betas[{i}]")
 
 
+def is_int(value, low: int = 1) -> bool:
+    """An integer >= ``low`` (bools excluded: ``steps=True`` is a mistake, not 1)."""
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= low
+
+
 def check_int(value, name: str, low: int = 1) -> None:
-    """An integer ``>= low`` (bools excluded)."""
-    ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= low
-    check(ok, name, value, f"{name} must be an integer >= {low}")
+    """``is_int``, or e.g. ``Invalid num_workers: 0 (num_workers must be an integer >= 1)``."""
+    check(is_int(value, low), name, value, f"{name} must be an integer >= {low}")
 
 
 def check_bool(value, name: str) -> None:
@@ -53,8 +57,10 @@ def choose(registry: dict, name: str, what: str):
 
 
 def check_options(function, options: dict, what: str, skip: tuple[str, ...] = ()) -> None:
-    """Every key of ``options`` is a keyword-only parameter of ``function``."""
+    """Every key of ``options`` is a parameter ``function`` takes by keyword, other than
+    the ones in ``skip`` (which the factory passes itself)."""
+    by_keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     allowed = sorted(name for name, p in inspect.signature(function).parameters.items()
-                     if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip)
+                     if p.kind in by_keyword and name not in skip)
     for key in options:
         check(key in allowed, f"option for {what}", key, f"allowed options: {allowed}")

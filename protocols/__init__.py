@@ -1,5 +1,6 @@
 """Protocols: one file per algorithm, each its server rule and its worker loop."""
 
+from optim.validation import check_options, choose
 from protocols.base import Gradient, Protocol, WorkerContext
 from protocols.dcasgd import DCASGD
 from protocols.downpour import Downpour
@@ -14,12 +15,9 @@ PROTOCOLS: dict[str, type[Protocol]] = {cls.name: cls for cls in (Downpour, Sync
 
 def create(name: str, **options) -> Protocol:
     """A protocol by name with its hyperparameters, e.g. ``create("downpour", n_push=4)``."""
-    if name not in PROTOCOLS:
-        raise ValueError(f"Invalid protocol: {name!r} (choose one of {sorted(PROTOCOLS)})")
-    try:
-        return PROTOCOLS[name](**options)
-    except TypeError as err:
-        raise ValueError(f"Invalid options for protocol {name!r}: {err}") from None
+    cls = choose(PROTOCOLS, name, "protocol name")
+    check_options(cls, options, f"protocol {name!r}")
+    return cls(**options)
 
 
 __all__ = ["PROTOCOLS", "create", "Protocol", "WorkerContext", "Gradient", "Downpour", "Sync", "EASGD", "EAMSGD",

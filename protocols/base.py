@@ -15,7 +15,6 @@ from typing import ClassVar, Iterator, Protocol as Interface
 import torch
 
 import optim
-from optim.validation import check
 from ps import Client, ServerRule
 
 
@@ -86,11 +85,6 @@ async def pull_rows(ctx: WorkerContext, batch) -> RowParams:
 async def push_rows(ctx: WorkerContext, rows: RowParams, grad: Gradient) -> None:
     for table, table_ids in rows.ids.items():
         await ctx.client.push_rows(table, table_ids, grad.rows[table], rows.versions[table])
-
-
-def check_positive_int(value, what: str) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, what, value,
-                           f"{what} must be a positive integer")
 
 
 __all__ = ["Protocol", "WorkerContext", "Gradient", "RowParams", "NO_ROWS", "pull_rows", "push_rows"]

@@ -33,8 +33,8 @@ from typing import ClassVar
 import torch
 
 import optim
-from optim.validation import check, check_in, is_number
-from protocols.base import Protocol, WorkerContext, check_positive_int
+from optim.validation import check, check_bool, check_in, check_int, is_number
+from protocols.base import Protocol, WorkerContext
 from protocols.downpour import Downpour
 from protocols.update_log import UpdateLog
 from ps import ServerRule
@@ -118,7 +118,7 @@ class DCASGD(Protocol):
     eps: float = 1e-7  # DC-ASGD-a's eps under the square root, > 0
 
     def __post_init__(self):
-        check(isinstance(self.adaptive, bool), "adaptive", self.adaptive, "adaptive must be true or false")
+        check_bool(self.adaptive, "adaptive")
         check(self.lambda_ is None or (is_number(self.lambda_) and self.lambda_ >= 0), "lambda_", self.lambda_,
               "lambda_ must be a number >= 0")
         check_in(self.mean_square_decay, 0.0, 1.0, "mean_square_decay", "mean_square_decay")
@@ -132,7 +132,7 @@ class DCASGD(Protocol):
         return 2.0 if self.adaptive else 0.04
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
-        check_positive_int(num_workers, "num_workers")
+        check_int(num_workers, "num_workers")
         return CompensateThenApply(optimizer, self.lam, self.adaptive, self.mean_square_decay, self.eps, num_workers)
 
     async def work(self, ctx: WorkerContext) -> None:

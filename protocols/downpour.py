@@ -35,9 +35,9 @@ from typing import ClassVar
 import torch
 
 import optim
-from protocols.base import Protocol, WorkerContext, check_positive_int, pull_rows, push_rows
+from optim.validation import check, check_bool, check_int, is_number
+from protocols.base import Protocol, WorkerContext, pull_rows, push_rows
 from ps import ApplyEach, ServerRule
-from optim.validation import check, is_number
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,11 @@ class Downpour(Protocol):
     staleness_lr: bool = False  # divide each update's lr by its push's staleness (Zhang et al. 2016)
 
     def __post_init__(self):
-        check_positive_int(self.n_fetch, "n_fetch")
-        check_positive_int(self.n_push, "n_push")
+        check_int(self.n_fetch, "n_fetch")
+        check_int(self.n_push, "n_push")
         check(is_number(self.local_lr) and self.local_lr >= 0, "local_lr", self.local_lr, "local_lr must be >= 0")
-        check(isinstance(self.warmstart_steps, int) and self.warmstart_steps >= 0, "warmstart_steps",
-              self.warmstart_steps, "warmstart_steps must be an integer >= 0")
-        check(isinstance(self.staleness_lr, bool), "staleness_lr", self.staleness_lr,
-              "staleness_lr must be true or false")
+        check_int(self.warmstart_steps, "warmstart_steps", low=0)
+        check_bool(self.staleness_lr, "staleness_lr")
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         return ApplyEach(optimizer, staleness_aware=self.staleness_lr)

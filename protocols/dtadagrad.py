@@ -47,8 +47,8 @@ import torch
 from numba import njit
 
 import optim
-from optim.validation import check
-from protocols.base import Protocol, WorkerContext, check_positive_int
+from optim.validation import check, check_int
+from protocols.base import Protocol, WorkerContext
 from protocols.downpour import Downpour
 from protocols.update_log import UpdateLog
 from ps import ServerRule
@@ -126,7 +126,7 @@ class AdaptiveRevision(Protocol):
         check(optimizer.eps > 0 or optimizer.initial_accumulator_value > 0, "eps", optimizer.eps,
               "with initial_accumulator_value = 0, eps = 0 divides by zero: set eps > 0 (e.g. 1e-10) "
               "or initial_accumulator_value > 0 (Bösen uses 1)")
-        check_positive_int(num_workers, "num_workers")
+        check_int(num_workers, "num_workers")
         return ReviseAdagrad(optimizer.lr, optimizer.initial_accumulator_value, optimizer.eps, num_workers)
 
     async def work(self, ctx: WorkerContext) -> None:

@@ -40,8 +40,8 @@ from typing import ClassVar
 import torch
 
 import optim
-from optim.validation import check, is_number
-from protocols.base import Protocol, WorkerContext, check_positive_int
+from optim.validation import check, check_int, is_number
+from protocols.base import Protocol, WorkerContext
 from ps import ServerRule
 
 
@@ -81,7 +81,7 @@ class EASGD(Protocol):
     options: dict = field(default_factory=lambda: {"lr": 0.05})
 
     def __post_init__(self):
-        check_positive_int(self.tau, "tau")
+        check_int(self.tau, "tau")
         check(is_number(self.beta) and 0 <= self.beta <= 1, "beta", self.beta, "beta must be in [0, 1]")
         check(self.alpha is None or (is_number(self.alpha) and 0 <= self.alpha <= 1), "alpha", self.alpha,
               "alpha must be in [0, 1] (or left out: beta / workers)")

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 
 import optim
-from optim.validation import check
+from optim.validation import check_int
 from protocols.base import Protocol, WorkerContext
 from ps import ServerRule
 
@@ -90,8 +90,7 @@ class SSP(Protocol):
     staleness: int = 3  # s: how many clocks a worker may run ahead of the slowest
 
     def __post_init__(self):
-        check(isinstance(self.staleness, int) and not isinstance(self.staleness, bool) and self.staleness >= 0,
-              "staleness", self.staleness, "staleness must be an integer >= 0 (0: synchronous SGD)")
+        check_int(self.staleness, "staleness", low=0)
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         return ApplyEachClock(optimizer, self.min_workers(num_workers))

@@ -26,9 +26,9 @@ from typing import ClassVar
 import torch
 
 import optim
+from optim.validation import check, check_int
 from protocols.base import Protocol, WorkerContext
 from ps import ServerRule
-from optim.validation import check
 
 
 @dataclass
@@ -85,8 +85,7 @@ class Sync(Protocol):
     backup_workers: int = 0  # b: apply after the first N - b gradients of a round
 
     def __post_init__(self):
-        check(isinstance(self.backup_workers, int) and self.backup_workers >= 0, "backup_workers",
-              self.backup_workers, "backup_workers must be an integer >= 0")
+        check_int(self.backup_workers, "backup_workers", low=0)
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         check(self.backup_workers < num_workers, "backup_workers", self.backup_workers,

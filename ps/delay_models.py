@@ -6,7 +6,7 @@ per-worker ``slowdown = {"3" = 10.0}`` that multiplies worker 3's durations.
 Every duration is in seconds. ``read_spec`` checks the table, and each refusal
 names the key as the config writes it (``delays.push.sigma``).
 
-A model draws from a *source*, one per (worker, event), called for each
+A delay model draws from a *source*, one per (worker, event), called for each
 duration: for the random kinds an endless stream from a numpy Generator
 seeded from ``(seed, worker, event)``, taken from the generator a block at a
 time (the same numbers, in the same order, as one call per draw, without
@@ -24,7 +24,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from optim.validation import check, is_number
+from optim.validation import check, check_options, choose, is_int, is_number
 
 EVENTS = ("compute", "pull", "push")  # one mini-batch gradient; a pull; a push
 BLOCKS = (8, 32, 128, 512)  # draws a random source takes at once: blocks growing to the last size
@@ -32,7 +32,7 @@ TRACE_ROW = '{"worker": <int >= 0>, "event": "compute" | "pull" | "push", "secon
 
 
 @dataclass(frozen=True)
-class Model:
+class DelayModel:
     """A kind of delay. ``build`` checks a spec's parameters (each a number >= 0,
     or > 0 where ``positive`` says why), ``source`` makes one (worker, event)'s
     state, and ``sampler`` the function that draws its durations, in seconds,
@@ -47,7 +47,7 @@ class Model:
         return tuple(f.name for f in fields(cls) if f.init)
 
     @classmethod
-    def build(cls, where: str, event: str, num_workers: int, **params) -> "Model":
+    def build(cls, where: str, event: str, num_workers: int, **params) -> "DelayModel":
         for name, value in params.items():
             if name in cls.positive:
                 check(is_number(value) and value > 0, f"{where}.{name}", value,
@@ -109,7 +109,7 @@ def no_delay(nbytes: int) -> float:
 
 
 @dataclass(frozen=True)
-class NoDelay(Model):
+class NoDelay(DelayModel):
     kind: ClassVar[str] = "none"
 
     def sampler(self, source, factor):
@@ -117,7 +117,7 @@ class NoDelay(Model):
 
 
 @dataclass(frozen=True)
-class Constant(Model):
+class ConstantDelay(DelayModel):
     kind: ClassVar[str] = "constant"
     seconds: float
 
@@ -127,7 +127,7 @@ class Constant(Model):
 
 
 @dataclass(frozen=True)
-class Uniform(Model):
+class UniformDelay(DelayModel):
     kind: ClassVar[str] = "uniform"
     low: float
     high: float
@@ -143,7 +143,7 @@ class Uniform(Model):
 
 
 @dataclass(frozen=True)
-class Exponential(Model):
+class ExponentialDelay(DelayModel):
     kind: ClassVar[str] = "exponential"
     mean: float
 
@@ -152,7 +152,7 @@ class Exponential(Model):
 
 
 @dataclass(frozen=True)
-class Lognormal(Model):
+class LognormalDelay(DelayModel):
     """exp(N(log median, sigma²)): the median is ``median``, the mean median·exp(sigma²/2)."""
 
     kind: ClassVar[str] = "lognormal"
@@ -165,7 +165,7 @@ class Lognormal(Model):
 
 
 @dataclass(frozen=True)
-class Pareto(Model):
+class ParetoDelay(DelayModel):
     """Heavy-tailed stragglers: the classical (type I) Pareto with minimum ``scale``,
     P(X > x) = (scale / x)^alpha for x >= scale, drawn as scale·(1 + Lomax), i.e.
     ``scale * (1 + numpy.random.Generator.pareto(alpha))``. The median is
@@ -181,7 +181,7 @@ class Pareto(Model):
 
 
 @dataclass(frozen=True)
-class Bandwidth(Model):
+class BandwidthDelay(DelayModel):
     """A message's time on the wire: latency + nbytes / bytes_per_second."""
 
     kind: ClassVar[str] = "bandwidth"
@@ -200,7 +200,7 @@ class Bandwidth(Model):
 
 
 @dataclass(frozen=True)
-class Trace(Model):
+class TraceDelay(DelayModel):
     """Replays a recorded trace (``TraceRecorder.write``): this event's rows for a
     worker, in file order, starting over when they run out."""
 
@@ -225,7 +225,8 @@ class Trace(Model):
         return Replay(self.rows[worker])
 
 
-KINDS = {cls.kind: cls for cls in (NoDelay, Constant, Uniform, Exponential, Lognormal, Pareto, Bandwidth, Trace)}
+KINDS = {cls.kind: cls for cls in (NoDelay, ConstantDelay, UniformDelay, ExponentialDelay, LognormalDelay, ParetoDelay,
+                                   BandwidthDelay, TraceDelay)}
 
 
 def _read_trace(path: str, event: str) -> dict[int, list[float]]:
@@ -240,7 +241,7 @@ def _read_trace(path: str, event: str) -> dict[int, list[float]]:
             except json.JSONDecodeError:
                 row = None
             ok = (isinstance(row, dict) and set(row) == {"worker", "event", "seconds"}
-                  and type(row["worker"]) is int and row["worker"] >= 0 and row["event"] in EVENTS
+                  and is_int(row["worker"], 0) and row["event"] in EVENTS
                   and is_number(row["seconds"]) and row["seconds"] >= 0)
             check(ok, "trace row", line.strip(), f"{path} line {number}: each row is {TRACE_ROW}")
             if row["event"] == event:
@@ -248,22 +249,18 @@ def _read_trace(path: str, event: str) -> dict[int, list[float]]:
     return rows
 
 
-def read_spec(event: str, spec, num_workers: int) -> tuple[Model, dict[int, float]]:
+def read_spec(event: str, spec, num_workers: int) -> tuple[DelayModel, dict[int, float]]:
     """``event``'s spec table -> its model and the slowdown factor of each slowed worker."""
     where = f"delays.{event}"
     check(isinstance(spec, dict), where, spec, 'must be a table, e.g. {kind = "constant", seconds = 0.001}')
-    check("kind" in spec, where, spec, f"needs a kind: one of {', '.join(sorted(KINDS))}")
+    check("kind" in spec, where, spec, f"needs a kind: choose one of {sorted(KINDS)}")
     kind = spec["kind"]
-    check(isinstance(kind, str) and kind in KINDS, f"{where}.kind", kind, f"choose one of: {', '.join(sorted(KINDS))}")
-    cls = KINDS[kind]
-    wanted = cls.parameters()
-    takes = f"a {kind} delay takes {', '.join(wanted) or 'no parameters'}, and optionally slowdown"
+    cls = choose(KINDS, kind, f"{where}.kind")
     params = {key: value for key, value in spec.items() if key not in ("kind", "slowdown")}
-    for name in wanted:
+    check_options(cls, params, f"{where} (a {kind} delay)")
+    for name in cls.parameters():
         if name not in params:
-            raise ValueError(f"Invalid {where}.{name}: missing ({takes})")
-    for name, value in params.items():
-        check(name in wanted, f"{where}.{name}", value, f"not a parameter of this kind: {takes}")
+            raise ValueError(f"Invalid {where}.{name}: missing (a {kind} delay takes {', '.join(cls.parameters())})")
     model = cls.build(where, event, num_workers, **params)
     return model, _read_slowdown(f"{where}.slowdown", spec.get("slowdown", {}), num_workers)
 
@@ -273,7 +270,7 @@ def _read_slowdown(where: str, table, num_workers: int) -> dict[int, float]:
     factors = {}
     for key, factor in table.items():
         worker = int(key) if isinstance(key, str) and key.isdecimal() else key  # "3" in TOML, 3 in Python
-        check(type(worker) is int and 0 <= worker < num_workers, f"{where} worker", key,
+        check(is_int(worker, 0) and worker < num_workers, f"{where} worker", key,
               f"must be a worker index from 0 to {num_workers - 1}: the run has {num_workers} workers")
         check(is_number(factor) and factor > 0, f"{where}.{key}", factor, "must be a number > 0 (1 is no slowdown)")
         factors[worker] = float(factor)

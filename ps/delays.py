@@ -1,6 +1,6 @@
 """Seeded delays: how long each worker's computations and messages take.
 
-``Delays(specs, seed, num_workers)`` holds one model per event ("compute": one
+``Delays(specs, seed, num_workers)`` holds one delay model per event ("compute": one
 mini-batch gradient; "pull"; "push"; see ``ps.delay_models`` for the kinds) and
 answers ``duration(worker, event, nbytes)`` in seconds. Every (worker, event)
 draws from its own generator, seeded from ``(seed, worker, event)``, so the
@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol as Interface
 
-from optim.validation import check, is_number
+from optim.validation import check, check_int, is_int, is_number
 from ps.client import Client, ClientWrapper, Versions
-from ps.delay_models import EVENTS, KINDS, Model, no_delay, read_spec
+from ps.delay_models import EVENTS, KINDS, DelayModel, no_delay, read_spec
 from ps.shard import Push
 
 __all__ = ["Delays", "DelayedClient", "Clock", "RealClock", "TraceRecorder", "EVENTS", "KINDS"]
 
 
 def _check_event(event) -> None:
-    check(event in EVENTS, "delay event", event, f"choose one of: {', '.join(EVENTS)}")
+    check(event in EVENTS, "delay event", event, f"choose one of {list(EVENTS)}")
 
 
 class Delays:
@@ -41,10 +41,10 @@ class Delays:
         specs = {} if specs is None else specs
         check(isinstance(specs, dict), "delays", specs, "must be a table of event -> spec, e.g. "
               '{"push": {"kind": "constant", "seconds": 0.001}}')
-        check(type(seed) is int and seed >= 0, "seed", seed, "must be an integer >= 0")
-        check(type(num_workers) is int and num_workers >= 1, "num_workers", num_workers, "must be a positive integer")
+        check_int(seed, "seed", low=0)
+        check_int(num_workers, "num_workers")
         self.seed, self.num_workers = seed, num_workers
-        self.models: dict[str, Model] = {}  # the events that take time
+        self.models: dict[str, DelayModel] = {}  # the events that take time
         self._sources: dict[str, list] = {}  # event -> per worker, where its durations come from
         self._factors: dict[str, list[float]] = {}  # event -> per worker, its slowdown factor
         for event, spec in specs.items():
@@ -74,14 +74,14 @@ class Delays:
 
     def duration(self, worker: int, event: str, nbytes: int = 0) -> float:
         """Seconds that ``worker``'s next ``event`` takes; ``nbytes``: the message's size (pull, push)."""
-        check(type(nbytes) is int and nbytes >= 0, "nbytes", nbytes, "must be an integer >= 0")
+        check_int(nbytes, "nbytes", low=0)
         return self.sampler(worker, event)(nbytes)
 
     def sampler(self, worker: int, event: str) -> Callable[[int], float]:
         """``duration`` for one worker and event, checked once: ``sampler(nbytes)``
         draws the next duration. A client takes one per event; the sim backend
         draws hundreds of thousands."""
-        check(type(worker) is int and 0 <= worker < self.num_workers, "worker", worker,
+        check(is_int(worker, 0) and worker < self.num_workers, "worker", worker,
               f"must be in [0, {self.num_workers}): the delays were built for {self.num_workers} workers")
         _check_event(event)
         model = self.models.get(event)
@@ -94,7 +94,7 @@ class Delays:
         return {event: self.sampler(worker, event) for event in EVENTS}
 
 
-class Clock(Protocol):
+class Clock(Interface):
     """Where a worker's time passes: real seconds, or the simulator's virtual ones."""
 
     def sleep(self, seconds: float) -> Awaitable[None]: ...
@@ -177,7 +177,7 @@ class TraceRecorder:
         self._drawn: dict[tuple[int, str], list[float]] = {}
 
     def add(self, worker: int, event: str, seconds: float) -> None:
-        check(type(worker) is int and worker >= 0, "trace worker", worker, "must be an integer >= 0")
+        check_int(worker, "trace worker", low=0)
         _check_event(event)
         check(is_number(seconds) and seconds >= 0, "trace seconds", seconds, "must be a number >= 0")
         self.durations(worker, event).append(float(seconds))

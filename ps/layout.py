@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.validation import check
+from optim.validation import check, check_int
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,7 @@ class Layout:
 
     def __init__(self, dense: dict[str, tuple[int, ...]], tables: dict[str, tuple[int, int]] | None = None,
                  num_shards: int = 1):
-        check(isinstance(num_shards, int) and not isinstance(num_shards, bool) and num_shards >= 1, "num_shards",
-              num_shards,
-              "num_shards must be a positive integer")
+        check_int(num_shards, "num_shards")
         self.dense = {name: tuple(shape) for name, shape in dense.items()}
         self.tables = {name: (int(rows), int(dim)) for name, (rows, dim) in (tables or {}).items()}
         self.num_shards = num_shards

@@ -9,7 +9,7 @@ stores that state and checkpoints it through the rule.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol as Interface
 
 import torch
 
@@ -17,7 +17,7 @@ import optim
 from ps.flat import Flat
 
 
-class ServerRule(Protocol):
+class ServerRule(Interface):
     def init(self, values: torch.Tensor) -> Any:
         """The rule's state for one tensor (the dense slice, or one table)."""
 

@@ -29,9 +29,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from optim.validation import is_number
+from optim.validation import check, check_int, is_int, is_number
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
-from optim.validation import check, check_int
 
 __all__ = ["DataShard", "shard_indices", "difficulty", "CURRICULA", "MIXED_RANDOM_FRACTION"]
 
@@ -115,9 +114,8 @@ class DataShard:
         _check_worker(worker, num_workers)
         check(num_workers <= len(split), "num_workers", num_workers,
               f"each worker needs at least one example: num_workers must be <= len(split) = {len(split)}")
-        check(batch_size == "full" or (isinstance(batch_size, int) and not isinstance(batch_size, bool)
-                                       and batch_size >= 1),
-              "batch_size", batch_size, "batch_size must be an integer >= 1 or 'full'")
+        check(batch_size == "full" or is_int(batch_size), "batch_size", batch_size,
+              "batch_size must be an integer >= 1 or 'full'")
         check(curriculum in CURRICULA, "curriculum", curriculum, f"choose one of {list(CURRICULA)}")
         check(epochs is None or (is_number(epochs) and epochs > 0), "epochs", epochs,
               "epochs must be a number > 0, or None to iterate forever")

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optim.validation import is_number
+from optim.validation import check, check_int, check_options, choose, is_number
 from workers.libsvm import read_libsvm
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
-from optim.validation import check, check_int, check_options, choose
 
 __all__ = ["Dataset", "Split", "DATASETS", "load_dataset"]
 
@@ -40,7 +39,7 @@ class Dataset:
 def load_dataset(name: str, *, seed: int = 0, **options) -> Dataset:
     """The data set ``name`` with its options, split with ``seed``."""
     loader = choose(DATASETS, name, "dataset name")
-    check_options(loader, options, f"dataset {name!r}")
+    check_options(loader, options, f"dataset {name!r}", skip=("rng",))
     check_int(seed, "seed", low=0)
     return loader(np.random.default_rng(seed), **options)
 

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from optim.validation import check, check_bool, is_int
 from workers.model_base import Model, Tensors
 from workers.splits import DenseSplit, Split
-from optim.validation import check, check_bool
 
 __all__ = ["TorchClassifier", "Softmax", "MLP", "CNN", "CALIBRATION_EXAMPLES"]
 
@@ -150,9 +150,8 @@ class MLP(TorchClassifier):
 
     def __init__(self, meta: dict, *, hidden: list[int] | tuple[int, ...] = (128,), batch_norm: bool = False,
                  train: Split | None = None):
-        check(isinstance(hidden, (list, tuple)) and len(hidden) > 0
-              and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden),
-              "hidden", hidden, "hidden must be a non-empty list of positive layer widths, e.g. [64]")
+        check(isinstance(hidden, (list, tuple)) and len(hidden) > 0 and all(is_int(h) for h in hidden),
+              "hidden", hidden, "hidden must be a non-empty list of layer widths, integers >= 1, e.g. [64]")
         self.hidden = tuple(hidden)
         super().__init__(meta, batch_norm=batch_norm, train=train)
 

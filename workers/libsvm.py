@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optim.validation import check
+from optim.validation import check, is_int
 
 __all__ = ["LibsvmData", "read_libsvm"]
 
@@ -73,8 +73,8 @@ def read_libsvm(path: str | os.PathLike, *, zero_based: bool | str = "auto",
     seen = int(index_array.max()) + 1 if index_array.size else 0
     if num_features is None:
         num_features = seen
-    check(isinstance(num_features, int) and num_features >= max(seen, 1), "num_features", num_features,
-          f"the file has features up to index {seen - 1} (0-based): num_features must be >= {max(seen, 1)}")
+    check(is_int(num_features, max(seen, 1)), "num_features", num_features,
+          f"the file has features up to index {seen - 1} (0-based): num_features must be an integer >= {max(seen, 1)}")
     return LibsvmData(index_array, np.frombuffer(offsets, dtype=np.int64).copy(),
                       np.frombuffer(values, dtype=np.float32).copy(), np.frombuffer(y, dtype=np.float32).copy(),
                       num_features)

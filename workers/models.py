@@ -18,11 +18,11 @@ for the contract.
 
 from __future__ import annotations
 
+from optim.validation import check, check_options, choose
 from workers.dense_models import CNN, MLP, Softmax
 from workers.model_base import Model
 from workers.sparse_models import MatrixFactorization, SparseLogReg
 from workers.splits import Split
-from optim.validation import check, check_options, choose
 
 __all__ = ["Model", "MODELS", "build_model"]
 
@@ -36,5 +36,5 @@ def build_model(name: str, dataset_meta: dict, *, train: Split | None = None, **
     cls = choose(MODELS, name, "model name")
     check(isinstance(dataset_meta, dict), "dataset_meta", type(dataset_meta).__name__,
           "pass the data set's meta dict (dataset.meta)")
-    check_options(cls.__init__, options, f"model {name!r}", skip=("train",))
+    check_options(cls, options, f"model {name!r}", skip=("meta", "train"))
     return cls(dataset_meta, train=train, **options)

@@ -32,6 +32,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from lab.config import HOGWILD_MODELS, HogwildExperiment, load_hogwild_config, to_toml
+from optim.validation import choose
 from protocols import hogwild
 from workers import Dataset, load_dataset
 
@@ -41,9 +42,7 @@ __all__ = ["problem_from_dataset", "run_hogwild_config", "add_hogwild"]
 def problem_from_dataset(dataset: Dataset, model: str = "logistic",
                          rank: int = 0) -> hogwild.SparseClassification | hogwild.MatrixCompletion:
     """A ``workers`` data set's train and test splits as a Hogwild! problem (the val split is unused)."""
-    kind = HOGWILD_MODELS.get(model)
-    if kind is None:
-        raise ValueError(f"Invalid model: {model!r} (choose one of {list(HOGWILD_MODELS)})")
+    kind = choose(HOGWILD_MODELS, model, "model name")
     if dataset.kind != kind:
         names = "sparse_synthetic or libsvm" if kind == "sparse" else "matrix_completion"
         raise ValueError(f"Invalid data set for model {model!r}: {dataset.name!r} is {dataset.kind} "

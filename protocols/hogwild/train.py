@@ -84,7 +84,7 @@ import numpy as np
 
 from optim.validation import check, check_bool, check_int, is_number
 from protocols.hogwild import kernels
-from protocols.hogwild.workers import DTYPE, Job, Processes, Threads
+from protocols.hogwild.workers import DTYPE, Job, ProcessTeam, ThreadTeam
 
 MODES = ("lockfree", "locked")
 LOSSES = {"logistic": kernels.LOGISTIC, "hinge": kernels.HINGE}
@@ -302,7 +302,7 @@ def train(problem: SparseClassification | MatrixCompletion, *, seed: int = 0, **
     job = Job(kind="sparse" if sparse else "ratings", loss=LOSSES[problem.loss] if sparse else 0,
               width=problem.train.width if sparse else 0, chunk=settings.chunk, workers=settings.threads,
               locked=settings.mode == "locked")
-    team = (Processes if settings.processes else Threads)(written, read, job)  # may make `written` shared memory
+    team = (ProcessTeam if settings.processes else ThreadTeam)(written, read, job)  # may make `written` shared memory
     try:
         history = []
         orders = epoch_orders(len(problem.train), seed, out=written["order"])

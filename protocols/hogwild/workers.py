@@ -50,7 +50,7 @@ def _warm_up(job: Job, arrays: dict[str, np.ndarray]) -> None:
     _work(job, arrays | {"cursor": np.full(1, arrays["order"].size, dtype=np.int64)}, 0.0, 0)
 
 
-class Threads:
+class ThreadTeam:
     """Worker threads in one process; the kernel releases the GIL, so they run in parallel."""
 
     def __init__(self, written: dict[str, np.ndarray], read: dict[str, np.ndarray], job: Job):
@@ -66,7 +66,7 @@ class Threads:
         self.pool.shutdown()
 
 
-class Processes:
+class ProcessTeam:
     """Worker processes (``spawn``). What anyone writes during training (``written``: the
     parameters, stamps, locks, the epoch's order and the cursor) moves into
     ``multiprocessing`` shared buffers, which ``written`` then views, so the parent's

@@ -226,16 +226,16 @@ ERRORS = [
     (None, ["cluster.workerz=8"], "Invalid config key 'cluster.workerz': unknown key (known keys in [cluster]: "
                                   "shards, workers)"),
     (None, ["optimizer=adam"], f"Invalid config key 'optimizer': unknown key (known top-level keys: {TOP_KEYS})"),
-    (None, ["cluster.workers=0"], "Invalid config value cluster.workers = 0 (must be a positive integer)"),
-    (None, ["cluster.shards=2.0"], "Invalid config value cluster.shards = 2.0 (must be a positive integer)"),
-    (None, ["cluster.workers=true"], "Invalid config value cluster.workers = True (must be a positive integer)"),
+    (None, ["cluster.workers=0"], "Invalid config value cluster.workers = 0 (must be an integer >= 1)"),
+    (None, ["cluster.shards=2.0"], "Invalid config value cluster.shards = 2.0 (must be an integer >= 1)"),
+    (None, ["cluster.workers=true"], "Invalid config value cluster.workers = True (must be an integer >= 1)"),
     (None, ["data.dataset=mnist"], "Invalid config value data.dataset = 'mnist' "
                                    "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
     (None, ["data.dataset=[1]"], "Invalid config value data.dataset = [1] "
                                  "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
-    (None, ["data.batch_size=0"], "Invalid config value data.batch_size = 0 (must be a positive integer or 'full')"),
+    (None, ["data.batch_size=0"], "Invalid config value data.batch_size = 0 (must be an integer >= 1 or 'full')"),
     (None, ["data.batch_size=all"],
-     "Invalid config value data.batch_size = 'all' (must be a positive integer or 'full')"),
+     "Invalid config value data.batch_size = 'all' (must be an integer >= 1 or 'full')"),
     (None, ["data.curriculum=hard"],
      "Invalid config value data.curriculum = 'hard' (choose one of: easy_to_hard, mixed, none)"),
     (None, ["data.options=3"], "Invalid config value data.options = 3 (must be a table, e.g. {num_features = 1000})"),
@@ -253,7 +253,7 @@ ERRORS = [
     ('[train]\nepochs = "ten"\n', [], "Invalid config value train.epochs = 'ten' (must be a positive number)"),
     (None, ["train.epochs=0"], "Invalid config value train.epochs = 0 (must be a positive number)"),
     (None, ["train.epochs=inf"], "Invalid config value train.epochs = inf (must be a positive number)"),
-    (None, ["train.eval_every=0"], "Invalid config value train.eval_every = 0 (must be a positive integer)"),
+    (None, ["train.eval_every=0"], "Invalid config value train.eval_every = 0 (must be an integer >= 1)"),
     (None, ["train.target_accuracy=0"],
      "Invalid config value train.target_accuracy = 0 (must be a number in (0, 1])"),
     (None, ["train.target_accuracy=95"],
@@ -285,14 +285,14 @@ ERRORS = [
     (None, ["delays.push=0.002"],
      "Invalid config value delays.push = 0.002 (must be a table, e.g. {kind = \"constant\", seconds = 0.001})"),
     (None, ["delays.push.seconds=0.002"],
-     "Invalid delays.push: {'seconds': 0.002} (needs a kind: one of bandwidth, constant, exponential, "
-     "lognormal, none, pareto, trace, uniform)"),
-    (None, ["delays.push.kind=gauss"], "Invalid delays.push.kind: 'gauss' (choose one of: bandwidth, constant, "
-                                       "exponential, lognormal, none, pareto, trace, uniform)"),
+     "Invalid delays.push: {'seconds': 0.002} (needs a kind: choose one of ['bandwidth', 'constant', "
+     "'exponential', 'lognormal', 'none', 'pareto', 'trace', 'uniform'])"),
+    (None, ["delays.push.kind=gauss"], "Invalid delays.push.kind: 'gauss' (choose one of ['bandwidth', 'constant', "
+                                       "'exponential', 'lognormal', 'none', 'pareto', 'trace', 'uniform'])"),
     ("[delays.push]\nkind = 'lognormal'\nmedian = 0.01\nsigma = 0\n", [],
      "Invalid delays.push.sigma: 0 (must be a number > 0: the spread (for none, use kind = \"constant\"))"),
     (None, ["delays.push.kind=constant"],
-     "Invalid delays.push.seconds: missing (a constant delay takes seconds, and optionally slowdown)"),
+     "Invalid delays.push.seconds: missing (a constant delay takes seconds)"),
     (None, ["delays.compute={kind = 'constant', seconds = 0.01, slowdown = {'4' = 2.0}}"],
      "Invalid delays.compute.slowdown worker: '4' (must be a worker index from 0 to 3: the run has 4 workers)"),
     (None, ["cluster.workers=8", "delays.compute={kind = 'constant', seconds = 0.01, slowdown = {'4' = 2.0}}",

@@ -39,7 +39,7 @@ def test_each_experiment_runs_and_writes_its_run_directory(config, shrink, score
 
 
 @pytest.mark.parametrize("override, message", [
-    ("hogwild.threads=0", "Invalid config value hogwild.threads = 0 (must be a positive integer)"),
+    ("hogwild.threads=0", "Invalid config value hogwild.threads = 0 (must be an integer >= 1)"),
     ("hogwild.mode=wild", "Invalid config value hogwild.mode = 'wild' (choose one of: lockfree, locked)"),
     ("hogwild.beta=2", "Invalid config value hogwild.beta = 2 (must be a number in (0, 1])"),
     ("hogwild.model=mlp", "Invalid config value hogwild.model = 'mlp' (choose one of: logistic, svm,"),
@@ -70,6 +70,8 @@ def test_the_svm_model_is_the_hinge_loss_and_rank_0_is_the_data_sets():
     ratings = load_dataset("matrix_completion", num_users=20, num_items=10, rank=4)
     assert problem_from_dataset(ratings, "matrix_factorization").rank == 4
     assert problem_from_dataset(ratings, "matrix_factorization", rank=2).rank == 2
+    with pytest.raises(ValueError, match=r"Invalid model name: 'mlp' \(choose one of \['logistic', "):
+        problem_from_dataset(sparse, "mlp")
 
 
 def test_the_experiment_configs_load():

@@ -73,6 +73,7 @@ def test_load_state_dict_rejects_other_keys():
 INVALID = {
     "patience-negative": ({"patience": -1}, "Invalid patience: -1 (patience must be an integer >= 0)"),
     "patience-float": ({"patience": 2.5}, "Invalid patience: 2.5 (patience must be an integer >= 0)"),
+    "patience-bool": ({"patience": False}, "Invalid patience: False (patience must be an integer >= 0)"),
     "min-delta-negative": ({"min_delta": -0.1}, "Invalid min_delta: -0.1 (min_delta must be a finite number >= 0)"),
     "min-delta-nan": ({"min_delta": math.nan}, "Invalid min_delta: nan (min_delta must be a finite number >= 0)"),
     "mode": ({"mode": "mean"}, "Invalid mode: 'mean' (mode must be 'min' or 'max')"),

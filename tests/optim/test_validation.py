@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 
 import optim
+from optim.validation import check_int, check_options, is_int
 
 INVALID_HPARAMS = [
     ("sgd", {"lr": -1.0}, r"Invalid learning rate: -1.0 \(lr must be a finite number >= 0"),
@@ -133,3 +135,32 @@ def test_state_of_another_optimizer_is_refused():
 def test_malformed_state_dict_is_refused():
     with pytest.raises(ValueError, match=r"Invalid state dict: keys \['exp_avg'\]"):
         optim.State.from_state_dict({"exp_avg": torch.zeros(2)})
+
+
+# -- the shared checks: one rule for "an integer >= k", one for an unknown option ------------------
+@pytest.mark.parametrize("value, low, ok", [
+    (1, 1, True), (0, 0, True), (np.int64(3), 1, True), (0, 1, False), (-1, 0, False),
+    (2.0, 1, False), ("2", 1, False), (None, 0, False), (True, 1, False), (False, 0, False),
+])
+def test_is_int_refuses_bools_and_floats(value, low, ok):
+    assert is_int(value, low) == ok
+
+
+@pytest.mark.parametrize("value, low, message", [
+    (0, 1, "Invalid steps: 0 (steps must be an integer >= 1)"),
+    (True, 1, "Invalid steps: True (steps must be an integer >= 1)"),
+    (-1, 0, "Invalid steps: -1 (steps must be an integer >= 0)"),
+])
+def test_check_int_says_the_bound(value, low, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_int(value, "steps", low=low)
+
+
+def test_check_options_takes_any_keyword_parameter_but_the_factorys_own():
+    def factory(given, lr=0.1, *, momentum=0.0):
+        pass
+
+    check_options(factory, {"lr": 1.0, "momentum": 0.9}, "factory", skip=("given",))
+    with pytest.raises(ValueError, match=re.escape(
+            "Invalid option for factory: 'given' (allowed options: ['lr', 'momentum'])")):
+        check_options(factory, {"given": 1}, "factory", skip=("given",))

@@ -110,7 +110,7 @@ def test_defaults_are_the_papers_lambdas():
 
 @pytest.mark.parametrize("options, match", [
     ({"lambda_": -1.0}, r"Invalid lambda_: -1.0 \(lambda_ must be a number >= 0\)"),
-    ({"adaptive": 1}, r"Invalid adaptive: 1 \(adaptive must be true or false\)"),
+    ({"adaptive": 1}, r"Invalid adaptive: 1 \(adaptive must be True or False\)"),
     ({"mean_square_decay": 1.0}, r"Invalid mean_square_decay: 1.0 \(mean_square_decay must be in \[0.0, 1.0\)\)"),
     ({"eps": 0.0}, r"Invalid eps: 0.0 \(eps must be a number > 0\)"),
 ])

@@ -153,9 +153,9 @@ def test_split_table_and_join_table_round_trip(num_shards):
 
 
 # -- validation ----------------------------------------------------------------------
-@pytest.mark.parametrize("num_shards", [0, -1, 2.5, "2", None])
+@pytest.mark.parametrize("num_shards", [0, -1, 2.5, "2", None, True])
 def test_bad_num_shards(num_shards):
-    with pytest.raises(ValueError, match=r"Invalid num_shards: .* \(num_shards must be a positive integer\)"):
+    with pytest.raises(ValueError, match=r"Invalid num_shards: .* \(num_shards must be an integer >= 1\)"):
         Layout(DENSE, num_shards=num_shards)
 
 

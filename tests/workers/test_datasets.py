@@ -214,8 +214,11 @@ def test_libsvm_refusals(tmp_path):
     with pytest.raises(ValueError, match=r"Invalid LIBSVM index: 0 \(zero_based=False means indices start at 1"):
         read_libsvm(write(tmp_path, "1 0:1 2:1\n"), zero_based=False)
     with pytest.raises(ValueError, match=r"Invalid num_features: 3 \(the file has features up to index 4 "
-                                         r"\(0-based\): num_features must be >= 5\)"):
+                                         r"\(0-based\): num_features must be an integer >= 5\)"):
         read_libsvm(write(tmp_path, "1 5:1\n"), num_features=3)
+    with pytest.raises(ValueError, match=r"Invalid num_features: True \(the file has features up to index 0 "
+                                         r"\(0-based\): num_features must be an integer >= 1\)"):
+        read_libsvm(write(tmp_path, "1 1:1\n"), num_features=True)
     with pytest.raises(ValueError, match=r"Invalid zero_based: 'yes' \(zero_based must be True, False or 'auto'\)"):
         read_libsvm(write(tmp_path, "1 5:1\n"), zero_based="yes")
 

@@ -280,9 +280,10 @@ INVALID = [
                                 r"'mlp', 'softmax', 'sparse_logreg'\]\)"),
     ("mlp", DIGITS_META, {"hiden": [8]}, r"Invalid option for model 'mlp': 'hiden' \(allowed options: "
                                          r"\['batch_norm', 'hidden'\]\)"),
-    ("mlp", DIGITS_META, {"hidden": []}, r"Invalid hidden: \[\] \(hidden must be a non-empty list of positive "
-                                         r"layer widths, e.g. \[64\]\)"),
+    ("mlp", DIGITS_META, {"hidden": []}, r"Invalid hidden: \[\] \(hidden must be a non-empty list of layer "
+                                         r"widths, integers >= 1, e.g. \[64\]\)"),
     ("mlp", DIGITS_META, {"hidden": [8, 0]}, r"Invalid hidden: \[8, 0\]"),
+    ("mlp", DIGITS_META, {"hidden": [8, True]}, r"Invalid hidden: \[8, True\]"),
     ("softmax", DIGITS_META, {"batch_norm": "yes"}, r"Invalid batch_norm: 'yes' \(batch_norm must be True or False\)"),
     ("cnn", {"num_features": 10}, {}, r"Invalid dataset meta for model 'cnn': \{'num_features': 10\} \(needs "
                                       r"'input_shape' and 'num_classes': use a dense data set such as 'digits'\)"),
