@@ -20,6 +20,7 @@ from optim.rmsprop import RMSprop
 from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
                               StepDecay, Triangular, Warmup, lr_at)
 from optim.sgd import SGD
+from optim.validation import check_options, choose
 from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -29,14 +30,9 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 def create(name: str, **hparams) -> Optimizer:
     """An optimizer by its name (``"adam"``, ``"sgd"``, ...) and hyperparameters."""
-    try:
-        cls = OPTIMIZERS[name.lower()]
-    except (KeyError, AttributeError):
-        raise ValueError(f"Invalid optimizer name: {name!r} (choose one of {sorted(OPTIMIZERS)})") from None
-    try:
-        return cls(**hparams)
-    except TypeError as err:
-        raise ValueError(f"Invalid hyperparameters for {name!r}: {err}") from None
+    cls = choose(OPTIMIZERS, name, "optimizer name")
+    check_options(cls, hparams, f"optimizer {name!r}")
+    return cls(**hparams)
 
 
 __all__ = [
