@@ -135,12 +135,13 @@ def main() -> None:
     echo = ray.remote(Echo).remote(args.size)
     one, two = shard_client(args.size, 1), shard_client(args.size, 2)
     loop = asyncio.new_event_loop()
-    versions = {client: loop.run_until_complete(client.pull()).versions for client in (one, two)}
+    params = torch.empty(args.size)  # the worker's own vector, which every pull copies into
+    reads = {client: loop.run_until_complete(client.pull(params)) for client in (one, two)}
 
     def round_trip(client: RayClient):
         def run():
-            loop.run_until_complete(client.push(grad, versions[client]))
-            versions[client] = loop.run_until_complete(client.pull()).versions
+            loop.run_until_complete(client.push(grad, reads[client]))
+            reads[client] = loop.run_until_complete(client.pull(params))
         return run
 
     minimal = ray.remote(MinimalShard).remote(torch.randn(args.size).numpy(), 1e-6)
