@@ -21,6 +21,7 @@ from typing import Awaitable, Callable
 
 import torch
 
+from optim.validation import check, is_int
 from ps.flat import Flat
 from ps.layout import Layout
 from ps.shard import Push, Shard, check_values
@@ -81,13 +82,15 @@ class Client(abc.ABC):
         if isinstance(at_least, Versions):
             self._check_read(at_least)
             return at_least.of_shard
+        check(is_int(at_least, 0), "at_least", at_least,
+              "wait for a number of updates, an integer >= 0, or for the Versions a pull returned")
         return (at_least,) * self.layout.num_shards
 
     def _check_out(self, out: torch.Tensor) -> None:
         if not isinstance(out, torch.Tensor) or out.shape != (self.layout.size,) or out.dtype != torch.float32 \
-                or not out.is_contiguous():
+                or not out.is_contiguous() or out.requires_grad:
             raise ValueError(f"Invalid pull buffer: {_describe(out)} (expected a contiguous float32 vector of "
-                             f"{self.layout.size}, the model's flat dense size)")
+                             f"{self.layout.size}, the model's flat dense size, not requiring grad)")
 
     def _check_grad(self, grad: torch.Tensor) -> None:
         if not isinstance(grad, torch.Tensor) or grad.shape != (self.layout.size,):

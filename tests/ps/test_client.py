@@ -191,7 +191,8 @@ def test_a_bad_push_says_what_is_wrong_and_changes_no_shard(case):
     assert_same(states(shards), before)
 
 
-BUFFER_HINT = "(expected a contiguous float32 vector of 19, the model's flat dense size)"
+BUFFER_HINT = "(expected a contiguous float32 vector of 19, the model's flat dense size, not requiring grad)"
+AT_LEAST_HINT = "(wait for a number of updates, an integer >= 0, or for the Versions a pull returned)"
 BAD_PULLS = {
     "short": (torch.empty(SIZE - 1), 0, f"Invalid pull buffer: torch.float32 (18,) {BUFFER_HINT}"),
     "2d": (torch.empty(1, SIZE), 0, f"Invalid pull buffer: torch.float32 (1, 19) {BUFFER_HINT}"),
@@ -199,6 +200,12 @@ BAD_PULLS = {
     "strided": (torch.empty(2 * SIZE)[::2], 0, f"Invalid pull buffer: torch.float32 (19,) {BUFFER_HINT}"),
     "list": ([0.0] * SIZE, 0, f"Invalid pull buffer: list {BUFFER_HINT}"),
     "too_few_versions": (torch.empty(SIZE), Versions((0, 0)), f"Invalid versions: Versions(0, 0) {VERSIONS_HINT}"),
+    "requires_grad": (torch.empty(SIZE, requires_grad=True), 0,
+                      f"Invalid pull buffer: torch.float32 (19,) {BUFFER_HINT}"),
+    "at_least_list": (torch.empty(SIZE), [0, 0, 0], f"Invalid at_least: [0, 0, 0] {AT_LEAST_HINT}"),
+    "at_least_bool": (torch.empty(SIZE), True, f"Invalid at_least: True {AT_LEAST_HINT}"),
+    "at_least_float": (torch.empty(SIZE), 0.5, f"Invalid at_least: 0.5 {AT_LEAST_HINT}"),
+    "at_least_negative": (torch.empty(SIZE), -1, f"Invalid at_least: -1 {AT_LEAST_HINT}"),
 }
 
 
