@@ -76,6 +76,7 @@ class CompensateThenApply:
         return g + lam * g * g * drift
 
     def apply(self, values, grad, state: CompensationState, out, *, worker, staleness, version) -> bool:
+        state.log.check_worker(worker)  # before anything changes
         values, grad, out = values.tensor, grad.tensor, None if out is None else out.tensor
         g_c = self.compensate(grad, state.log.since(version - staleness), state.mean_square)
         before = values.clone() if out is None else values
@@ -85,6 +86,7 @@ class CompensateThenApply:
         return True
 
     def apply_rows(self, table, ids, grad_rows, state: CompensationState, *, worker, staleness, version) -> bool:
+        state.log.check_worker(worker)  # before anything changes
         touched, where = torch.unique(ids, return_inverse=True)
         g = torch.zeros(touched.numel(), table.shape[1], dtype=table.dtype).index_add_(0, where, grad_rows)
         mean_square = state.mean_square.index_select(0, touched) if self.adaptive else None

@@ -85,6 +85,7 @@ class ReviseAdagrad:
         _revise(*(t.view(-1).numpy() for t in (x, g, g_bck, z, z_max)), float(self.lr), float(self.eps))
 
     def apply(self, values, grad, state: RevisionState, out, *, worker, staleness, version) -> bool:
+        state.log.check_worker(worker)  # before anything changes
         values, grad, out = values.tensor, grad.tensor, None if out is None else out.tensor
         g_bck = state.log.since(version - staleness)
         x = values if out is None else out.copy_(values)
@@ -93,6 +94,7 @@ class ReviseAdagrad:
         return True
 
     def apply_rows(self, table, ids, grad_rows, state: RevisionState, *, worker, staleness, version) -> bool:
+        state.log.check_worker(worker)  # before anything changes
         touched, where = torch.unique(ids, return_inverse=True)
         g = torch.zeros(touched.numel(), table.shape[1], dtype=table.dtype).index_add_(0, where, grad_rows)
         g_bck = state.log.since(version - staleness, touched)

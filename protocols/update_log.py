@@ -79,10 +79,14 @@ class UpdateLog:
             total.index_add_(0, where[hit], torch.cat([self.deltas[k] for k in missed])[hit])
         return total
 
-    def record(self, version: int, worker: int, delta: torch.Tensor, ids: torch.Tensor | None = None) -> None:
-        """Log ``delta`` (kept, not copied), applied at ``version`` for ``worker``."""
+    def check_worker(self, worker: int) -> None:
+        """A rule asks before it changes anything: a push it refuses must change nothing."""
         check(0 <= worker < len(self.last_push), "worker", worker,
               f"workers are numbered 0..{len(self.last_push) - 1}, the num_workers given to server_rule")
+
+    def record(self, version: int, worker: int, delta: torch.Tensor, ids: torch.Tensor | None = None) -> None:
+        """Log ``delta`` (kept, not copied), applied at ``version`` for ``worker``."""
+        self.check_worker(worker)
         if ids is None or ids.numel():  # a push of no rows changes nothing anyone can ask for
             self.versions.append(version)
             self.ids.append(ids)

@@ -157,6 +157,7 @@ class InProcessClient(Client):
         check_values(grad, (self.layout.size,), "gradient", "the model")
         for shard, version in zip(self.shards, read.of_shard):
             shard.check_read_version(version)
+            shard.check_worker(self.worker)
         whole = Flat.of(grad.detach().contiguous())
         return [shard.push(whole.part(start, stop), version, self.worker)
                 for shard, (start, stop), version in zip(self.shards, self._spans, read.of_shard)]
@@ -173,7 +174,7 @@ class InProcessClient(Client):
         routed = self._route_row_push(table, rows, grad_rows, versions)
         work = [(self.shards[shard], local, grad_rows[positions], versions[shard]) for shard, positions, local in routed]
         for shard, local, grads, version in work:  # all checked first: a refused push changes no shard
-            shard.check_push_rows(table, local, grads, version)
+            shard.check_push_rows(table, local, grads, version, self.worker)
         return [shard.push_rows(table, local, grads, version, self.worker) for shard, local, grads, version in work]
 
 

@@ -73,7 +73,7 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         header, datas = self._header_and_data(request_iterator, context)
         try:
             grad = receive(header.meta, datas)
-            self.shard.check_push(grad, header.read_version)
+            self.shard.check_push(grad, header.read_version, header.worker)
             push = self.shard.push(Flat.of(grad), header.read_version, header.worker)
         except ValueError as err:
             _invalid(context, err)
@@ -93,7 +93,7 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         header, datas = self._header_and_data(request_iterator, context)
         try:
             grad_rows, ids = receive(header.meta, datas), ids_from_bytes(header.row_ids)
-            self.shard.check_push_rows(header.table, ids, grad_rows, header.read_version)
+            self.shard.check_push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
             push = self.shard.push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
         except ValueError as err:
             _invalid(context, err)

@@ -60,12 +60,13 @@ def tensor(array: np.ndarray) -> torch.Tensor:
 
 class ShardActor:
     def __init__(self, index: int, values: np.ndarray, tables: dict[str, np.ndarray], rule: ServerRule,
-                 checkpoint: str | None = None, checkpoint_every: int = 0, run: str = ""):
+                 checkpoint: str | None = None, checkpoint_every: int = 0, run: str = "", workers: int | None = None):
         """``checkpoint``: the file this shard saves to after every
         ``checkpoint_every`` updates, and resumes from when restarted; only a
-        checkpoint of ``run`` (one id per run) is taken."""
+        checkpoint of ``run`` (one id per run) is taken. ``workers``: the
+        run's worker count, which push ids are checked against."""
         torch.set_num_threads(1)
-        self.shard = Shard(index, tensor(values), {name: tensor(t) for name, t in tables.items()}, rule)
+        self.shard = Shard(index, tensor(values), {name: tensor(t) for name, t in tables.items()}, rule, workers)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.checkpoint_every = checkpoint_every
         self.run = run
@@ -103,7 +104,7 @@ class ShardActor:
         self._lend(worker, None)
         part = grad if span is None else grad[span[0]:span[1]]
         read_version = self._current(read_version, life)
-        self.shard.check_push(tensor(part), read_version)
+        self.shard.check_push(tensor(part), read_version, worker)
         push = self.shard.push(Flat(tensor(part), part), read_version, worker)
         self._maybe_save(push.applied)
         return push.read_version, push.version, push.applied, self.life
@@ -117,7 +118,7 @@ class ShardActor:
                   life: str | None) -> tuple[int, int, bool, str]:
         self._refuse_if_closed()
         ids, grad_rows, read_version = tensor(ids), tensor(grad_rows), self._current(read_version, life)
-        self.shard.check_push_rows(table, ids, grad_rows, read_version)
+        self.shard.check_push_rows(table, ids, grad_rows, read_version, worker)
         push = self.shard.push_rows(table, ids, grad_rows, read_version, worker)
         self._maybe_save(push.applied)
         return push.read_version, push.version, push.applied, self.life

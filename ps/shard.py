@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import torch
 
+from optim.validation import is_int
 from ps.flat import Flat, all_finite
 from ps.publication import Publication
 from ps.rules import ServerRule
@@ -56,8 +57,12 @@ def check_values(t, shape: tuple, what: str, where: str) -> None:
 
 
 class Shard:
-    def __init__(self, index: int, values: torch.Tensor, tables: dict[str, torch.Tensor] | None, rule: ServerRule):
+    def __init__(self, index: int, values: torch.Tensor, tables: dict[str, torch.Tensor] | None, rule: ServerRule,
+                 workers: int | None = None):
+        """``workers``: the run's worker count, against which every push's
+        worker id is checked (None: any id, for a shard outside a run)."""
         self.index = index
+        self.workers = workers
         self.rule = rule
         self.values = Publication(values, f"shard {index}")
         self.size = self.values.size  # fixed for the shard's life: every push is checked against it
@@ -88,12 +93,23 @@ class Shard:
             raise ValueError(f"Invalid read_version for shard {self.index}: {read_version!r} "
                              f"(must be a version this shard has had, 0..{version})")
 
-    def check_push(self, grad: torch.Tensor, read_version: int) -> None:
-        """Raise ValueError if ``grad`` is not a finite float32 vector of this shard's size, or the version is bad."""
+    def check_worker(self, worker: int) -> None:
+        """A worker of the run: rules keep per-worker state, and a push from
+        anyone else must change nothing."""
+        if self.workers is not None and not (is_int(worker, 0) and worker < self.workers):
+            raise ValueError(f"Invalid worker for shard {self.index}: {worker!r} (the run's workers are "
+                             f"0..{self.workers - 1})")
+
+    def check_push(self, grad: torch.Tensor, read_version: int, worker: int) -> None:
+        """Raise ValueError if ``grad`` is not a finite float32 vector of this
+        shard's size, or the version or the worker is bad."""
         check_values(grad, (self.size,), "gradient", f"shard {self.index}")
         self.check_read_version(read_version)
+        self.check_worker(worker)
 
-    def check_push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int) -> None:
+    def check_push_rows(self, table: str, ids: torch.Tensor, grad_rows: torch.Tensor, read_version: int,
+                        worker: int) -> None:
+        self.check_worker(worker)
         self.check_ids(table, ids)
         check_values(grad_rows, (ids.numel(), self.tables[table].shape[1]), "row gradients", f"shard {self.index}")
         self.check_read_version(read_version)
@@ -158,8 +174,9 @@ class Shard:
             self.values.restore(saved["values"], int(saved["version"]))
 
 
-def make_shards(layout, flat: torch.Tensor, tables: dict[str, torch.Tensor], rule: ServerRule) -> list[Shard]:
+def make_shards(layout, flat: torch.Tensor, tables: dict[str, torch.Tensor], rule: ServerRule,
+                workers: int | None = None) -> list[Shard]:
     """One shard per range of ``layout``, holding its slice of ``flat`` and its rows of each table."""
     parts = {name: layout.split_table(name, full) for name, full in tables.items()}
-    return [Shard(s, piece, {name: parts[name][s] for name in parts}, rule)
+    return [Shard(s, piece, {name: parts[name][s] for name in parts}, rule, workers)
             for s, piece in enumerate(layout.split(flat))]

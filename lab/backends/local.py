@@ -25,7 +25,7 @@ class LocalBackend(Backend):
         torch.set_num_threads(1)
         experiment = self.experiment
         self.shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
-                                  experiment.server_rule())
+                                  experiment.server_rule(), experiment.config.cluster.workers)
         self.threads = Threads()
         return InProcessClient(experiment.layout, self.shards, EVALUATOR)
 

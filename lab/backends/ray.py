@@ -132,7 +132,7 @@ class RayBackend(Backend):
             checkpoint = str(checkpoints / f"shard-{s}.pt") if ray_config.checkpoint_every else None
             self.actors.shards.append(remote.remote(s, values.numpy(), {name: parts[name][s].numpy() for name in parts},
                                                     experiment.server_rule(), checkpoint,
-                                                    ray_config.checkpoint_every, run_id))
+                                                    ray_config.checkpoint_every, run_id, workers))
         self.actors.workers = self._worker_actors()
         # Every actor answers once its constructor has run (all start at once: each imports torch);
         # an error there is raised here.

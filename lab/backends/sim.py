@@ -121,7 +121,7 @@ class SimBackend(Backend):
         self.metrics.use_clock(lambda: self.sim.now)
         experiment = self.experiment
         self.shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
-                                  experiment.server_rule())
+                                  experiment.server_rule(), experiment.config.cluster.workers)
         self.trace = TraceRecorder()
         return self._client(EVALUATOR)  # the evaluator reads instantly
 

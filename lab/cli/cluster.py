@@ -40,7 +40,7 @@ def serve_main(config_path: str, shard: int, port: int, host: str = "127.0.0.1",
     if not 0 <= shard < num_shards:
         raise ValueError(f"Invalid shard: {shard} (the config has {num_shards} shards: 0..{num_shards - 1})")
     shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
-                         experiment.server_rule())
+                         experiment.server_rule(), experiment.config.cluster.workers)
     server, bound = serve(shards[shard], experiment.config.cluster.workers, port, host, token_from_env(), tls)
     print(f"asyncps shard {shard} of {num_shards} serving on {host}:{bound}", flush=True)
     stop = threading.Event()

@@ -216,3 +216,19 @@ def test_each_protocol_says_how_many_workers_it_needs_alive():
     assert protocols.create("ssp", staleness=3).min_workers(8) == 8
     for name in ("downpour", "easgd", "eamsgd", "dtadagrad", "dcasgd"):
         assert protocols.create(name).min_workers(8) == 1
+
+
+@pytest.mark.parametrize("name, optimizer", [("dtadagrad", optim.Adagrad(lr=0.1)), ("dcasgd", optim.SGD(lr=0.1))])
+@pytest.mark.parametrize("worker", [2, -1, 99])
+def test_a_delay_aware_rule_refuses_an_unknown_worker_before_it_changes_anything(name, optimizer, worker):
+    # The rule itself, not only the shard's boundary: a refused push must leave values and state alone.
+    rule = protocols.create(name).server_rule(optimizer, 2)
+    shard = Shard(0, torch.ones(5), {"emb": torch.ones(8, 2)}, rule)
+    before = shard.state_dict()
+    with pytest.raises(ValueError, match="workers are numbered 0..1"):
+        shard.push(Flat.of(torch.full((5,), 0.5)), 0, worker=worker)
+    with pytest.raises(ValueError, match="workers are numbered 0..1"):
+        shard.push_rows("emb", torch.tensor([1, 3]), torch.full((2, 2), 0.5), 0, worker=worker)
+    after = shard.state_dict()
+    assert torch.equal(after["values"], before["values"]) and torch.equal(after["tables"]["emb"], before["tables"]["emb"])
+    assert after["version"] == before["version"] == 0

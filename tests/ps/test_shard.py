@@ -31,12 +31,12 @@ def make_shard(opt=None, values=None, tables=None, index=0) -> Shard:
 
 def receive(shard: Shard, grad, read_version, worker: int = 0) -> Push:
     """What a server does with a push it receives: check it, then apply it."""
-    shard.check_push(grad, read_version)
+    shard.check_push(grad, read_version, worker)
     return shard.push(Flat.of(grad), read_version, worker)
 
 
 def receive_rows(shard: Shard, table, ids, grad_rows, read_version, worker: int = 0) -> Push:
-    shard.check_push_rows(table, ids, grad_rows, read_version)
+    shard.check_push_rows(table, ids, grad_rows, read_version, worker)
     return shard.push_rows(table, ids, grad_rows, read_version, worker)
 
 
@@ -542,3 +542,17 @@ def test_flat_is_a_tensor_and_an_array_over_the_same_memory():
     assert torch.equal(flat.tensor, torch.tensor([0.0, 1.0, -1.0, -1.0, -1.0, 5.0]))
     zeros = Flat.zeros(4)
     assert zeros.array.dtype == np.float32 and np.shares_memory(zeros.array, zeros.tensor.numpy())
+
+
+@pytest.mark.parametrize("worker", [4, -1, 99, True])
+def test_a_push_from_a_worker_outside_the_run_is_refused_and_changes_nothing(worker):
+    shard = Shard(0, randn(WIDTH), {"emb": randn(ROWS, DIM, seed=1)}, ApplyEach(optim.SGD(lr=0.1)), workers=4)
+    before = shard.state_dict()
+    message = f"Invalid worker for shard 0: {worker!r} (the run's workers are 0..3)"
+    with pytest.raises(ValueError) as refused:
+        receive(shard, randn(WIDTH, seed=2), 0, worker)
+    assert str(refused.value) == message
+    with pytest.raises(ValueError) as refused:
+        receive_rows(shard, "emb", torch.tensor([0, 1]), randn(2, DIM, seed=3), 0, worker)
+    assert str(refused.value) == message
+    assert_same(shard.state_dict(), before)
