@@ -66,6 +66,7 @@ def test_flatten_unflatten_round_trip():
     assert list(back) == list(DENSE)
     for name, t in tensors.items():
         assert torch.equal(back[name], t)
+    assert Layout({}).flatten({}).shape == (0,)
 
 
 def test_flatten_casts_to_float32():
