@@ -250,10 +250,6 @@ class Config:
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
-    def to_dict(self) -> dict:
-        """Plain nested dicts, one per section (a deep copy)."""
-        return asdict(self)
-
 
 # -- Hogwild! (asyncps hogwild): one machine, no parameter server ----------------------
 HOGWILD_MODELS = {"logistic": "sparse", "svm": "sparse", "matrix_factorization": "ratings"}  # -> its data's kind

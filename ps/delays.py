@@ -58,11 +58,6 @@ class Delays:
             self._sources[event] = [model.source(seed, w, event) for w in range(num_workers)]
             self._factors[event] = [slowdown.get(w, 1.0) for w in range(num_workers)]
 
-    @classmethod
-    def none(cls) -> "Delays":
-        """No delay anywhere."""
-        return cls()
-
     @property
     def active(self) -> bool:
         """Whether any event takes time (if not, a backend need not wrap anything)."""

@@ -9,7 +9,6 @@ values pulled from shards, a local copy, or a Hogwild! shared array.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -34,11 +33,6 @@ class Model:
     name: ClassVar[str]
     dense: dict[str, tuple[int, ...]]
     tables: dict[str, tuple[int, int]]
-
-    @property
-    def dense_size(self) -> int:
-        """Length of the flat dense vector."""
-        return sum(math.prod(shape) for shape in self.dense.values())
 
     def init(self, seed: int) -> tuple[Tensors, Tensors]:
         """Initial ``(dense, tables)``, float32, the same for the same seed."""

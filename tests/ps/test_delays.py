@@ -137,10 +137,10 @@ def test_slowdown_applies_to_any_kind_and_takes_python_int_keys():
     assert delays.duration(1, "push", 1000) == pytest.approx(0.005)
 
 
-@pytest.mark.parametrize("delays", [Delays.none(), Delays({}, seed=1, num_workers=4),
+@pytest.mark.parametrize("delays", [Delays(), Delays({}, seed=1, num_workers=4),
                                     Delays({"compute": {}, "pull": {}, "push": {}}, num_workers=2),
                                     Delays({"push": {"kind": "none", "slowdown": {"0": 3.0}}})],
-                         ids=["none()", "empty", "empty tables", "kind none"])
+                         ids=["defaults", "empty", "empty tables", "kind none"])
 def test_no_spec_is_no_delay_and_not_active(delays):
     assert not delays.active
     assert not any(delays.is_active(event) for event in EVENTS)
