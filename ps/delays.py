@@ -22,7 +22,7 @@ import asyncio
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol as Interface
 
-from optim.validation import check, check_int, is_int, is_number
+from optim.validation import check, check_int, is_int
 from ps.client import Client, ClientWrapper, Versions
 from ps.delay_models import EVENTS, KINDS, DelayModel, no_delay, read_spec
 from ps.shard import Push
@@ -165,12 +165,6 @@ class TraceRecorder:
 
     def __init__(self):
         self._drawn: dict[tuple[int, str], list[float]] = {}
-
-    def add(self, worker: int, event: str, seconds: float) -> None:
-        check_int(worker, "trace worker", low=0)
-        _check_event(event)
-        check(is_number(seconds) and seconds >= 0, "trace seconds", seconds, "must be a number >= 0")
-        self.durations(worker, event).append(float(seconds))
 
     def durations(self, worker: int, event: str) -> list[float]:
         """The list of ``(worker, event)``'s draws. The simulator appends its

@@ -191,7 +191,7 @@ def test_recorded_durations_replay_exactly(tmp_path):
         for worker in (step % 3, (step + 1) % 3):
             for event in EVENTS:
                 seconds = drawn.sampler(worker, event)(0)
-                recorder.add(worker, event, seconds)
+                recorder.durations(worker, event).append(seconds)
                 original[worker, event].append(seconds)
     recorder.write(tmp_path / "trace.jsonl")
     replay = Delays({e: {"kind": "trace", "path": str(tmp_path / "trace.jsonl")} for e in EVENTS}, num_workers=3)
@@ -202,8 +202,8 @@ def test_recorded_durations_replay_exactly(tmp_path):
 
 def test_the_written_trace_is_one_json_object_a_line(tmp_path):
     recorder = TraceRecorder()
-    recorder.add(0, "push", 0.25)
-    recorder.add(1, "compute", 1)
+    recorder.durations(0, "push").append(0.25)
+    recorder.durations(1, "compute").append(1)
     recorder.write(tmp_path / "t.jsonl")
     assert (tmp_path / "t.jsonl").read_text() == ('{"worker": 0, "event": "push", "seconds": 0.25}\n'
                                                  '{"worker": 1, "event": "compute", "seconds": 1.0}\n')
@@ -391,7 +391,7 @@ def test_a_refused_trace_names_the_file(tmp_path, lines, message):
 
 
 CALL_ERRORS = [
-    # (a call on Delays(SPECS, num_workers=2) or a recorder, the whole message)
+    # (a call on Delays(SPECS, num_workers=2), the whole message)
     (lambda d: Delays(SPECS, seed=-1), "Invalid seed: -1 (seed must be an integer >= 0)"),
     (lambda d: Delays(SPECS, seed=1.5), "Invalid seed: 1.5 (seed must be an integer >= 0)"),
     (lambda d: Delays(SPECS, num_workers=0), "Invalid num_workers: 0 (num_workers must be an integer >= 1)"),
@@ -404,11 +404,6 @@ CALL_ERRORS = [
     (lambda d: d.sampler(0, "send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
     (lambda d: Delays().sampler(0, "send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
     (lambda d: d.is_active("send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
-    (lambda d: TraceRecorder().add(-1, "push", 0.1), "Invalid trace worker: -1 (trace worker must be an integer >= 0)"),
-    (lambda d: TraceRecorder().add(0, "send", 0.1),
-     "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
-    (lambda d: TraceRecorder().add(0, "push", -0.1), "Invalid trace seconds: -0.1 (must be a number >= 0)"),
-    (lambda d: TraceRecorder().add(0, "push", math.nan), "Invalid trace seconds: nan (must be a number >= 0)"),
 ]
 
 
