@@ -72,14 +72,6 @@ def _table(section, name: str, example: str) -> None:
     _require(section, name, isinstance(getattr(section, name), dict), f"must be a table, e.g. {example}")
 
 
-def _run_directory(root) -> None:
-    """The top-level keys that place a run's directory, <out_dir>/<name>."""
-    name = root.name
-    _require(root, "name", isinstance(name, str) and name.strip(".") != "" and "/" not in name
-             and "\\" not in name, "must be a directory name: not empty, no '/'")
-    _require(root, "out_dir", isinstance(root.out_dir, str) and root.out_dir != "", "must be a non-empty path")
-
-
 # -- the sections ----------------------------------------------------------------
 @dataclass(frozen=True)
 class DataConfig:
@@ -221,11 +213,28 @@ class RayConfig:
         _int(self, "checkpoint_every", low=0)
 
 
-@dataclass(frozen=True)
-class Config:
-    """A whole experiment: top-level keys, then one field per [section]."""
+class _Experiment:
+    """The top-level keys every kind of experiment has: its seed, and the two that place
+    its run directory, <out_dir>/<name>."""
 
     section: ClassVar[str] = ""
+
+    def __post_init__(self):
+        name = self.name
+        _require(self, "name", isinstance(name, str) and name.strip(".") != "" and "/" not in name
+                 and "\\" not in name, "must be a directory name: not empty, no '/'")
+        _require(self, "out_dir", isinstance(self.out_dir, str) and self.out_dir != "", "must be a non-empty path")
+        _int(self, "seed", low=0)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+@dataclass(frozen=True)
+class Config(_Experiment):
+    """A whole experiment: top-level keys, then one field per [section]."""
+
     examples: ClassVar[tuple[str, str]] = ("cluster.workers=8", "server.options.lr=0.1")  # for --set's errors
     name: str = "quickstart"     # the run directory is <out_dir>/<name>
     seed: int = 0                # one seed for the data split, shards, initial parameters and delays
@@ -241,18 +250,9 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self):
-        _run_directory(self)
-        _int(self, "seed", low=0)
+        super().__post_init__()
         _one_of(self, "backend", BACKENDS)
         Delays(self.delays.specs(), self.seed, self.cluster.workers)  # each refusal names e.g. delays.push.sigma
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
-
-    def to_dict(self) -> dict:
-        """Plain nested dicts, one per section (a deep copy)."""
-        return asdict(self)
 
 
 # -- Hogwild! (asyncps hogwild): one machine, no parameter server ----------------------
@@ -295,24 +295,15 @@ class HogwildConfig(hogwild.Settings):
 
 
 @dataclass(frozen=True)
-class HogwildExperiment:
+class HogwildExperiment(_Experiment):
     """An ``asyncps hogwild`` experiment: top-level keys, then [data] and [hogwild]."""
 
-    section: ClassVar[str] = ""
     examples: ClassVar[tuple[str, str]] = ("hogwild.threads=1", "data.options.num_features=1000")  # as Config's
     name: str = "hogwild"        # the run directory is <out_dir>/<name>
     seed: int = 0                # one seed for the data set, the initial parameters and the epochs' orders
     out_dir: str = "runs"        # where run directories are made
     data: HogwildDataConfig = field(default_factory=HogwildDataConfig)
     hogwild: HogwildConfig = field(default_factory=HogwildConfig)
-
-    def __post_init__(self):
-        _run_directory(self)
-        _int(self, "seed", low=0)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.out_dir) / self.name
 
 
 # -- reading ---------------------------------------------------------------------

@@ -17,7 +17,6 @@ import optim
 from lab.experiment import Experiment
 from lab.metrics import Metrics
 from ps import Client, ShardClosed
-from workers.gradient import unflatten
 
 
 EVALUATOR = -1  # the evaluator's reader and worker id on the shards: never a worker's
@@ -38,10 +37,10 @@ class Evaluator:
     async def read(self, min_version: int = 0) -> tuple[dict, dict, int]:
         """A copy of every parameter, named as the model names them, once every
         shard has applied ``min_version`` updates; and the updates read."""
-        layout, model = self.experiment.layout, self.experiment.model
+        layout = self.experiment.layout
         flat = torch.empty(layout.size)
         read = await self.client.pull(flat, min_version)
-        dense = unflatten(flat, model.dense)
+        dense = layout.unflatten(flat)
         tables = {}
         for table, (rows, _) in layout.tables.items():
             tables[table], _ = await self.client.pull_rows(table, torch.arange(rows))

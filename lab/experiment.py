@@ -47,7 +47,7 @@ class Experiment:
     initial_tables: dict[str, torch.Tensor]
     data_shards: list[DataShard]
     steps: int  # per worker: the same for all, so that synchronous rounds complete
-    delays: Delays = field(default_factory=Delays.none)  # per (worker, event) durations; real sleeps or virtual time
+    delays: Delays = field(default_factory=Delays)  # per (worker, event) durations; real sleeps or virtual time
 
     @classmethod
     def build(cls, config: Config) -> "Experiment":

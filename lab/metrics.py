@@ -40,14 +40,14 @@ def _encode(record: dict) -> str:
 
 
 FLUSH_EVERY = 256  # records kept before they are encoded and written together
-FLUSH_SECONDS = 1.0  # and the longest a record waits for the file, if records keep coming
+FLUSH_WITHIN_SECONDS = 1.0  # and the longest a record waits for the file, if records keep coming
 
 
 class Metrics:
     """A thread-safe JSONL writer; ``record(kind, **fields)`` is what workers are handed.
 
     Records are encoded and written a batch at a time (``FLUSH_EVERY``, or
-    ``FLUSH_SECONDS`` after the first one waiting, and on ``flush`` and
+    ``FLUSH_WITHIN_SECONDS`` after the first one waiting, and on ``flush`` and
     ``close``): a simulated run writes thousands a second, and one loop over
     a batch costs less than as many single lines between gradients. A
     record's fields are encoded when written, so pass values, not objects
@@ -80,7 +80,7 @@ class Metrics:
             pending = self._pending
             pending.append(row)
             if len(pending) == 1:
-                self._due = time.monotonic() + FLUSH_SECONDS
+                self._due = time.monotonic() + FLUSH_WITHIN_SECONDS
             elif len(pending) >= FLUSH_EVERY or time.monotonic() > self._due:
                 self._write_pending()
         self.tell(kind, fields)

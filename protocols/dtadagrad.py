@@ -61,18 +61,14 @@ class RevisionState:
     log: UpdateLog  # the gradients applied: ḡ − ḡ_old for any recent read
 
 
+@dataclass(eq=False)
 class ReviseAdagrad:
     """The AdaptiveRevision server rule, for the dense slice and for sparse tables."""
 
-    def __init__(self, lr: float, initial_accumulator_value: float, eps: float, num_workers: int):
-        self.lr = lr
-        self.initial_accumulator_value = initial_accumulator_value
-        self.eps = eps
-        self.num_workers = num_workers
-
-    def __repr__(self) -> str:
-        return (f"ReviseAdagrad(lr={self.lr!r}, initial_accumulator_value={self.initial_accumulator_value!r}, "
-                f"eps={self.eps!r}, num_workers={self.num_workers})")
+    lr: float
+    initial_accumulator_value: float
+    eps: float
+    num_workers: int
 
     def init(self, values: torch.Tensor) -> RevisionState:
         z = torch.full_like(values, self.initial_accumulator_value)

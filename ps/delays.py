@@ -2,7 +2,7 @@
 
 ``Delays(specs, seed, num_workers)`` holds one delay model per event ("compute": one
 mini-batch gradient; "pull"; "push"; see ``ps.delay_models`` for the kinds) and
-answers ``duration(worker, event, nbytes)`` in seconds. Every (worker, event)
+answers ``sampler(worker, event)(nbytes)`` in seconds. Every (worker, event)
 draws from its own generator, seeded from ``(seed, worker, event)``, so the
 sequence a worker sees does not depend on how the workers interleave: a run
 in virtual time (sim) and one with real sleeps (local) draw the same
@@ -22,7 +22,7 @@ import asyncio
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol as Interface
 
-from optim.validation import check, check_int, is_int, is_number
+from optim.validation import check, check_int, is_int
 from ps.client import Client, ClientWrapper, Versions
 from ps.delay_models import EVENTS, KINDS, DelayModel, no_delay, read_spec
 from ps.shard import Push
@@ -58,11 +58,6 @@ class Delays:
             self._sources[event] = [model.source(seed, w, event) for w in range(num_workers)]
             self._factors[event] = [slowdown.get(w, 1.0) for w in range(num_workers)]
 
-    @classmethod
-    def none(cls) -> "Delays":
-        """No delay anywhere."""
-        return cls()
-
     @property
     def active(self) -> bool:
         """Whether any event takes time (if not, a backend need not wrap anything)."""
@@ -72,15 +67,10 @@ class Delays:
         _check_event(event)
         return event in self.models
 
-    def duration(self, worker: int, event: str, nbytes: int = 0) -> float:
-        """Seconds that ``worker``'s next ``event`` takes; ``nbytes``: the message's size (pull, push)."""
-        check_int(nbytes, "nbytes", low=0)
-        return self.sampler(worker, event)(nbytes)
-
     def sampler(self, worker: int, event: str) -> Callable[[int], float]:
-        """``duration`` for one worker and event, checked once: ``sampler(nbytes)``
-        draws the next duration. A client takes one per event; the sim backend
-        draws hundreds of thousands."""
+        """``worker``'s durations of ``event``, checked once: ``sampler(nbytes)`` draws
+        the seconds its next ``event`` takes (``nbytes``: the message's size, for pull
+        and push). A client takes one per event; the sim backend draws hundreds of thousands."""
         check(is_int(worker, 0) and worker < self.num_workers, "worker", worker,
               f"must be in [0, {self.num_workers}): the delays were built for {self.num_workers} workers")
         _check_event(event)
@@ -175,12 +165,6 @@ class TraceRecorder:
 
     def __init__(self):
         self._drawn: dict[tuple[int, str], list[float]] = {}
-
-    def add(self, worker: int, event: str, seconds: float) -> None:
-        check_int(worker, "trace worker", low=0)
-        _check_event(event)
-        check(is_number(seconds) and seconds >= 0, "trace seconds", seconds, "must be a number >= 0")
-        self.durations(worker, event).append(float(seconds))
 
     def durations(self, worker: int, event: str) -> list[float]:
         """The list of ``(worker, event)``'s draws. The simulator appends its

@@ -160,20 +160,15 @@ class GrpcClient(Client):
         return list(await asyncio.gather(*(one(*r) for r in routed)))
 
     # -- the end of a run ------------------------------------------------------
-    async def status(self) -> list[ps_pb2.StatusReply]:
-        return list(await asyncio.gather(*(self._call(s, lambda stub: stub.Status(
-            ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline))
-            for s in range(self.layout.num_shards))))
-
     async def worker_done(self) -> None:
-        await asyncio.gather(*(self._call(s, lambda stub: stub.WorkerDone(
-            ps_pb2.WorkerDoneRequest(worker=self.worker), metadata=self.metadata, timeout=self.deadline))
-            for s in range(self.layout.num_shards)))
+        await self._tell_every_shard("WorkerDone", ps_pb2.WorkerDoneRequest(worker=self.worker))
 
     async def close_run(self) -> None:
-        await asyncio.gather(*(self._call(s, lambda stub: stub.Close(
-            ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline))
-            for s in range(self.layout.num_shards)))
+        await self._tell_every_shard("Close", ps_pb2.StatusRequest())
+
+    async def _tell_every_shard(self, rpc: str, request) -> None:
+        await asyncio.gather(*(self._call(s, lambda stub: getattr(stub, rpc)(
+            request, metadata=self.metadata, timeout=self.deadline)) for s in range(self.layout.num_shards)))
 
     async def aclose(self) -> None:
         for channel in self._channels:

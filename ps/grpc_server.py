@@ -36,10 +36,6 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         self.workers_done: set[int] = set()
         self._lock = threading.Lock()
 
-    def _refuse_if_closed(self, context) -> None:
-        if self.shard.closed:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
-
     def Pull(self, request, context):
         values = self.shard.values
         try:
@@ -61,6 +57,9 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             yield encode_data(3, data)
 
     def _header_and_data(self, request_iterator, context):
+        """A push stream's header and its data messages; a closed shard refuses the push before either."""
+        if self.shard.closed:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
         raw = next(request_iterator, None)
         first = ps_pb2.PushChunk.FromString(raw) if raw is not None else None
         if first is None or not first.HasField("header"):
@@ -69,7 +68,6 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         return first.header, (decode_data(2, raw, ps_pb2.PushChunk) for raw in request_iterator)
 
     def Push(self, request_iterator, context):
-        self._refuse_if_closed(context)
         header, datas = self._header_and_data(request_iterator, context)
         try:
             grad = receive(header.meta, datas)
@@ -89,7 +87,6 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         yield from self._stream(rows, version)
 
     def PushRows(self, request_iterator, context):
-        self._refuse_if_closed(context)
         header, datas = self._header_and_data(request_iterator, context)
         try:
             grad_rows, ids = receive(header.meta, datas), ids_from_bytes(header.row_ids)

@@ -78,11 +78,6 @@ class Layout:
         return [flat[part] for part in self._slices]
 
     # -- sparse tables -----------------------------------------------------------
-    def table_shape(self, table: str, shard: int) -> tuple[int, int]:
-        """Rows and width of the part of ``table`` that ``shard`` holds."""
-        rows, dim = self.table(table)
-        return (max(0, -(-(rows - shard) // self.num_shards)), dim)
-
     def table(self, table: str) -> tuple[int, int]:
         check(table in self.tables, "table", table, f"known tables are {sorted(self.tables)}")
         return self.tables[table]

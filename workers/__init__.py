@@ -9,7 +9,7 @@ pulled values into the gradients to push.
 
 from workers.data_shards import CURRICULA, DataShard, difficulty, shard_indices
 from workers.datasets import DATASETS, Dataset, load_dataset
-from workers.gradient import flatten, loss_and_grad, unflatten
+from workers.gradient import loss_and_grad
 from workers.libsvm import read_libsvm
 from workers.model_base import Model
 from workers.models import MODELS, build_model
@@ -20,5 +20,5 @@ __all__ = [
     "Split", "DenseSplit", "SparseSplit", "RatingsSplit",
     "MODELS", "Model", "build_model",
     "DataShard", "shard_indices", "difficulty", "CURRICULA",
-    "flatten", "unflatten", "loss_and_grad",
+    "loss_and_grad",
 ]

@@ -23,13 +23,14 @@ in Ruder's overview, Sec. 5.1) order an epoch by a difficulty score
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from optim.validation import check, check_int, is_int, is_number
+from optim.validation import check, check_int, is_int
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
 
 __all__ = ["DataShard", "shard_indices", "difficulty", "CURRICULA", "MIXED_RANDOM_FRACTION"]
@@ -103,24 +104,20 @@ class DataShard:
 
     ``batch_size``: an int ``n`` (mini-batches; the last, partial batch of an
     epoch is kept), 1 (stochastic) or ``"full"`` (the whole shard each step:
-    batch gradient descent). ``epochs``: ``None`` iterates forever; a number
-    stops after ``ceil(epochs * batches_per_epoch)`` batches (2.5 epochs: two
-    whole epochs, then the first half of the third's batches). ``epoch`` is
-    the epoch the last batch yielded belongs to (0-based).
+    batch gradient descent). It iterates forever (the worker counts its
+    steps); ``epoch`` is the epoch the last batch yielded belongs to (0-based).
     """
 
     def __init__(self, split: Split, worker: int, num_workers: int, *, batch_size: int | str, seed: int,
-                 curriculum: str = "none", epochs: float | None = None):
+                 curriculum: str = "none"):
         _check_worker(worker, num_workers)
         check(num_workers <= len(split), "num_workers", num_workers,
               f"each worker needs at least one example: num_workers must be <= len(split) = {len(split)}")
         check(batch_size == "full" or is_int(batch_size), "batch_size", batch_size,
               "batch_size must be an integer >= 1 or 'full'")
         check(curriculum in CURRICULA, "curriculum", curriculum, f"choose one of {list(CURRICULA)}")
-        check(epochs is None or (is_number(epochs) and epochs > 0), "epochs", epochs,
-              "epochs must be a number > 0, or None to iterate forever")
         self.worker, self.num_workers, self.seed = worker, num_workers, seed
-        self.curriculum, self.epochs = curriculum, epochs
+        self.curriculum = curriculum
         self.indices = shard_indices(len(split), worker, num_workers, seed)  # positions in `split`
         self.data = split.subset(self.indices)
         self.batch_size = len(self.data) if batch_size == "full" else min(batch_size, len(self.data))
@@ -161,13 +158,6 @@ class DataShard:
             yield self.data.subset(order[start:start + self.batch_size])
 
     def __iter__(self) -> Iterator[Split]:
-        budget = math.inf if self.epochs is None else math.ceil(self.epochs * self.batches_per_epoch - 1e-9)
-        produced, epoch = 0, 0
-        while produced < budget:
+        for epoch in itertools.count():
             self.epoch = epoch
-            for batch in self.batches(epoch):
-                if produced >= budget:
-                    return
-                produced += 1
-                yield batch
-            epoch += 1
+            yield from self.batches(epoch)

@@ -9,38 +9,14 @@ push: no per-tensor gradients are concatenated, no parameters are copied.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from ps.layout import Layout
 from workers.model_base import Model
 from workers.splits import Split
 from optim.validation import check
 
-__all__ = ["flatten", "unflatten", "loss_and_grad"]
-
-
-def unflatten(flat: torch.Tensor, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-    """Named views into ``flat``, back to back in ``shapes`` order (they share its memory)."""
-    sizes = [math.prod(shape) for shape in shapes.values()]
-    check(flat.dim() == 1 and flat.numel() == sum(sizes), "flat vector", tuple(flat.shape),
-          f"expected a 1-D vector of {sum(sizes)} elements, the sum of the shapes' sizes")
-    views, offset = {}, 0
-    for (name, shape), size in zip(shapes.items(), sizes):
-        views[name] = flat[offset:offset + size].view(shape)
-        offset += size
-    return views
-
-
-def flatten(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> torch.Tensor:
-    """The inverse of :func:`unflatten`: one new contiguous vector in ``shapes`` order."""
-    check(set(tensors) == set(shapes), "tensor names", sorted(tensors), f"expected exactly {list(shapes)}")
-    for name, shape in shapes.items():
-        check(tuple(tensors[name].shape) == tuple(shape), f"shape of {name!r}", tuple(tensors[name].shape),
-              f"expected {tuple(shape)}")
-    if not shapes:
-        return torch.zeros(0)
-    return torch.cat([tensors[name].reshape(-1) for name in shapes])
+__all__ = ["loss_and_grad"]
 
 
 def loss_and_grad(model: Model, flat: torch.Tensor, rows: dict[str, torch.Tensor],
@@ -56,7 +32,7 @@ def loss_and_grad(model: Model, flat: torch.Tensor, rows: dict[str, torch.Tensor
           f"pass the pulled rows of every table of the model: {sorted(model.tables)}")
     leaf = flat.detach().requires_grad_()
     row_leaves = {name: values.detach().requires_grad_() for name, values in rows.items()}
-    loss = model.loss(unflatten(leaf, model.dense), row_leaves, batch)
+    loss = model.loss(Layout(model.dense).unflatten(leaf), row_leaves, batch)
     loss.backward()
     grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
     row_grads = {name: r.grad if r.grad is not None else torch.zeros_like(r) for name, r in row_leaves.items()}

@@ -9,7 +9,6 @@ values pulled from shards, a local copy, or a Hogwild! shared array.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -17,7 +16,7 @@ import torch
 from workers.splits import Split
 from optim.validation import check
 
-__all__ = ["Model", "row_frequency_scale", "hogwild_l2"]
+__all__ = ["Model", "hogwild_l2"]
 
 Tensors = dict[str, torch.Tensor]
 
@@ -34,11 +33,6 @@ class Model:
     name: ClassVar[str]
     dense: dict[str, tuple[int, ...]]
     tables: dict[str, tuple[int, int]]
-
-    @property
-    def dense_size(self) -> int:
-        """Length of the flat dense vector."""
-        return sum(math.prod(shape) for shape in self.dense.values())
 
     def init(self, seed: int) -> tuple[Tensors, Tensors]:
         """Initial ``(dense, tables)``, float32, the same for the same seed."""
@@ -65,13 +59,6 @@ def unique_rows(ids: torch.Tensor, pulled: torch.Tensor, table: str) -> tuple[to
     check(pulled.shape[0] == touched.numel(), f"rows[{table!r}]", tuple(pulled.shape),
           f"expected one row per id of model.rows(batch)[{table!r}]: {touched.numel()} rows")
     return touched, where
-
-
-def row_frequency_scale(ids: torch.Tensor, num_rows: int, num_examples: int) -> torch.Tensor:
-    """``N / d_u`` for every row ``u``: examples over the number of examples touching ``u``
-    (a row no training example touches counts as touched once)."""
-    degree = torch.bincount(ids, minlength=num_rows).clamp_(min=1)
-    return (num_examples / degree).to(torch.float32)
 
 
 def hogwild_l2(l2: float, values: torch.Tensor, where: torch.Tensor, scale: torch.Tensor,

@@ -3,8 +3,9 @@ writes only the rows it touches, the setting of Hogwild! (Niu et al., NIPS 2011)
 
 Both take an optional ``l2`` penalty, split over examples by row frequency
 as Hogwild! does (:func:`workers.model_base.hogwild_l2`); the frequencies
-are counted on the ``train`` split given to ``build_model``. ``evaluate``
-reports the data term only, so runs with different ``l2`` compare directly.
+(:func:`protocols.hogwild.frequency_scale`) are counted on the ``train``
+split given to ``build_model``. ``evaluate`` reports the data term only, so
+runs with different ``l2`` compare directly.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from optim.validation import is_number
-from workers.model_base import Model, Tensors, hogwild_l2, row_frequency_scale, unique_rows
+from optim.validation import check, check_int, is_number
+from protocols.hogwild import frequency_scale
+from workers.model_base import Model, Tensors, hogwild_l2, unique_rows
 from workers.splits import RatingsSplit, SparseSplit, Split
-from optim.validation import check, check_int
 
 __all__ = ["SparseLogReg", "MatrixFactorization"]
 
@@ -51,7 +52,8 @@ class SparseLogReg(Model):
         self.l2 = l2
         self.dense = {"bias": (1,)}
         self.tables = {"weights": (self.num_features, 1)}
-        self.scale = row_frequency_scale(train.indices, self.num_features, len(train)) if l2 else None
+        self.scale = (torch.from_numpy(frequency_scale(train.indices.numpy(), self.num_features, len(train)))
+                      if l2 else None)
 
     def init(self, seed: int) -> tuple[Tensors, Tensors]:
         return {"bias": torch.zeros(1)}, {"weights": torch.zeros(self.num_features, 1)}
@@ -107,8 +109,8 @@ class MatrixFactorization(Model):
         self.dense = {}
         self.tables = {"users": (self.num_users, rank), "items": (self.num_items, rank)}
         if l2:
-            self.user_scale = row_frequency_scale(train.user, self.num_users, len(train))
-            self.item_scale = row_frequency_scale(train.item, self.num_items, len(train))
+            self.user_scale = torch.from_numpy(frequency_scale(train.user.numpy(), self.num_users, len(train)))
+            self.item_scale = torch.from_numpy(frequency_scale(train.item.numpy(), self.num_items, len(train)))
 
     def init(self, seed: int) -> tuple[Tensors, Tensors]:
         gen = torch.Generator().manual_seed(seed)

@@ -81,7 +81,7 @@ def add_run(commands) -> None:
         "config.toml, metrics.jsonl, summary.json and plots. With no CONFIG, the quickstart: Downpour, "
         "4 workers, 2 shards, Adagrad on the shards, an MLP on the handwritten digits.")
     command.add_argument("config", nargs="?", help="a TOML experiment config (default: the quickstart)")
-    command.add_argument("--backend", choices=["local", "sim", "ray", "grpc"], help="where shards and workers run")
+    command.add_argument("--backend", choices=BACKENDS, help="where shards and workers run")
     command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config value, e.g. --set cluster.workers=8 (repeatable)")
     command.add_argument("--ray-address", metavar="HOST:PORT",

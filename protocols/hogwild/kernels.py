@@ -29,8 +29,8 @@ SPINS_BEFORE_YIELD = 1000  # a lock holder preempted by other load gets the core
 
 # -- atomics -----------------------------------------------------------------------
 def _pointer(context, builder, sig, args):
-    """The address of ``array[index]`` for an intrinsic called as ``f(array, index, ...)``;
-    ``index`` is an integer, or a tuple of them for a 2-D array."""
+    """The address of ``array[index]`` and the array's element type, for an intrinsic called as
+    ``f(array, index, ...)``; ``index`` is an integer, or a tuple of them for a 2-D array."""
     array_type, index_type = sig.args[0], sig.args[1]
     view = context.make_array(array_type)(context, builder, args[0])
     if isinstance(index_type, types.BaseTuple):
@@ -38,17 +38,16 @@ def _pointer(context, builder, sig, args):
     else:
         index_types, indices = (index_type,), (args[1],)
     indices = [context.cast(builder, i, t, types.intp) for i, t in zip(indices, index_types)]
-    return cgutils.get_item_pointer(context, builder, array_type, view, indices)
+    return cgutils.get_item_pointer(context, builder, array_type, view, indices), array_type.dtype
 
 
 @intrinsic
 def _compare_and_swap(typingctx, array, index, expected, desired):
     """``old = array[index]; if old == expected: array[index] = desired; return old``, atomically (acquire)."""
     def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        ptr = _pointer(context, builder, sig, args)
-        expected_value = context.cast(builder, args[2], sig.args[2], array_type.dtype)
-        desired_value = context.cast(builder, args[3], sig.args[3], array_type.dtype)
+        ptr, dtype = _pointer(context, builder, sig, args)
+        expected_value = context.cast(builder, args[2], sig.args[2], dtype)
+        desired_value = context.cast(builder, args[3], sig.args[3], dtype)
         pair = builder.cmpxchg(ptr, expected_value, desired_value, "acquire", "monotonic")
         return builder.extract_value(pair, 0)
     return array.dtype(array, index, expected, desired), codegen
@@ -58,29 +57,24 @@ def _compare_and_swap(typingctx, array, index, expected, desired):
 def _fetch_add(typingctx, array, index, value):
     """``old = array[index]; array[index] += value; return old``, atomically."""
     def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        ptr = _pointer(context, builder, sig, args)
-        return builder.atomic_rmw("add", ptr, context.cast(builder, args[2], sig.args[2], array_type.dtype),
-                                  "monotonic")
+        ptr, dtype = _pointer(context, builder, sig, args)
+        return builder.atomic_rmw("add", ptr, context.cast(builder, args[2], sig.args[2], dtype), "monotonic")
     return array.dtype(array, index, value), codegen
 
 
 @intrinsic
 def _load_acquire(typingctx, array, index):
     def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        ptr = _pointer(context, builder, sig, args)
-        return builder.load_atomic(ptr, "acquire", array_type.dtype.bitwidth // 8)
+        ptr, dtype = _pointer(context, builder, sig, args)
+        return builder.load_atomic(ptr, "acquire", dtype.bitwidth // 8)
     return array.dtype(array, index), codegen
 
 
 @intrinsic
 def _store_release(typingctx, array, index, value):
     def codegen(context, builder, sig, args):
-        array_type = sig.args[0]
-        ptr = _pointer(context, builder, sig, args)
-        builder.store_atomic(context.cast(builder, args[2], sig.args[2], array_type.dtype), ptr, "release",
-                             array_type.dtype.bitwidth // 8)
+        ptr, dtype = _pointer(context, builder, sig, args)
+        builder.store_atomic(context.cast(builder, args[2], sig.args[2], dtype), ptr, "release", dtype.bitwidth // 8)
         return context.get_dummy_value()
     return types.none(array, index, value), codegen
 
@@ -89,7 +83,7 @@ def _store_release(typingctx, array, index, value):
 def _prefetch(typingctx, array, index):
     """Ask the cache for ``array[index]`` ahead of its use (LLVM's prefetch hint; never faults)."""
     def codegen(context, builder, sig, args):
-        ptr = _pointer(context, builder, sig, args)
+        ptr, _ = _pointer(context, builder, sig, args)
         bytes_ptr = ir.IntType(8).as_pointer()
         int32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(

@@ -117,7 +117,6 @@ def test_to_toml_round_trips_through_load_config(tmp_path, text):
     config = load_config(write(tmp_path, text.replace("{path}", trace.as_posix())))
     written = write(tmp_path, to_toml(config), "resolved.toml")
     assert load_config(written) == config
-    assert load_config(written).to_dict() == config.to_dict()
 
 
 def test_to_toml_is_fully_resolved():
@@ -125,14 +124,6 @@ def test_to_toml_is_fully_resolved():
     for line in ['name = "quickstart"', "[cluster]", "workers = 8", "shards = 2", "[server.options]", "lr = 0.1",
                  "eval_every = 50", "early_stopping = false"]:
         assert line in text.splitlines()
-
-
-def test_to_dict_is_plain_nested_dicts_and_a_copy():
-    config = load_config(None)
-    tree = config.to_dict()
-    assert tree["cluster"] == {"workers": 4, "shards": 2} and tree["server"]["options"] == {"lr": 0.1}
-    tree["server"]["options"]["lr"] = 1.0
-    assert config.server.options == {"lr": 0.1}
 
 
 def test_a_section_in_the_file_replaces_defaults_key_by_key_and_options_whole(tmp_path):

@@ -43,11 +43,11 @@ def test_a_record_waits_no_longer_than_flush_seconds_while_records_come(tmp_path
     monkeypatch.setattr(lab.metrics.time, "monotonic", lambda: now[0])
     metrics = Metrics(tmp_path / "m.jsonl", clock=lambda: 0.0)
     metrics.record("train", step=0)
-    now[0] += lab.metrics.FLUSH_SECONDS / 2
+    now[0] += lab.metrics.FLUSH_WITHIN_SECONDS / 2
     metrics.record("train", step=1)
     metrics._file.flush()
     assert (tmp_path / "m.jsonl").read_text() == ""
-    now[0] += lab.metrics.FLUSH_SECONDS
+    now[0] += lab.metrics.FLUSH_WITHIN_SECONDS
     metrics.record("train", step=2)
     metrics._file.flush()
     assert [m["step"] for m in lines(tmp_path / "m.jsonl")] == [0, 1, 2]

@@ -24,7 +24,7 @@ Z90 = 1.2815515655446004  # the standard normal's 90% quantile
 
 
 def draws(delays: Delays, worker: int = 0, event: str = "compute", n: int = DRAWS, nbytes: int = 0) -> np.ndarray:
-    return np.array([delays.duration(worker, event, nbytes) for _ in range(n)])
+    return np.array([delays.sampler(worker, event)(nbytes) for _ in range(n)])
 
 
 # -- each kind against its distribution --------------------------------------------------
@@ -77,9 +77,9 @@ def test_uniform_stays_within_its_bounds():
 
 def test_bandwidth_is_latency_plus_the_message_size_over_the_bandwidth():
     delays = Delays({"push": {"kind": "bandwidth", "latency": 0.001, "bytes_per_second": 1e8}}, num_workers=2)
-    assert delays.duration(1, "push", nbytes=0) == 0.001
-    assert delays.duration(1, "push", nbytes=4_000_000) == pytest.approx(0.041)
-    assert delays.duration(0, "push", nbytes=10**8) == pytest.approx(1.001)
+    assert delays.sampler(1, "push")(nbytes=0) == 0.001
+    assert delays.sampler(1, "push")(nbytes=4_000_000) == pytest.approx(0.041)
+    assert delays.sampler(0, "push")(nbytes=10**8) == pytest.approx(1.001)
 
 
 def test_every_kind_is_a_row_above():
@@ -99,19 +99,19 @@ def test_a_workers_sequence_does_not_depend_on_how_workers_interleave():
     for _ in range(50):
         for worker in (0, 1):
             for event in EVENTS:
-                seen[worker, event].append(alternating.duration(worker, event))
+                seen[worker, event].append(alternating.sampler(worker, event)(0))
     for worker in (1, 0):
         for event in reversed(EVENTS):
-            assert [one_then_other.duration(worker, event) for _ in range(50)] == seen[worker, event]
+            assert [one_then_other.sampler(worker, event)(0) for _ in range(50)] == seen[worker, event]
 
 
 def test_the_same_seed_gives_the_same_durations_and_another_seed_others():
     a, b, c = (Delays(SPECS, seed=s, num_workers=3) for s in (7, 7, 8))
     for worker in range(3):
         for event in EVENTS:
-            first = [a.duration(worker, event) for _ in range(20)]
-            assert first == [b.duration(worker, event) for _ in range(20)]
-            assert first != [c.duration(worker, event) for _ in range(20)]
+            first = [a.sampler(worker, event)(0) for _ in range(20)]
+            assert first == [b.sampler(worker, event)(0) for _ in range(20)]
+            assert first != [c.sampler(worker, event)(0) for _ in range(20)]
 
 
 def test_workers_and_events_draw_different_sequences():
@@ -133,24 +133,24 @@ def test_slowdown_multiplies_one_workers_durations():
 def test_slowdown_applies_to_any_kind_and_takes_python_int_keys():
     delays = Delays({"push": {"kind": "bandwidth", "latency": 0.001, "bytes_per_second": 1e6, "slowdown": {1: 2.5}}},
                     num_workers=2)
-    assert delays.duration(0, "push", 1000) == pytest.approx(0.002)
-    assert delays.duration(1, "push", 1000) == pytest.approx(0.005)
+    assert delays.sampler(0, "push")(1000) == pytest.approx(0.002)
+    assert delays.sampler(1, "push")(1000) == pytest.approx(0.005)
 
 
-@pytest.mark.parametrize("delays", [Delays.none(), Delays({}, seed=1, num_workers=4),
+@pytest.mark.parametrize("delays", [Delays(), Delays({}, seed=1, num_workers=4),
                                     Delays({"compute": {}, "pull": {}, "push": {}}, num_workers=2),
                                     Delays({"push": {"kind": "none", "slowdown": {"0": 3.0}}})],
-                         ids=["none()", "empty", "empty tables", "kind none"])
+                         ids=["defaults", "empty", "empty tables", "kind none"])
 def test_no_spec_is_no_delay_and_not_active(delays):
     assert not delays.active
     assert not any(delays.is_active(event) for event in EVENTS)
-    assert all(delays.duration(0, event, 100) == 0.0 for event in EVENTS)
+    assert all(delays.sampler(0, event)(100) == 0.0 for event in EVENTS)
 
 
 def test_active_names_the_events_that_take_time():
     delays = Delays({"push": {"kind": "constant", "seconds": 0.001}, "pull": {}})
     assert delays.active and delays.is_active("push") and not delays.is_active("pull")
-    assert delays.duration(0, "compute") == 0.0 and delays.duration(0, "push") == 0.001
+    assert delays.sampler(0, "compute")(0) == 0.0 and delays.sampler(0, "push")(0) == 0.001
 
 
 # -- traces --------------------------------------------------------------------------------
@@ -163,17 +163,17 @@ def test_a_trace_replays_each_workers_rows_in_order_and_cycles(tmp_path):
     path = write_trace(tmp_path / "trace.jsonl", [(0, "push", 0.1), (1, "push", 0.5), (0, "pull", 9.0),
                                                   (0, "push", 0.2), (1, "pull", 8.0), (0, "push", 0.3)])
     delays = Delays({"push": {"kind": "trace", "path": path}, "pull": {"kind": "trace", "path": path}}, num_workers=2)
-    assert [delays.duration(0, "push") for _ in range(7)] == [0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.1]
-    assert [delays.duration(1, "push") for _ in range(2)] == [0.5, 0.5]
-    assert (delays.duration(0, "pull"), delays.duration(1, "pull")) == (9.0, 8.0)
+    assert [delays.sampler(0, "push")(0) for _ in range(7)] == [0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.1]
+    assert [delays.sampler(1, "push")(0) for _ in range(2)] == [0.5, 0.5]
+    assert (delays.sampler(0, "pull")(0), delays.sampler(1, "pull")(0)) == (9.0, 8.0)
 
 
 def test_a_trace_pickles_with_its_place_in_the_replay(tmp_path):
     path = write_trace(tmp_path / "trace.jsonl", [(0, "push", 0.1), (0, "push", 0.2), (0, "push", 0.3)])
     delays = Delays({"push": {"kind": "trace", "path": path}}, num_workers=1)
-    delays.duration(0, "push")
+    delays.sampler(0, "push")(0)
     copy = pickle.loads(pickle.dumps(delays))
-    assert [copy.duration(0, "push") for _ in range(4)] == [0.2, 0.3, 0.1, 0.2]
+    assert [copy.sampler(0, "push")(0) for _ in range(4)] == [0.2, 0.3, 0.1, 0.2]
 
 
 def test_a_trace_ignores_blank_lines_and_rows_of_workers_beyond_the_run(tmp_path):
@@ -181,7 +181,7 @@ def test_a_trace_ignores_blank_lines_and_rows_of_workers_beyond_the_run(tmp_path
     write_trace(path, [(0, "compute", 0.1), (5, "compute", 0.7)])
     path.write_text(path.read_text() + "\n\n")
     delays = Delays({"compute": {"kind": "trace", "path": str(path), "slowdown": {"0": 2.0}}}, num_workers=1)
-    assert delays.duration(0, "compute") == 0.2
+    assert delays.sampler(0, "compute")(0) == 0.2
 
 
 def test_recorded_durations_replay_exactly(tmp_path):
@@ -190,20 +190,20 @@ def test_recorded_durations_replay_exactly(tmp_path):
     for step in range(40):  # interleaved as a run would draw them
         for worker in (step % 3, (step + 1) % 3):
             for event in EVENTS:
-                seconds = drawn.duration(worker, event)
-                recorder.add(worker, event, seconds)
+                seconds = drawn.sampler(worker, event)(0)
+                recorder.durations(worker, event).append(seconds)
                 original[worker, event].append(seconds)
     recorder.write(tmp_path / "trace.jsonl")
     replay = Delays({e: {"kind": "trace", "path": str(tmp_path / "trace.jsonl")} for e in EVENTS}, num_workers=3)
     for (worker, event), seconds in original.items():
-        assert [replay.duration(worker, event) for _ in seconds] == seconds
-        assert replay.duration(worker, event) == seconds[0]  # then it starts over
+        assert [replay.sampler(worker, event)(0) for _ in seconds] == seconds
+        assert replay.sampler(worker, event)(0) == seconds[0]  # then it starts over
 
 
 def test_the_written_trace_is_one_json_object_a_line(tmp_path):
     recorder = TraceRecorder()
-    recorder.add(0, "push", 0.25)
-    recorder.add(1, "compute", 1)
+    recorder.durations(0, "push").append(0.25)
+    recorder.durations(1, "compute").append(1)
     recorder.write(tmp_path / "t.jsonl")
     assert (tmp_path / "t.jsonl").read_text() == ('{"worker": 0, "event": "push", "seconds": 0.25}\n'
                                                  '{"worker": 1, "event": "compute", "seconds": 1.0}\n')
@@ -391,25 +391,19 @@ def test_a_refused_trace_names_the_file(tmp_path, lines, message):
 
 
 CALL_ERRORS = [
-    # (a call on Delays(SPECS, num_workers=2) or a recorder, the whole message)
+    # (a call on Delays(SPECS, num_workers=2), the whole message)
     (lambda d: Delays(SPECS, seed=-1), "Invalid seed: -1 (seed must be an integer >= 0)"),
     (lambda d: Delays(SPECS, seed=1.5), "Invalid seed: 1.5 (seed must be an integer >= 0)"),
     (lambda d: Delays(SPECS, num_workers=0), "Invalid num_workers: 0 (num_workers must be an integer >= 1)"),
-    (lambda d: d.duration(2, "push"),
+    (lambda d: d.sampler(2, "push"),
      "Invalid worker: 2 (must be in [0, 2): the delays were built for 2 workers)"),
-    (lambda d: d.duration(-1, "compute"),
+    (lambda d: d.sampler(-1, "compute"),
      "Invalid worker: -1 (must be in [0, 2): the delays were built for 2 workers)"),
-    (lambda d: d.duration("0", "compute"),
+    (lambda d: d.sampler("0", "compute"),
      "Invalid worker: '0' (must be in [0, 2): the delays were built for 2 workers)"),
-    (lambda d: d.duration(0, "send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
-    (lambda d: Delays().duration(0, "send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
-    (lambda d: d.duration(0, "push", -4), "Invalid nbytes: -4 (nbytes must be an integer >= 0)"),
+    (lambda d: d.sampler(0, "send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
+    (lambda d: Delays().sampler(0, "send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
     (lambda d: d.is_active("send"), "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
-    (lambda d: TraceRecorder().add(-1, "push", 0.1), "Invalid trace worker: -1 (trace worker must be an integer >= 0)"),
-    (lambda d: TraceRecorder().add(0, "send", 0.1),
-     "Invalid delay event: 'send' (choose one of ['compute', 'pull', 'push'])"),
-    (lambda d: TraceRecorder().add(0, "push", -0.1), "Invalid trace seconds: -0.1 (must be a number >= 0)"),
-    (lambda d: TraceRecorder().add(0, "push", math.nan), "Invalid trace seconds: nan (must be a number >= 0)"),
 ]
 
 

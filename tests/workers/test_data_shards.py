@@ -1,5 +1,5 @@
 """Data shards: disjoint and covering, reshuffled by epoch yet deterministic,
-batch sizes full/1/n, epoch budgets, curricula and their difficulty scores,
+batch sizes full/1/n, the epoch counter, curricula and their difficulty scores,
 and every refusal's message."""
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ def numbered(n: int) -> DenseSplit:
 
 def ids(batch: DenseSplit) -> list[int]:
     return batch.x.view(-1).long().tolist()
+
+
+def first_epochs(shard: DataShard, epochs: int) -> list:
+    """The batches of the shard's first ``epochs`` epochs (a shard iterates forever)."""
+    return list(islice(shard, epochs * shard.batches_per_epoch))
 
 
 def epoch_ids(shard: DataShard, epoch: int) -> list[int]:
@@ -65,7 +70,7 @@ def example_ids(batch) -> list[int]:
     RatingsSplit(torch.arange(50), torch.arange(50) % 7, torch.arange(50.0)),
 ], ids=["dense", "sparse", "ratings"])
 def test_workers_together_see_every_example_once_per_epoch(split):
-    seen = [i for w in range(3) for batch in DataShard(split, w, 3, batch_size=4, seed=0, epochs=1)
+    seen = [i for w in range(3) for batch in DataShard(split, w, 3, batch_size=4, seed=0).batches(0)
             for i in example_ids(batch)]
     assert sorted(seen) == list(range(50))
 
@@ -73,8 +78,8 @@ def test_workers_together_see_every_example_once_per_epoch(split):
 # -- order ----------------------------------------------------------------------------
 
 def test_each_epoch_is_a_fresh_permutation_of_the_shard():
-    shard = DataShard(numbered(60), 1, 2, batch_size=7, seed=3, epochs=3)
-    batches = list(shard)
+    shard = DataShard(numbered(60), 1, 2, batch_size=7, seed=3)
+    batches = first_epochs(shard, 3)
     per_epoch = shard.batches_per_epoch
     epochs = [sum((ids(b) for b in batches[e * per_epoch:(e + 1) * per_epoch]), []) for e in range(3)]
     assert all(sorted(e) == shard.indices.tolist() for e in epochs)
@@ -83,42 +88,42 @@ def test_each_epoch_is_a_fresh_permutation_of_the_shard():
 
 def test_order_is_deterministic_by_seed_worker_and_epoch():
     split = numbered(60)
-    first = [ids(b) for b in DataShard(split, 0, 2, batch_size=5, seed=3, epochs=2)]
-    again = [ids(b) for b in DataShard(split, 0, 2, batch_size=5, seed=3, epochs=2)]
-    other_seed = [ids(b) for b in DataShard(split, 0, 2, batch_size=5, seed=4, epochs=2)]
+    first = [ids(b) for b in first_epochs(DataShard(split, 0, 2, batch_size=5, seed=3), 2)]
+    again = [ids(b) for b in first_epochs(DataShard(split, 0, 2, batch_size=5, seed=3), 2)]
+    other_seed = [ids(b) for b in first_epochs(DataShard(split, 0, 2, batch_size=5, seed=4), 2)]
     assert first == again and first != other_seed
     a, b = DataShard(split, 0, 1, batch_size=5, seed=3), DataShard(split, 0, 2, batch_size=5, seed=3)
     assert a.epoch_order(0).tolist() != a.epoch_order(1).tolist()
     assert b.epoch_order(0).tolist() == b.epoch_order(0).tolist()
 
 
-# -- batch sizes and epochs -------------------------------------------------------------
+# -- batch sizes and the epoch counter -------------------------------------------------------------
 
 def test_batch_size_n_keeps_the_last_partial_batch():
-    shard = DataShard(numbered(23), 0, 1, batch_size=5, seed=0, epochs=1)
-    assert [len(b) for b in shard] == [5, 5, 5, 5, 3]
+    shard = DataShard(numbered(23), 0, 1, batch_size=5, seed=0)
+    assert [len(b) for b in shard.batches(0)] == [5, 5, 5, 5, 3]
     assert shard.batches_per_epoch == 5 and len(shard) == 23
 
 
 def test_batch_size_one_is_stochastic_gradient_descent():
-    batches = list(DataShard(numbered(9), 0, 1, batch_size=1, seed=0, epochs=2))
+    batches = first_epochs(DataShard(numbered(9), 0, 1, batch_size=1, seed=0), 2)
     assert len(batches) == 18 and all(len(b) == 1 for b in batches)
 
 
 def test_batch_size_full_is_the_whole_shard_every_step():
-    shard = DataShard(numbered(30), 2, 3, batch_size="full", seed=0, epochs=3)
-    batches = list(shard)
+    shard = DataShard(numbered(30), 2, 3, batch_size="full", seed=0)
+    batches = first_epochs(shard, 3)
     assert len(batches) == 3 and all(sorted(ids(b)) == shard.indices.tolist() for b in batches)
     assert all(b is shard.data for b in batches)  # no copy per step
 
 
 def test_batch_size_larger_than_the_shard_is_one_batch():
-    assert [len(b) for b in DataShard(numbered(10), 0, 2, batch_size=64, seed=0, epochs=2)] == [5, 5]
+    assert [len(b) for b in first_epochs(DataShard(numbered(10), 0, 2, batch_size=64, seed=0), 2)] == [5, 5]
 
 
-def test_epoch_budgets_and_the_epoch_counter():
-    shard = DataShard(numbered(20), 0, 1, batch_size=6, seed=0, epochs=2.5)  # 4 batches an epoch
-    epochs = [shard.epoch for _ in shard]
+def test_the_epoch_counter():
+    shard = DataShard(numbered(20), 0, 1, batch_size=6, seed=0)  # 4 batches an epoch
+    epochs = [shard.epoch for _ in islice(shard, 10)]
     assert epochs == [0] * 4 + [1] * 4 + [2] * 2
     forever = DataShard(numbered(20), 0, 1, batch_size=6, seed=0)
     assert len(list(islice(forever, 1000))) == 1000 and forever.epoch == 249
@@ -154,9 +159,9 @@ def test_difficulty_refuses_other_types():
 def test_easy_to_hard_presents_each_epoch_sorted_by_difficulty():
     split = DenseSplit(torch.randn(90, 1, 4, generator=torch.Generator().manual_seed(0)), torch.arange(90) % 3)
     score = difficulty(split)
-    shard = DataShard(split, 1, 2, batch_size=8, seed=0, curriculum="easy_to_hard", epochs=2)
+    shard = DataShard(split, 1, 2, batch_size=8, seed=0, curriculum="easy_to_hard")
     order = torch.cat([shard.indices[torch.from_numpy(shard.epoch_order(e))] for e in range(2)])
-    presented = [x for b in shard for x in b.x.view(len(b), -1)]
+    presented = [x for b in first_epochs(shard, 2) for x in b.x.view(len(b), -1)]
     assert all(torch.equal(p, split.x[i].view(-1)) for p, i in zip(presented, order))
     for e in range(2):
         assert (np.diff(score[epoch_ids(shard, e)]) >= 0).all()
@@ -195,8 +200,8 @@ def test_interleave_keeps_each_stream_at_its_share_in_every_batch():
 
 def test_mixed_with_an_odd_shard_still_presents_every_example_once():
     split = RatingsSplit(torch.arange(31), torch.arange(31), torch.arange(31.0))
-    shard = DataShard(split, 0, 1, batch_size=6, seed=2, curriculum="mixed", epochs=1)
-    batches = list(shard)
+    shard = DataShard(split, 0, 1, batch_size=6, seed=2, curriculum="mixed")
+    batches = list(shard.batches(0))
     assert sorted(sum((b.user.tolist() for b in batches), [])) == list(range(31))
     assert [len(b) for b in batches] == [6, 6, 6, 6, 6, 1]
 
@@ -215,8 +220,6 @@ INVALID = [
     ({"num_workers": 0, "worker": 0}, r"Invalid num_workers: 0 \(num_workers must be an integer >= 1\)"),
     ({"num_workers": 11, "worker": 0}, r"Invalid num_workers: 11 \(each worker needs at least one example: "
                                        r"num_workers must be <= len\(split\) = 10\)"),
-    ({"epochs": 0}, r"Invalid epochs: 0 \(epochs must be a number > 0, or None to iterate forever\)"),
-    ({"epochs": float("nan")}, r"Invalid epochs: nan"),
     ({"seed": -2}, r"Invalid seed: -2 \(seed must be an integer >= 0\)"),
 ]
 
@@ -230,4 +233,4 @@ def test_invalid_shard_request_is_refused_with_the_fix(override, message):
 
 def test_every_curriculum_runs():
     for curriculum in CURRICULA:
-        assert len(list(DataShard(numbered(12), 0, 2, batch_size=4, seed=0, curriculum=curriculum, epochs=1))) == 2
+        assert len(list(DataShard(numbered(12), 0, 2, batch_size=4, seed=0, curriculum=curriculum).batches(0))) == 2

@@ -10,9 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers import build_model, flatten, load_dataset, loss_and_grad, unflatten
-
-SHAPES = {"w": (3, 4), "b": (4,), "scale": ()}
+from ps import Layout
+from workers import build_model, load_dataset, loss_and_grad
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +24,6 @@ def inside(view: torch.Tensor, flat: torch.Tensor) -> bool:
     return start <= view.data_ptr() and view.data_ptr() + view.numel() * view.element_size() <= start + size
 
 
-def test_unflatten_gives_views_in_order_that_write_through():
-    flat = torch.arange(17.0)
-    views = unflatten(flat, SHAPES)
-    assert list(views) == ["w", "b", "scale"]
-    assert [tuple(v.shape) for v in views.values()] == [(3, 4), (4,), ()]
-    assert views["b"].tolist() == [12.0, 13.0, 14.0, 15.0] and views["scale"].item() == 16.0
-    assert all(inside(v, flat) for v in views.values())
-    views["w"][0, 0] = -1.0
-    assert flat[0] == -1.0
-
-
-def test_flatten_is_the_inverse_of_unflatten():
-    flat = torch.randn(17)
-    assert torch.equal(flatten(unflatten(flat, SHAPES), SHAPES), flat)
-    assert flatten({}, {}).shape == (0,)
-
-
-def test_unflatten_and_flatten_refusals():
-    with pytest.raises(ValueError, match=r"Invalid flat vector: \(16,\) \(expected a 1-D vector of 17 elements, "
-                                         r"the sum of the shapes' sizes\)"):
-        unflatten(torch.zeros(16), SHAPES)
-    with pytest.raises(ValueError, match=r"Invalid flat vector: \(17, 1\)"):
-        unflatten(torch.zeros(17, 1), SHAPES)
-    with pytest.raises(ValueError, match=r"Invalid tensor names: \['b', 'w'\] "
-                                         r"\(expected exactly \['w', 'b', 'scale'\]\)"):
-        flatten({"w": torch.zeros(3, 4), "b": torch.zeros(4)}, SHAPES)
-    with pytest.raises(ValueError, match=r"Invalid shape of 'b': \(5,\) \(expected \(4,\)\)"):
-        flatten({"w": torch.zeros(3, 4), "b": torch.zeros(5), "scale": torch.zeros(())}, SHAPES)
-
-
 DENSE = [("softmax", {}), ("mlp", {"hidden": [32, 16]}), ("cnn", {}), ("cnn", {"batch_norm": True}),
          ("mlp", {"batch_norm": True})]
 
@@ -63,7 +32,7 @@ DENSE = [("softmax", {}), ("mlp", {"hidden": [32, 16]}), ("cnn", {}), ("cnn", {"
 def test_flat_gradient_is_the_concatenation_of_ordinary_torch_gradients(name, options, digits):
     model = build_model(name, digits.meta, **options)
     dense, _ = model.init(0)
-    flat = flatten(dense, model.dense)
+    flat = Layout(model.dense).flatten(dense)
     batch = digits.train.subset(torch.arange(16))
     loss, grad, row_grads = loss_and_grad(model, flat, {}, batch)
 
@@ -81,7 +50,7 @@ def test_flat_gradient_is_the_concatenation_of_ordinary_torch_gradients(name, op
 
 def test_no_parameter_is_copied_and_the_gradient_is_the_leafs_own(digits):
     model = build_model("mlp", digits.meta)
-    flat = flatten(model.init(0)[0], model.dense)
+    flat = Layout(model.dense).flatten(model.init(0)[0])
     before = flat.clone()
     seen = {}
     loss_of = model.loss
@@ -138,7 +107,7 @@ def test_missing_row_tables_are_refused():
 def test_threads_sharing_one_model_each_get_their_own_gradient(digits):
     model = build_model("mlp", digits.meta, hidden=[32])
     batch = digits.train.subset(torch.arange(64))
-    flats = [flatten(model.init(seed)[0], model.dense) for seed in range(4)]
+    flats = [Layout(model.dense).flatten(model.init(seed)[0]) for seed in range(4)]
     expected = [loss_and_grad(model, flat, {}, batch) for flat in flats]
     wrong = []
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import optim
-from workers import (DataShard, DenseSplit, build_model, flatten, load_dataset, loss_and_grad, unflatten,
-                     MODELS)
+from ps import Layout
+from workers import DataShard, DenseSplit, build_model, load_dataset, loss_and_grad, MODELS
 from workers.dense_models import CALIBRATION_EXAMPLES
 
 DATA = {
@@ -73,7 +73,7 @@ def make(case: Case, datasets):
 def train(model, split, opt, steps: int, batch_size: int, seed: int = 0):
     """The single-process parameter-server loop: pull, loss_and_grad, push through an optimizer."""
     dense, tables = model.init(seed)
-    flat = flatten(dense, model.dense)
+    flat = Layout(model.dense).flatten(dense)
     state = opt.init(flat)
     table_state = {name: opt.init(table) for name, table in tables.items()}
     for batch in islice(DataShard(split, 0, 1, batch_size=batch_size, seed=seed), steps):
@@ -82,7 +82,7 @@ def train(model, split, opt, steps: int, batch_size: int, seed: int = 0):
         opt.step(flat, grad, state)
         for t in ids:
             opt.step_rows(tables[t], ids[t], row_grads[t], table_state[t])
-    return unflatten(flat, model.dense), tables
+    return Layout(model.dense).unflatten(flat), tables
 
 
 def test_every_model_has_a_case():
@@ -104,7 +104,6 @@ def test_init_matches_the_declared_shapes_and_is_seeded(case, datasets):
     if case.name != "sparse_logreg":  # logistic regression starts at zero whatever the seed
         other = model.init(8)
         assert any(not torch.equal(v, {**other[0], **other[1]}[k]) for k, v in {**dense, **tables}.items())
-    assert model.dense_size == sum(v.numel() for v in dense.values())
 
 
 def float64_batch(batch):
@@ -119,11 +118,11 @@ def test_gradient_matches_finite_differences(case, datasets):
     for table in tables.values():  # off zero, so that every term of the gradient is exercised
         table.add_(0.1 * torch.randn(table.shape, generator=torch.Generator().manual_seed(1)))
     ids = model.rows(batch)
-    flat = flatten(dense, model.dense).double().requires_grad_()
+    flat = Layout(model.dense).flatten(dense).double().requires_grad_()
     rows = [tables[t][ids[t]].double().requires_grad_() for t in model.tables]
 
     def loss(flat, *rows):
-        return model.loss(unflatten(flat, model.dense), dict(zip(model.tables, rows)), batch)
+        return model.loss(Layout(model.dense).unflatten(flat), dict(zip(model.tables, rows)), batch)
 
     assert torch.autograd.gradcheck(loss, (flat, *rows), eps=1e-6, atol=1e-5, fast_mode=True)
 
@@ -233,7 +232,7 @@ def test_rows_are_exactly_what_the_batch_touches_and_only_they_get_gradient(case
     dense, tables = model.init(0)
     full = {t: (v + 0.1).requires_grad_() for t, v in tables.items()}  # whole tables, the ordinary torch way
     model.loss(dense, {t: full[t][ids[t]] for t in ids}, batch).backward()
-    _, _, row_grads = loss_and_grad(model, flatten(dense, model.dense),
+    _, _, row_grads = loss_and_grad(model, Layout(model.dense).flatten(dense),
                                     {t: (tables[t] + 0.1)[ids[t]] for t in ids}, batch)
     for t in ids:
         untouched = torch.ones(full[t].shape[0], dtype=torch.bool)
