@@ -111,13 +111,14 @@ async def model_transfer(experiment: Experiment, addresses: list[str], reps: int
     client = GrpcClient(experiment.layout, addresses, worker=0)
     grad = torch.randn(experiment.layout.size) * 1e-6
     pulls, pushes = [], []
-    versions = (await client.pull()).versions
+    params = torch.empty(experiment.layout.size)  # the worker's own vector, which every pull fills
+    read = await client.pull(params)
     for _ in range(reps + 1):
         start = time.perf_counter()
-        await client.push(grad, versions)
+        await client.push(grad, read)
         pushes.append(time.perf_counter() - start)
         start = time.perf_counter()
-        versions = (await client.pull()).versions
+        read = await client.pull(params)
         pulls.append(time.perf_counter() - start)
     await client.aclose()
     return median(pushes[1:]), median(pulls[1:])
@@ -126,10 +127,10 @@ async def model_transfer(experiment: Experiment, addresses: list[str], reps: int
 async def small_pushes(experiment: Experiment, addresses: list[str], seconds: float) -> float:
     client = GrpcClient(experiment.layout, addresses, worker=0)
     grad = torch.randn(experiment.layout.size) * 1e-6
-    versions = (await client.pull()).versions
+    read = await client.pull(torch.empty(experiment.layout.size))
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        await client.push(grad, versions)
+        await client.push(grad, read)
         count += 1
     rate = count / (time.perf_counter() - start)
     await client.aclose()
