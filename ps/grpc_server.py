@@ -9,24 +9,34 @@ standard gRPC health service reports SERVING. An optional shared token
 
 from __future__ import annotations
 
+import hmac
+import math
 import threading
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos import ps_pb2, ps_pb2_grpc
 from ps.flat import Flat
 from ps.publication import ShardClosed
 from ps.shard import Shard
-from ps.wire import chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
+from ps.wire import check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
 
 
 SERVICE = "asyncps.ParameterServer"
+WAIT_SLICE_SECONDS = 1.0  # a waiting pull asks this often whether its client is still there
 
 
 def _invalid(context, err: Exception):
     context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+
+
+def _malformed(err: Exception) -> Exception:
+    """A data message protobuf cannot parse says so, as every other refusal does."""
+    return ValueError(f"Malformed chunks: a data message is not a PushChunk ({err})") if isinstance(err, DecodeError) \
+        else err
 
 
 class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
@@ -37,17 +47,38 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         self._lock = threading.Lock()
 
     def Pull(self, request, context):
+        if not (math.isfinite(request.timeout) and 0 <= request.timeout <= threading.TIMEOUT_MAX):
+            _invalid(context, ValueError(f"Invalid pull timeout: {request.timeout!r} (seconds, a finite number "
+                                         f"from 0, no limit, to {threading.TIMEOUT_MAX:.0f})"))
         values = self.shard.values
         try:
-            buffer, version = values.acquire(request.min_version, timeout=request.timeout or None)
+            buffer, version = self._wait(request.min_version, request.timeout, context)
         except TimeoutError as err:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
         except ShardClosed as err:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        if buffer is None:  # the client went away (or the server is stopping): nobody to answer
+            return
         try:  # held unchanged until the stream is sent
             yield from self._stream(buffer.flat.tensor, version)
         finally:
             values.release(buffer)
+
+    def _wait(self, at_least: int, timeout: float, context):
+        """``acquire``, a slice at a time, while the call is alive: a pull whose
+        client is gone must not hold a server thread for good. ``(None, None)``
+        when the call ended first; ``timeout`` 0 is no limit."""
+        waited = 0.0
+        while context.is_active():
+            wait = WAIT_SLICE_SECONDS if timeout == 0 else min(WAIT_SLICE_SECONDS, timeout - waited)
+            try:
+                return self.shard.values.acquire(at_least, timeout=wait)
+            except TimeoutError:
+                waited += wait
+                if timeout and waited >= timeout:
+                    raise TimeoutError(f"shard {self.shard.index}: version {self.shard.version} did not reach "
+                                       f"{at_least} within {timeout} s") from None
+        return None, None
 
     @staticmethod
     def _stream(values, version: int):
@@ -61,7 +92,11 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         if self.shard.closed:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
         raw = next(request_iterator, None)
-        first = ps_pb2.PushChunk.FromString(raw) if raw is not None else None
+        try:
+            first = ps_pb2.PushChunk.FromString(raw) if raw is not None else None
+        except DecodeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"Malformed chunks: the first message is not a PushChunk ({len(raw)} bytes)")
         if first is None or not first.HasField("header"):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "Malformed chunks: a push stream starts with a header message (PushChunk.header)")
@@ -70,11 +105,13 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
     def Push(self, request_iterator, context):
         header, datas = self._header_and_data(request_iterator, context)
         try:
+            check_meta(header.meta, (self.shard.size,), "gradient", f"shard {self.shard.index}")
+            self.shard.check_worker(header.worker)
             grad = receive(header.meta, datas)
             self.shard.check_push(grad, header.read_version, header.worker)
             push = self.shard.push(Flat.of(grad), header.read_version, header.worker)
-        except ValueError as err:
-            _invalid(context, err)
+        except (ValueError, DecodeError) as err:
+            _invalid(context, _malformed(err))
         return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied)
 
     def PullRows(self, request, context):
@@ -89,11 +126,16 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
     def PushRows(self, request_iterator, context):
         header, datas = self._header_and_data(request_iterator, context)
         try:
-            grad_rows, ids = receive(header.meta, datas), ids_from_bytes(header.row_ids)
+            ids = ids_from_bytes(header.row_ids)
+            self.shard.check_worker(header.worker)
+            self.shard.check_ids(header.table, ids)
+            check_meta(header.meta, (ids.numel(), self.shard.tables[header.table].shape[1]), "row gradients",
+                       f"shard {self.shard.index}")
+            grad_rows = receive(header.meta, datas)
             self.shard.check_push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
             push = self.shard.push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
-        except ValueError as err:
-            _invalid(context, err)
+        except (ValueError, DecodeError) as err:
+            _invalid(context, _malformed(err))
         return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied)
 
     def Status(self, request, context):
@@ -104,6 +146,9 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
                                   table_rows={name: t.shape[0] for name, t in self.shard.tables.items()})
 
     def WorkerDone(self, request, context):
+        if not 0 <= request.worker < self.num_workers:
+            _invalid(context, ValueError(f"Invalid worker: {request.worker} (the run's workers are "
+                                         f"0..{self.num_workers - 1})"))
         with self._lock:
             self.workers_done.add(request.worker)
             everyone = len(self.workers_done) >= self.num_workers
@@ -136,11 +181,12 @@ class TokenInterceptor(grpc.ServerInterceptor):
     """Refuse every call without ``authorization: Bearer <token>``, except health checks."""
 
     def __init__(self, token: str):
-        self._expected = f"Bearer {token}"
+        self._expected = f"Bearer {token}".encode()
 
     def intercept_service(self, continuation, details):
-        if details.method.startswith("/grpc.health.") or \
-                dict(details.invocation_metadata).get("authorization") == self._expected:
+        sent = dict(details.invocation_metadata).get("authorization", "")
+        # Compared in constant time: how long a refusal takes says nothing about the token.
+        if details.method.startswith("/grpc.health.") or hmac.compare_digest(sent.encode(), self._expected):
             return continuation(details)
         handler = continuation(details)
 

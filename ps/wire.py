@@ -30,6 +30,17 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int
 assert sys.byteorder == "little", "asyncps sends raw little-endian bytes"
 
 
+def check_meta(meta: ps_pb2.TensorMeta, shape: tuple[int, ...], what: str, where: str) -> None:
+    """A pushed tensor's declared dtype and shape against what the shard
+    holds, before anything is allocated for it: a header may declare any size."""
+    if meta.dtype not in DTYPES:
+        raise ValueError(f"Invalid dtype: {meta.dtype!r} (send one of {sorted(DTYPES)})")
+    if DTYPES[meta.dtype] != torch.float32:
+        raise ValueError(f"Invalid {what} dtype for {where}: {DTYPES[meta.dtype]} (shards hold torch.float32)")
+    if tuple(meta.shape) != shape:
+        raise ValueError(f"Invalid {what} shape for {where}: {tuple(meta.shape)} (expected {shape})")
+
+
 def meta_of(t: torch.Tensor) -> ps_pb2.TensorMeta:
     return ps_pb2.TensorMeta(dtype=str(t.dtype).removeprefix("torch."), shape=list(t.shape),
                              nbytes=t.numel() * t.element_size())

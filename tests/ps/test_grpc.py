@@ -84,11 +84,19 @@ def test_pull_and_push_round_trip_through_real_servers(cluster):
     asyncio.run(go())
 
 
-def raw_push(address: str, header: ps_pb2.PushHeader | None, datas: list[bytes], method="Push"):
-    messages = ([ps_pb2.PushChunk(header=header)] if header is not None else []) + \
-               [ps_pb2.PushChunk(data=d) for d in datas]
+class Raw(bytes):
+    """A message sent as these bytes, not wrapped in a PushChunk: what no client would send."""
+
+
+def raw_push(address: str, header, datas: list[bytes], method="Push"):
+    """A push stream: ``header`` (a PushHeader, None, or Raw bytes) then ``datas``."""
+    first = [] if header is None else [header if isinstance(header, Raw)
+                                       else ps_pb2.PushChunk(header=header).SerializeToString()]
+    messages = first + [d if isinstance(d, Raw) else ps_pb2.PushChunk(data=d).SerializeToString() for d in datas]
     with grpc.insecure_channel(address) as channel:
-        return getattr(ps_pb2_grpc.ParameterServerStub(channel), method)(iter(messages), timeout=30)
+        call = channel.stream_unary(f"/asyncps.ParameterServer/{method}", request_serializer=bytes,
+                                    response_deserializer=ps_pb2.PushReply.FromString)
+        return call(iter(messages), timeout=30)
 
 
 def shard_state(address: str) -> tuple[int, bytes]:
@@ -103,8 +111,8 @@ def malformed(size: int, version: int):
     good = np.ones(size, np.float32).tobytes()
     meta = lambda dtype="float32", shape=(size,), nbytes=4 * size: ps_pb2.TensorMeta(  # noqa: E731
         dtype=dtype, shape=list(shape), nbytes=nbytes)
-    header = lambda **kw: ps_pb2.PushHeader(read_version=kw.pop("read_version", version), worker=0,  # noqa: E731
-                                            meta=kw.pop("meta", meta()), **kw)
+    header = lambda **kw: ps_pb2.PushHeader(read_version=kw.pop("read_version", version),  # noqa: E731
+                                            worker=kw.pop("worker", 0), meta=kw.pop("meta", meta()), **kw)
     nan = np.ones(size, np.float32)
     nan[size // 2] = np.nan
     inf = np.ones(size, np.float32)
@@ -122,6 +130,15 @@ def malformed(size: int, version: int):
         "too many bytes": (header(), [good, b"\0" * 8], "bytes received for a tensor of"),
         "data before the header": (None, [good], "a push stream starts with a header"),
         "a future read version": (header(read_version=version + 5), [good], "Invalid read_version"),
+        "a worker outside the run": (header(worker=99), [good], r"Invalid worker for shard 0: 99 \(the run's workers"),
+        "a negative worker": (header(worker=-1), [good], "Invalid worker for shard 0: -1"),
+        # Declared sizes are checked against the shard before anything is allocated for them.
+        "a billion floats declared": (header(meta=meta(shape=(10 ** 9,), nbytes=4 * 10 ** 9)), [good],
+                                      r"shape for shard 0: \(1000000000,\) \(expected"),
+        "a shape whose size overflows": (header(meta=meta(shape=(2 ** 62, 2 ** 62), nbytes=4)), [good],
+                                         r"shape for shard 0: \(4611686018427387904, 4611686018427387904\)"),
+        "garbage after the header": (header(), [Raw(b"\xff\xff\xff\xff")], "Malformed chunks: a data message"),
+        "garbage for a header": (Raw(b"\xff\xff\xff\xff"), [], "Malformed chunks: the first message is not a PushChunk"),
     }
 
 
@@ -238,3 +255,53 @@ def test_tls_round_trip(tmp_path):
             asyncio.run(pull(None, retry_seconds=2))
     finally:
         stop(process)
+
+
+def test_worker_done_from_an_id_outside_the_run_is_refused_and_the_shard_stays_open(cluster):
+    _, addresses = cluster
+    with grpc.insecure_channel(addresses[0]) as channel:
+        stub = ps_pb2_grpc.ParameterServerStub(channel)
+        for worker in (999, -7, -1, 2 ** 31 - 1):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.WorkerDone(ps_pb2.WorkerDoneRequest(worker=worker), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details() == f"Invalid worker: {worker} (the run's workers are 0..1)"
+        status = stub.Status(ps_pb2.StatusRequest(), timeout=30)
+    assert not status.closed and list(status.workers_done) == []
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 1e300, -1.0])
+def test_a_pull_timeout_that_is_no_number_of_seconds_is_refused(cluster, timeout):
+    _, addresses = cluster
+    with grpc.insecure_channel(addresses[0]) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            list(ps_pb2_grpc.ParameterServerStub(channel).Pull(ps_pb2.PullRequest(timeout=timeout), timeout=30))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith(f"Invalid pull timeout: {timeout!r} (seconds, a finite number from 0")
+
+
+def test_cancelled_waiting_pulls_free_the_servers_threads_and_sigterm_stops_it(tmp_path):
+    # More waiting pulls (for a version that never comes, with no time limit) than the server has threads.
+    config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=1")
+    process, address = start_server(config_path, 0)
+    try:
+        wait_until_serving(address, timeout=120, process=process)
+        with grpc.insecure_channel(address) as channel:
+            stub = ps_pb2_grpc.ParameterServerStub(channel)
+            waiting = [stub.Pull(ps_pb2.PullRequest(min_version=10 ** 9)) for _ in range(24)]
+            for call in waiting:
+                call.cancel()
+        with grpc.insecure_channel(address) as channel:  # served again: the cancelled pulls let go of their threads
+            status = ps_pb2_grpc.ParameterServerStub(channel).Status(ps_pb2.StatusRequest(), timeout=20)
+        assert status.version == 0
+        with grpc.insecure_channel(address) as channel:  # and pulls still waiting do not keep SIGTERM from stopping it
+            stub = ps_pb2_grpc.ParameterServerStub(channel)
+            still = [stub.Pull(ps_pb2.PullRequest(min_version=10 ** 9)) for _ in range(4)]
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=20) == 0
+            for call in still:
+                call.cancel()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
