@@ -15,22 +15,30 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def health_main(address: str, timeout: float = 3.0) -> int:
+def channel(address: str, tls_ca: bytes | None = None) -> grpc.Channel:
+    """A plaintext channel, or a TLS one trusting ``tls_ca`` (PEM)."""
+    if tls_ca is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_ca))
+
+
+def health_main(address: str, timeout: float = 3.0, tls_ca: bytes | None = None) -> int:
     """0 if the server at ``address`` reports SERVING."""
     try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        with channel(address, tls_ca) as to_shard:
+            reply = health_pb2_grpc.HealthStub(to_shard).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
     except grpc.RpcError as err:
         print(f"{address}: {err.code().name}", file=sys.stderr)
         return 1
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def wait_until_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_until_serving(address: str, timeout: float, process: subprocess.Popen | None = None,
+                       tls_ca: bytes | None = None) -> None:
     """Return once ``address`` is serving; fail if ``process`` (its server) exits first."""
     give_up = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    with channel(address, tls_ca) as to_shard:
+        stub = health_pb2_grpc.HealthStub(to_shard)
         while True:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"the shard server for {address} exited with code {process.returncode}")

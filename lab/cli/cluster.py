@@ -86,7 +86,7 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(Path(config_path).read_text())
     for address in addresses:
-        wait_until_serving(address, timeout=120.0)
+        wait_until_serving(address, timeout=120.0, tls_ca=tls_ca)
     with Metrics(run_dir / "metrics.jsonl") as metrics:
         backend = GrpcBackend(experiment, metrics, addresses=addresses, tls_ca=tls_ca)
         dense, tables = Run(experiment, metrics, backend, progress=False).execute()

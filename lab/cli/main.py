@@ -185,9 +185,15 @@ def add_serve(commands) -> None:
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     command.add_argument("--tls-cert", help="PEM certificate; with --tls-key, serve TLS only")
     command.add_argument("--tls-key", help="PEM private key")
-    command.set_defaults(run=lambda a: cluster.serve_main(
-        a.config, a.shard, a.port, a.host,
-        (read_file(a.tls_key), read_file(a.tls_cert)) if a.tls_cert and a.tls_key else None))
+    command.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):  # one alone would serve plaintext where TLS was meant
+        raise ValueError("Invalid TLS settings: --tls-cert and --tls-key go together (give both to serve TLS, "
+                         "or neither for plaintext)")
+    tls = (read_file(args.tls_key), read_file(args.tls_cert)) if args.tls_cert else None
+    return cluster.serve_main(args.config, args.shard, args.port, args.host, tls)
 
 
 def add_work(commands) -> None:
@@ -213,7 +219,8 @@ def add_evaluate(commands) -> None:
 def add_health(commands) -> None:
     command = commands.add_parser("health", help="exit 0 if the shard at HOST:PORT is serving")
     command.add_argument("address")
-    command.set_defaults(run=lambda a: health_main(a.address))
+    command.add_argument("--tls-ca", help="PEM certificate authority of the shard's TLS certificate")
+    command.set_defaults(run=lambda a: health_main(a.address, tls_ca=read_file(a.tls_ca)))
 
 
 # -- the parser ------------------------------------------------------------------

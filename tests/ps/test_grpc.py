@@ -253,8 +253,24 @@ def test_tls_round_trip(tmp_path):
         assert torch.equal(pulled, experiment.initial_flat)
         with pytest.raises(ConnectionError):  # a plaintext client cannot talk to a TLS port
             asyncio.run(pull(None, retry_seconds=2))
+        # The health check speaks TLS too, given the authority; in plaintext it finds nothing serving.
+        health = [sys.executable, "-m", "lab.cli", "health", address]
+        assert subprocess.run([*health, "--tls-ca", str(cert)], capture_output=True).returncode == 0
+        assert subprocess.run(health, capture_output=True).returncode == 1
+        wait_until_serving(address, timeout=30, tls_ca=cert.read_bytes())
     finally:
         stop(process)
+
+
+@pytest.mark.parametrize("given", ["--tls-cert", "--tls-key"])
+def test_half_a_tls_setting_is_an_error_not_a_plaintext_server(tmp_path, given):
+    config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=1")
+    (tmp_path / "one.pem").write_text("")
+    done = subprocess.run([sys.executable, "-m", "lab.cli", "serve", str(config_path), "--shard", "0", "--port",
+                           str(free_ports(1)[0]), given, str(tmp_path / "one.pem")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert "--tls-cert and --tls-key go together" in done.stderr
 
 
 def test_worker_done_from_an_id_outside_the_run_is_refused_and_the_shard_stays_open(cluster):
