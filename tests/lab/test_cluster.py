@@ -1,0 +1,70 @@
+"""``asyncps run --backend grpc`` as users meet it: with a token, and with a worker process killed mid-run.
+Every shard and worker is a real process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+from lab.backends.grpc import GrpcBackend
+from lab.config import load_config, to_toml
+from lab.experiment import Experiment
+from lab.metrics import WORKER_PARTS, Metrics
+from lab.runner import Run, finish, run
+
+
+def records(run_dir, kind: str) -> list[dict]:
+    return [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if m["kind"] == kind]
+
+
+def test_a_run_on_shards_that_want_a_token_sends_it_everywhere(tmp_path, monkeypatch):
+    # The servers, the workers and this process's evaluator all read ASYNCPS_TOKEN.
+    monkeypatch.setenv("ASYNCPS_TOKEN", "s3cret")
+    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "train.epochs=1"])
+    run_dir = run(config, progress=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["train_steps"] == 2 * Experiment.build(config).steps
+    assert (run_dir / "model.pt").exists()
+
+
+def kill_when_it_has_trained(backend: GrpcBackend, worker: int, part, killed: threading.Event) -> None:
+    """SIGKILL ``worker``'s process once its part file shows a training step (or give up after 120 s)."""
+    give_up = time.monotonic() + 120
+    while time.monotonic() < give_up and not killed.is_set():
+        if part.exists() and '"kind": "train"' in part.read_text():
+            os.kill(backend.workers[worker].pid, signal.SIGKILL)
+            killed.set()
+            return
+        time.sleep(0.05)  # polling a file another process writes: there is no event to wait on
+
+
+def test_a_killed_worker_process_leaves_an_asynchronous_run_to_the_others(tmp_path):
+    # Each gradient takes 20 ms: a worker trains for seconds, long enough to be killed in the middle.
+    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=3", "train.epochs=12",
+                                "delays.compute={kind = 'constant', seconds = 0.02}"])
+    experiment = Experiment.build(config)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(to_toml(config))
+    killed = threading.Event()
+    with Metrics(run_dir / "metrics.jsonl") as metrics:
+        backend = GrpcBackend(experiment, metrics)
+        killer = threading.Thread(target=kill_when_it_has_trained,
+                                  args=(backend, 1, run_dir / WORKER_PARTS / "worker-1.jsonl", killed))
+        killer.start()
+        started = time.monotonic()
+        dense, tables = Run(experiment, metrics, backend, progress=False).execute()
+        seconds = time.monotonic() - started
+        killer.join()
+    finish(config, run_dir, metrics.start, dense, tables)
+    assert killed.is_set()
+    died = [e["message"] for e in records(run_dir, "event") if "died" in e["message"]]
+    assert died == ["worker 1 died: its process was killed by SIGKILL (2 of 3 workers remain)"]
+    steps = {w: len([r for r in records(run_dir, "train") if r["worker"] == w]) for w in range(3)}
+    assert steps[0] == steps[2] == experiment.steps and steps[1] < experiment.steps  # the others finished
+    assert json.loads((run_dir / "summary.json").read_text())["train_steps"] == sum(steps.values())
+    assert seconds < 300  # the run ended with its workers, not at a 600 s deadline
+    assert all(process.poll() is not None for process in backend.workers + backend.servers)
