@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import torch
@@ -15,20 +14,30 @@ def save(shard: Shard, path: str | os.PathLike, run: str = "") -> int:
     """Write the shard's state to the file ``path``, tagged with ``run``; the version saved.
 
     The file is written beside ``path`` and renamed over it: a crash
-    mid-write leaves the previous checkpoint whole.
+    mid-write leaves the previous checkpoint whole, and the half-written file
+    under the one name the next save of ``path`` writes over (callers save
+    one at a time).
     """
     saved = shard.state_dict()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
-    torch.save({"run": run, "shard": saved}, partial)
-    os.replace(partial, path)
+    partial = partial_of(path)
+    try:
+        torch.save({"run": run, "shard": saved}, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return saved["version"]
+
+
+def partial_of(path: Path) -> Path:
+    return path.with_name(f"{path.name}.partial")
 
 
 def restore(shard: Shard, path: str | os.PathLike, run: str = "") -> int | None:
     """Resume ``shard`` from the checkpoint file ``path``; its version. None,
     and nothing changes, when there is no such file or it is another run's."""
+    partial_of(Path(path)).unlink(missing_ok=True)  # a save cut short by a crash
     try:
         saved = torch.load(path, weights_only=True)
     except FileNotFoundError:

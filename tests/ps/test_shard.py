@@ -556,3 +556,15 @@ def test_a_push_from_a_worker_outside_the_run_is_refused_and_changes_nothing(wor
         receive_rows(shard, "emb", torch.tensor([0, 1]), randn(2, DIM, seed=3), 0, worker)
     assert str(refused.value) == message
     assert_same(shard.state_dict(), before)
+
+
+def test_a_save_cut_short_leaves_the_last_checkpoint_whole_and_no_partial_file_behind(tmp_path):
+    shard, path = make_shard(), tmp_path / "shard-0.pt"
+    receive(shard, randn(WIDTH, seed=2), 0)
+    assert checkpoint.save(shard, path, run="r") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.pt"]
+    (tmp_path / "shard-0.pt.partial").write_bytes(b"half a checkpoint")  # what kill -9 mid-save leaves
+    restarted = make_shard()
+    assert checkpoint.restore(restarted, path, run="r") == 1
+    assert_same(restarted.state_dict(), shard.state_dict())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.pt"]
