@@ -12,6 +12,7 @@ same on every backend. :func:`read_metrics` is the file's one reader: the summar
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -162,7 +163,18 @@ def finalize_metrics(run_dir: Path, start: float) -> None:
             since_eval.append(m["staleness"])
         elif m["kind"] == "eval":
             m["staleness"], since_eval = staleness_summary(since_eval), []
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    write_whole(run_dir / "metrics.jsonl", lambda path: path.write_text("".join(json.dumps(m) + "\n" for m in lines)))
+
+
+def write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` the file beside ``path``, then rename it over ``path``: a
+    crash mid-write leaves the previous file whole, and no partial file."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def summarize(run_dir: Path, target_accuracy: float) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Callable
@@ -33,7 +34,7 @@ from lab.backends.sim import SimBackend
 from lab.config import Config, to_toml
 from lab.evaluator import Evaluator
 from lab.experiment import Experiment
-from lab.metrics import Metrics, finalize_metrics, summarize
+from lab.metrics import WORKER_PARTS, Metrics, finalize_metrics, summarize, write_whole
 from lab.reports.plots import plot_run
 
 
@@ -53,21 +54,52 @@ def run(config: Config, progress: bool = True) -> Path:
     if config.backend not in BACKENDS:
         raise ValueError(f"Invalid config value backend = {config.backend!r} (available here: {sorted(BACKENDS)})")
     experiment = Experiment.build(config)
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = fresh_run_dir(config.run_dir)
     (run_dir / "config.toml").write_text(to_toml(config))
+    failure = None
     with Metrics(run_dir / "metrics.jsonl") as metrics:
-        dense, tables = Run(experiment, metrics, BACKENDS[config.backend](experiment, metrics), progress).execute()
-    finish(config, run_dir, metrics.start, dense, tables)
+        attempt = Run(experiment, metrics, BACKENDS[config.backend](experiment, metrics), progress)
+        try:
+            attempt.execute()
+        except BaseException as err:  # the run directory says what happened, then the error is raised
+            failure = err
+    finish(config, run_dir, metrics.start, *(attempt.final or (None, None)), failure=failure)
+    if failure is not None:
+        raise failure
     return run_dir
 
 
-def finish(config: Config, run_dir: Path, start: float, dense: dict, tables: dict) -> None:
-    """The run directory's results: merged metrics, model.pt, summary.json, plots."""
+RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "model.pt", "trace.jsonl", "*.png", "*.partial",
+             WORKER_PARTS, "checkpoints")  # what a run writes in its directory
+
+
+def fresh_run_dir(run_dir: Path) -> Path:
+    """``run_dir``, emptied of an earlier run's files under the same name: a
+    rerun replaces that run whole, and nothing of it mixes into this one
+    (its worker records, its model). Files a run does not write are left."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in RUN_FILES:
+        for path in run_dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    return run_dir
+
+
+def finish(config: Config, run_dir: Path, start: float, dense: dict | None, tables: dict | None,
+           failure: BaseException | None = None) -> None:
+    """The run directory's results: merged metrics, model.pt (when the final
+    parameters could be read), summary.json (saying why, when the run
+    failed), plots. Each file is written whole or not at all."""
     finalize_metrics(run_dir, start)
-    torch.save({"dense": dense, "tables": tables}, run_dir / "model.pt")
+    if dense is not None:
+        write_whole(run_dir / "model.pt", lambda path: torch.save({"dense": dense, "tables": tables}, path))
+    else:
+        (run_dir / "model.pt").unlink(missing_ok=True)  # an earlier run's under this name is not this one's
     summary = summarize(run_dir, config.train.target_accuracy)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["failed"] = None if failure is None else f"{type(failure).__name__}: {failure}"
+    write_whole(run_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
     plot_run(run_dir)
 
 
@@ -85,25 +117,37 @@ class Run:
         self.ended = False
         self.lock = threading.Lock()
         self.progress = progress
+        self.final: tuple[dict, dict] | None = None  # the final (dense, tables), once read
 
     def execute(self) -> tuple[dict, dict]:
         """Run to the end; the final ``(dense, tables)`` parameters, or the first failure raised."""
         bar = self._progress_bar()
         try:
-            evaluator = Evaluator(self.experiment, self.backend.start(), self.metrics, self.end)
+            evaluator = Evaluator(self.experiment, self.backend.start(self.fail), self.metrics, self.end)
             for w in range(self.workers):
                 self.backend.start_worker(w, self.worker_ended, self.stopped)
             self.backend.spawn("evaluator", self._guarded("the evaluator", evaluator.run()))
             self.backend.wait()
             self.end()
-            asyncio.run(evaluator.evaluate())  # the final parameters
-            dense, tables, _ = asyncio.run(evaluator.read())
+            self._read_final(evaluator)
         finally:
             bar.close()
             self.backend.stop()
         if self.failures:
             raise self.failures[0]
-        return dense, tables
+        return self.final
+
+    def _read_final(self, evaluator: Evaluator) -> None:
+        """Score and read the final parameters; after a failure, as far as they can be read."""
+        try:
+            asyncio.run(evaluator.evaluate())
+            dense, tables, _ = asyncio.run(evaluator.read())
+        except Exception as err:
+            if not self.failures:
+                raise
+            self.metrics.record("event", message=f"the final parameters could not be read: {err!r}")
+            return
+        self.final = dense, tables
 
     def stopped(self) -> bool:
         return self.ended
@@ -125,6 +169,8 @@ class Run:
             self.alive -= 1
             alive = self.alive
         self.metrics.record("event", message=f"worker {w} died: {error} ({alive} of {self.workers} workers remain)")
+        if self.ended:  # stopped with the run
+            return
         protocol = self.experiment.protocol
         needed = protocol.min_workers(self.workers)
         if alive < needed:

@@ -38,8 +38,9 @@ class Backend(abc.ABC):
         self.metrics = metrics
 
     @abc.abstractmethod
-    def start(self) -> Client:
-        """Place the shards; the evaluator's client."""
+    def start(self, fail: Callable[[str], None]) -> Client:
+        """Place the shards; the evaluator's client. ``fail(message)`` ends the
+        run with an error (a shard that died and will not come back)."""
 
     @abc.abstractmethod
     def start_worker(self, worker: int, ended: Ended, stopped: Callable[[], bool]) -> None:

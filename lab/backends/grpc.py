@@ -4,7 +4,9 @@
 ``asyncps work`` for each worker on 127.0.0.1, evaluates in its own process,
 and stops them at the end. A worker process that exits with an error fails
 the run; one killed by a signal has died, and the others go on while the
-protocol can. With ``addresses`` given, the shards and workers are someone
+protocol can. A shard process that exits before the end fails the run at
+once: the shards still alive are closed, the workers stopped, and the run
+directory says so. With ``addresses`` given, the shards and workers are someone
 else's (docker-compose): the run evaluates until the shards close.
 """
 
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 from lab.backends.base import Backend, Threads, WorkerDied
 from lab.backends.health import wait_until_serving
@@ -27,10 +30,17 @@ from ps.grpc_client import GrpcClient
 # on every pull. Both thresholds are needed to keep freed memory for reuse.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
 PROGRAM = [sys.executable, "-m", "lab.cli"]
+RETRY_SECONDS = 10.0  # how long this process's calls retry a shard that does not answer
+STOP_SECONDS = 5.0  # once the run has ended, how long a worker has to exit before it is stopped
 
 
 def token_from_env() -> str | None:
     return os.environ.get("ASYNCPS_TOKEN") or None
+
+
+def exit_of(code: int) -> str:
+    """How a process ended, from its return code, for an event."""
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
 def free_ports(n: int) -> list[int]:
@@ -57,12 +67,13 @@ class GrpcBackend(Backend):
         self.servers: list[subprocess.Popen] = []
         self.workers: list[subprocess.Popen] = []
         self.threads = Threads()
+        self.stopping = False
 
-    def client(self) -> GrpcClient:
+    def client(self, retry_seconds: float = RETRY_SECONDS) -> GrpcClient:
         return GrpcClient(self.experiment.layout, self.addresses, EVALUATOR, token=token_from_env(),
-                          tls_ca=self.tls_ca)
+                          tls_ca=self.tls_ca, retry_seconds=retry_seconds)
 
-    def start(self) -> GrpcClient:
+    def start(self, fail) -> GrpcClient:
         if not self.external:
             config_path = str(self.run_dir / "config.toml")
             self.servers = [subprocess.Popen([*PROGRAM, "serve", config_path, "--shard", str(s), "--port",
@@ -70,7 +81,14 @@ class GrpcBackend(Backend):
                             for s, address in enumerate(self.addresses)]
             for server, address in zip(self.servers, self.addresses):
                 wait_until_serving(address, timeout=120.0, process=server)
+            for s, server in enumerate(self.servers):  # not joined by wait(): a shard serves to the end
+                threading.Thread(target=self._watch_shard, args=(s, server, fail), daemon=True).start()
         return self.client()
+
+    def _watch_shard(self, shard: int, server: subprocess.Popen, fail) -> None:
+        code = server.wait()
+        if not self.stopping:
+            fail(f"shard {shard} died: its process {exit_of(code)}")
 
     def start_worker(self, worker, ended, stopped) -> None:
         if self.external:
@@ -87,7 +105,7 @@ class GrpcBackend(Backend):
         if code == 0:
             ended(worker, None)
         elif code < 0:
-            ended(worker, WorkerDied(f"its process was killed by {signal.Signals(-code).name}"))
+            ended(worker, WorkerDied(f"its process {exit_of(code)}"))
         else:
             ended(worker, RuntimeError(f"worker process {worker} exited with code {code} (its error is printed above)"))
 
@@ -99,15 +117,27 @@ class GrpcBackend(Backend):
 
     def end(self) -> None:
         async def close_run():
-            client = self.client()
+            client = self.client(retry_seconds=1.0)
             try:
                 await client.close_run()
+            except ConnectionError:
+                pass  # a shard that is gone serves nobody; the live ones were closed all the same
             finally:
                 await client.aclose()
 
         asyncio.run(close_run())
+        # The workers stop at their next call to a closed shard; one stuck on a dead shard is stopped.
+        timer = threading.Timer(STOP_SECONDS, self._stop_workers)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_workers(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.terminate()
 
     def stop(self) -> None:
+        self.stopping = True
         for process in self.workers:
             if process.poll() is None:
                 process.kill()

@@ -20,7 +20,7 @@ from workers.runtime import WorkerRuntime
 class LocalBackend(Backend):
     name = "local"
 
-    def start(self) -> InProcessClient:
+    def start(self, fail) -> InProcessClient:
         # One torch thread: torch's OpenMP threads spin and take the cores the workers need.
         torch.set_num_threads(1)
         experiment = self.experiment

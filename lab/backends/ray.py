@@ -112,7 +112,7 @@ class RayBackend(Backend):
         self.run_dir = metrics.path.parent.resolve()
         self.started = False
 
-    def start(self) -> RayClient:
+    def start(self, fail) -> RayClient:
         # One torch thread for the evaluator here: its OpenMP threads would spin on the actors' cores.
         torch.set_num_threads(1)
         self.started = connect(self.experiment.config.ray.address)

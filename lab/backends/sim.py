@@ -115,7 +115,7 @@ DEFAULT_COMPUTE_SECONDS = 1.0  # a gradient's virtual duration when the config g
 class SimBackend(Backend):
     name = "sim"
 
-    def start(self) -> InProcessClient:
+    def start(self, fail) -> InProcessClient:
         torch.set_num_threads(1)  # one thread: the same floating-point results every run
         self.sim = VirtualTime()
         self.metrics.use_clock(lambda: self.sim.now)

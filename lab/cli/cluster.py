@@ -83,7 +83,7 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     config = load_config(config_path)
     experiment = Experiment.build(config)
     run_dir = Path(run_dir) if run_dir else config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # the workers write their records here too: it is not emptied
     (run_dir / "config.toml").write_text(Path(config_path).read_text())
     for address in addresses:
         wait_until_serving(address, timeout=120.0, tls_ca=tls_ca)

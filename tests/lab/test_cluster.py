@@ -30,12 +30,14 @@ def test_a_run_on_shards_that_want_a_token_sends_it_everywhere(tmp_path, monkeyp
     assert (run_dir / "model.pt").exists()
 
 
-def kill_when_it_has_trained(backend: GrpcBackend, worker: int, part, killed: threading.Event) -> None:
-    """SIGKILL ``worker``'s process once its part file shows a training step (or give up after 120 s)."""
+def kill_when_it_has_trained(backend: GrpcBackend, worker: int, part, killed: threading.Event,
+                             victim=None) -> None:
+    """SIGKILL ``worker``'s process (or ``victim()``'s) once the worker's part
+    file shows a training step (or give up after 120 s)."""
     give_up = time.monotonic() + 120
     while time.monotonic() < give_up and not killed.is_set():
         if part.exists() and '"kind": "train"' in part.read_text():
-            os.kill(backend.workers[worker].pid, signal.SIGKILL)
+            os.kill((victim() if victim else backend.workers[worker]).pid, signal.SIGKILL)
             killed.set()
             return
         time.sleep(0.05)  # polling a file another process writes: there is no event to wait on
@@ -67,4 +69,42 @@ def test_a_killed_worker_process_leaves_an_asynchronous_run_to_the_others(tmp_pa
     assert steps[0] == steps[2] == experiment.steps and steps[1] < experiment.steps  # the others finished
     assert json.loads((run_dir / "summary.json").read_text())["train_steps"] == sum(steps.values())
     assert seconds < 300  # the run ended with its workers, not at a 600 s deadline
+    assert all(process.poll() is not None for process in backend.workers + backend.servers)
+
+
+def test_a_killed_shard_process_ends_the_run_at_once_with_a_summary_that_says_so(tmp_path):
+    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "train.epochs=12",
+                                "delays.compute={kind = 'constant', seconds = 0.02}"])
+    experiment = Experiment.build(config)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(to_toml(config))
+    killed = threading.Event()
+    failure = None
+    with Metrics(run_dir / "metrics.jsonl") as metrics:
+        backend = GrpcBackend(experiment, metrics)
+        attempt = Run(experiment, metrics, backend, progress=False)
+
+        def kill_shard_1():
+            kill_when_it_has_trained(backend, 0, run_dir / WORKER_PARTS / "worker-0.jsonl", threading.Event(),
+                                     lambda: backend.servers[1])
+            killed.set()
+
+        killer = threading.Thread(target=kill_shard_1)
+        killer.start()
+        started = time.monotonic()
+        try:
+            attempt.execute()
+        except RuntimeError as err:
+            failure = err
+        seconds = time.monotonic() - started
+        killer.join()
+    finish(config, run_dir, metrics.start, *(attempt.final or (None, None)), failure=failure)
+    assert killed.is_set()
+    assert str(failure) == "shard 1 died: its process was killed by SIGKILL"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["failed"] == "RuntimeError: shard 1 died: its process was killed by SIGKILL"
+    assert "shard 1 died: its process was killed by SIGKILL" in summary["events"]
+    assert not (run_dir / "model.pt").exists()  # shard 1's values went with it
+    assert seconds < 120  # seen at once, not at a 600 s deadline
     assert all(process.poll() is not None for process in backend.workers + backend.servers)

@@ -100,3 +100,19 @@ def test_quickstart_from_the_command_line(tmp_path, capsys):
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path, capsys):
     assert main(["run", "--no-progress", "--set", f"out_dir={tmp_path}", "--set", "cluster.workers=0"]) == 2
     assert "cluster.workers = 0" in capsys.readouterr().err
+
+
+def test_a_rerun_under_the_same_name_replaces_the_earlier_run_whole(tmp_path):
+    config = load_config(None, [f"out_dir={tmp_path}", "train.epochs=1", "name=again"])
+    run_dir = config.run_dir
+    (run_dir / "workers").mkdir(parents=True)  # an earlier gRPC run's records, and its files
+    (run_dir / "workers" / "worker-9.jsonl").write_text('{"time": 1.0, "kind": "train", "worker": 9, "step": 1}\n')
+    for name in ("trace.jsonl", "model.pt.partial", "notes.txt"):
+        (run_dir / name).write_text("earlier")
+    run(config, progress=False)
+    assert {m["worker"] for m in records(run_dir, "train")} == {0, 1, 2, 3}  # nothing of the earlier run mixed in
+    assert not (run_dir / "workers").exists() and not (run_dir / "trace.jsonl").exists()
+    assert not list(run_dir.glob("*.partial"))
+    assert (run_dir / "notes.txt").read_text() == "earlier"  # not a run's file: left alone
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["failed"] is None and (run_dir / "model.pt").exists()
