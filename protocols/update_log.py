@@ -26,6 +26,14 @@ oldest of the workers' last pushes can no longer be asked for, and are
 dropped once every worker has pushed. So the log holds about the updates in
 flight: with K workers in round robin, K entries. A push that reads older
 than what was dropped raises rather than summing an incomplete window.
+
+Bound. A worker that stays silent (dead, or far slower than the rest) would
+hold trimming back for good, and the log would grow by a delta a push. So it
+keeps at most ``LOG_ENTRIES_PER_WORKER`` entries per worker (the updates of
+32 rounds of every worker) and drops the oldest beyond that: the silent
+worker is treated as gone, and its next push, read before what was dropped,
+is refused with an error that says so. Memory stays below that many deltas
+(for a dense slice, that many copies of it).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import torch
 from optim.validation import check
 
 NEVER = -1  # last_push of a worker that has not pushed yet
+LOG_ENTRIES_PER_WORKER = 32  # the log's bound, per worker of the run: 32 rounds of every worker's updates
 
 
 class UpdateLog:
@@ -63,7 +72,8 @@ class UpdateLog:
         the whole tensor, or (``ids``, sorted and unique) those rows of it."""
         check(read_version >= self.kept_from, "read version", read_version,
               f"updates before version {self.kept_from} were dropped from the log: a worker must pull after "
-              "it pushes, as the plain asynchronous loop does")
+              f"it pushes, as the plain asynchronous loop does, and not fall more than "
+              f"{LOG_ENTRIES_PER_WORKER * len(self.last_push)} updates behind")
         shape = self.shape if ids is None else (ids.numel(), *self.shape[1:])
         total = torch.zeros(shape, dtype=self.dtype)
         missed = range(bisect_left(self.versions, read_version), len(self.versions))
@@ -94,9 +104,14 @@ class UpdateLog:
         self.last_push[worker] = version
         oldest = min(self.last_push)
         if oldest > self.kept_from:  # NEVER (-1) holds trimming until every worker has pushed
-            drop = bisect_left(self.versions, oldest)
-            del self.versions[:drop], self.ids[:drop], self.deltas[:drop]
-            self.kept_from = oldest
+            self._drop_before(bisect_left(self.versions, oldest), oldest)
+        excess = len(self.versions) - LOG_ENTRIES_PER_WORKER * len(self.last_push)
+        if excess > 0:  # a silent worker holds trimming back: it is treated as gone
+            self._drop_before(excess, self.versions[excess])
+
+    def _drop_before(self, drop: int, kept_from: int) -> None:
+        del self.versions[:drop], self.ids[:drop], self.deltas[:drop]
+        self.kept_from = kept_from
 
     def state_dict(self) -> dict:
         """Tensors and plain values only, so a checkpoint loads with ``weights_only``."""

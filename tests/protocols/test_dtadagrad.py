@@ -14,6 +14,7 @@ from lab.config import load_config
 from lab.experiment import Experiment
 from lab.runner import run
 from protocols import AdaptiveRevision
+from protocols.update_log import UpdateLog
 
 
 def make_rule(num_workers: int = 1, **adagrad):
@@ -167,3 +168,16 @@ def test_sparse_logistic_regression_converges_with_four_delayed_workers(tmp_path
              if '"kind": "eval"' in line][-1]
     assert final["test_loss"] < 0.9 * 0.6931  # the untrained model predicts 1/2: log 2
     assert final["test_accuracy"] > 0.7
+
+
+def test_a_silent_worker_cannot_grow_the_log_without_bound():
+    # Worker 1 never pushes (dead, or far behind): the log keeps 32 entries per worker, no more.
+    log = UpdateLog((3,), num_workers=2)
+    for version in range(200):
+        log.record(version, 0, torch.ones(3))
+        assert len(log) <= 64
+    assert len(log) == 64 and log.kept_from == 136
+    assert torch.equal(log.since(190), torch.full((3,), 10.0))  # what is kept still sums exactly
+    with pytest.raises(ValueError, match="updates before version 136 were dropped from the log.*"
+                                         "not fall more than 64 updates behind"):
+        log.since(0)  # the silent worker's push, read at version 0, is refused
