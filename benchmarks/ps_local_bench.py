@@ -23,7 +23,7 @@ import torch
 
 import optim
 from ps import ApplyEach, InProcessClient, Layout, make_shards
-from ps.flat import all_finite
+from ps.flat import all_usable
 from timing import medians_ms
 
 TARGET = 1.2
@@ -57,7 +57,7 @@ def main() -> None:
 
     copy = torch.empty(args.size)
     direct, through_ps, check, copied = medians_ms([lambda: direct_opt.step(direct_param, grad, direct_state),
-                                                    round_trip, lambda: all_finite(grad),
+                                                    round_trip, lambda: all_usable(grad),
                                                     lambda: copy.copy_(grad)], args.reps)
     ratio = through_ps / direct
     print(f"{args.optimizer} on {args.size:,} float32 parameters, 1 thread (median of {args.reps})")

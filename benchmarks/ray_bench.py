@@ -46,7 +46,7 @@ import optim  # noqa: E402
 from ps import ApplyEach, Layout  # noqa: E402
 from ps.ray_client import RayClient  # noqa: E402
 from ps.ray_server import ShardActor  # noqa: E402
-from ps.flat import all_finite  # noqa: E402
+from ps.flat import all_usable  # noqa: E402
 from timing import medians_ms  # noqa: E402
 
 TARGET = 1.5
@@ -155,7 +155,7 @@ def main() -> None:
     state = sgd.init(param)
 
     def shard_work():
-        all_finite(grad)
+        all_usable(grad)
         sgd.step(param, grad, state)
 
     bare, bare_put, lowest, least, ours, ours_two, work = medians_ms([

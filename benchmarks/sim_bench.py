@@ -37,7 +37,7 @@ from lab.metrics import Metrics
 from lab.backends.sim import SimBackend
 from lab.runner import Run
 from ps.delays import EVENTS
-from ps.flat import all_finite
+from ps.flat import all_usable
 from workers.gradient import loss_and_grad
 
 TARGET = 1.3
@@ -89,7 +89,7 @@ def minimal_simulation(experiment: Experiment, path: Path) -> float:
             loss, grad, _ = loss_and_grad(experiment.model, params[w], {}, batch)
             out.write(json.dumps({"time": now, "kind": "train", "worker": w, "loss": loss}) + "\n")
             for s, part in enumerate(layout.split(grad)):
-                if not all_finite(part):
+                if not all_usable(part):
                     raise ValueError("non-finite gradient")
                 optimizer.update(values[s], part.numpy(), states[s])
                 out.write(json.dumps({"time": now, "kind": "push", "worker": w, "shard": s,

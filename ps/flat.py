@@ -8,7 +8,6 @@ hundred floats, making a tensor costs more than updating it).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -35,23 +34,30 @@ class Flat(NamedTuple):
         return Flat(self.tensor[start:stop], self.array[start:stop])
 
 
-def all_finite(t: torch.Tensor) -> bool:
-    """No NaN or Inf in ``t``, in one read.
+MAX_ABS = float(np.sqrt(np.finfo(np.float32).max))  # about 1.8e19: a larger value's square overflows float32
 
-    A small float32 one is scanned by a numba loop that stops at the first
-    bad value: a shard checks thousands of small pushes a second. Otherwise a
-    finite sum means every element is finite. NaN or Inf always makes the sum
-    non-finite, but so does an overflow of large finite values; only in that
-    case is the exact elementwise test run.
+
+def all_usable(t: torch.Tensor) -> bool:
+    """No NaN or Inf in ``t``, and no value beyond ±``MAX_ABS``, in one read.
+
+    A value whose square overflows float32 is finite, yet it would freeze an
+    optimizer that accumulates squared gradients (AdaGrad's sum becomes Inf,
+    and every later step moves nothing): such a push is refused too. A small
+    float32 tensor is scanned by a numba loop that stops at the first bad
+    value (a shard checks thousands of small pushes a second); a large one by
+    one ``aminmax``, whose NaN compares false.
     """
     if t.dtype == torch.float32 and t.numel() < NUMBA_SCAN_BELOW and t.is_contiguous():
-        return _all_finite(t.detach().numpy().reshape(-1))
-    return math.isfinite(t.sum().item()) or bool(torch.isfinite(t).all())
+        return _all_within(t.detach().numpy().reshape(-1), MAX_ABS)
+    if not t.numel():
+        return True
+    low, high = torch.aminmax(t.detach())
+    return bool(low >= -MAX_ABS) and bool(high <= MAX_ABS)
 
 
 @njit(cache=True, nogil=True)
-def _all_finite(values) -> bool:
+def _all_within(values, bound) -> bool:
     for x in values:
-        if not np.isfinite(x):
+        if not abs(x) <= bound:  # NaN too
             return False
     return True

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 
 from optim.validation import is_int
-from ps.flat import Flat, all_finite
+from ps.flat import MAX_ABS, Flat, all_usable
 from ps.publication import Publication
 from ps.rules import ServerRule
 
@@ -44,16 +44,20 @@ class Push(NamedTuple):
 
 
 def check_values(t, shape: tuple, what: str, where: str) -> None:
-    """A float32 tensor of ``shape`` with no NaN or Inf, or ValueError naming ``where``."""
+    """A float32 tensor of ``shape`` that ``all_usable`` passes, or ValueError naming ``where``."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"Invalid {what} for {where}: expected a torch tensor, got {type(t).__name__}")
     if t.dtype != torch.float32:
         raise ValueError(f"Invalid {what} dtype for {where}: {t.dtype} (shards hold torch.float32)")
     if t.shape != shape:
         raise ValueError(f"Invalid {what} shape for {where}: {tuple(t.shape)} (expected {tuple(shape)})")
-    if not all_finite(t):
+    if not all_usable(t):
         bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"Invalid {what} for {where}: {bad} non-finite values (NaN or Inf); nothing was applied")
+        if bad:
+            raise ValueError(f"Invalid {what} for {where}: {bad} non-finite values (NaN or Inf); nothing was applied")
+        huge = int((t.abs() > MAX_ABS).sum())
+        raise ValueError(f"Invalid {what} for {where}: {huge} values beyond ±{MAX_ABS:.3g}, whose squares overflow "
+                         "float32 and would freeze an optimizer that sums them; nothing was applied")
 
 
 class Shard:

@@ -14,7 +14,7 @@ import torch
 
 import optim
 from ps import ApplyEach, Flat, Push, Shard, ShardClosed, checkpoint
-from ps.flat import NUMBA_SCAN_BELOW, all_finite
+from ps.flat import MAX_ABS, NUMBA_SCAN_BELOW, all_usable
 
 WIDTH, ROWS, DIM = 6, 5, 2
 
@@ -503,35 +503,43 @@ def test_concurrent_row_pushes_apply_every_push():
     assert torch.equal(shard.tables["emb"], torch.full((10, 4), PUSHERS * 50 * STEP))
 
 
-# -- the finite scan ---------------------------------------------------------------------------
-@pytest.mark.parametrize("size", [4, NUMBA_SCAN_BELOW], ids=["numba_scan", "sum"])
-def test_large_finite_gradients_whose_sum_overflows_are_accepted(size):
-    shard = Shard(0, torch.zeros(size), {}, ApplyEach(optim.SGD(lr=1e-38)))
-    push = receive(shard, torch.full((size,), 3e38), read_version=0)  # the float32 sum overflows to inf
-    assert push.applied and shard.version == 1
-    torch.testing.assert_close(pulled(shard), torch.full((size,), -3.0))
+# -- the scan of a pushed gradient ----------------------------------------------------------------
+@pytest.mark.parametrize("size", [4, NUMBA_SCAN_BELOW], ids=["numba_scan", "aminmax"])
+def test_an_absurd_finite_gradient_is_refused_rather_than_freezing_adagrad(size):
+    # 1e20 squared overflows float32: AdaGrad's sum would become Inf and every later step move nothing.
+    shard = Shard(0, torch.zeros(size), {}, ApplyEach(optim.Adagrad(lr=0.1)))
+    grad = torch.ones(size)
+    grad[size // 2] = 1e20
+    with pytest.raises(ValueError) as refused:
+        receive(shard, grad, read_version=0)
+    assert str(refused.value) == ("Invalid gradient for shard 0: 1 values beyond ±1.84e+19, whose squares overflow "
+                                  "float32 and would freeze an optimizer that sums them; nothing was applied")
+    assert shard.version == 0 and torch.equal(pulled(shard), torch.zeros(size))
+    receive(shard, torch.ones(size), read_version=0)  # the shard still learns
+    assert bool((pulled(shard) < 0).all())
 
 
 SIZES = [1, 530, NUMBA_SCAN_BELOW - 1, NUMBA_SCAN_BELOW, 3 * NUMBA_SCAN_BELOW]  # both sides of the switch
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda n: f"{n}")
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
-def test_all_finite_finds_one_bad_value_anywhere_in_small_and_large_tensors(size, bad):
-    """Small tensors take a numba scan, large ones torch's sum: both refuse one bad value, first or last."""
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 1e20, -1e20],
+                         ids=["nan", "inf", "-inf", "huge", "-huge"])
+def test_all_usable_finds_one_bad_value_anywhere_in_small_and_large_tensors(size, bad):
+    """Small tensors take a numba scan, large ones one aminmax: both refuse one bad value, first or last."""
     for position in (0, size - 1):
         grad = torch.randn(size)
-        assert all_finite(grad)
+        assert all_usable(grad)
         grad[position] = bad
-        assert not all_finite(grad)
-        assert not all_finite(grad.view(1, -1))  # 2-D rows
-        assert not all_finite(torch.stack([grad, grad], dim=1)[:, 0])  # a strided view
-    assert all_finite(torch.full((size,), 3e38))  # large but finite, whatever the sum does
+        assert not all_usable(grad)
+        assert not all_usable(grad.view(1, -1))  # 2-D rows
+        assert not all_usable(torch.stack([grad, grad], dim=1)[:, 0])  # a strided view
+    assert all_usable(torch.full((size,), MAX_ABS)) and all_usable(torch.full((size,), -MAX_ABS))  # the bound itself
 
 
-def test_all_finite_reads_a_tensor_that_requires_grad():
+def test_all_usable_reads_a_tensor_that_requires_grad():
     weights = torch.randn(100, requires_grad=True)
-    assert all_finite(weights) and not all_finite(weights * float("inf"))
+    assert all_usable(weights) and not all_usable(weights * float("inf"))
 
 
 def test_flat_is_a_tensor_and_an_array_over_the_same_memory():
