@@ -16,7 +16,7 @@ import torch
 import optim
 from lab.experiment import Experiment
 from lab.metrics import Metrics
-from ps import Client, ShardClosed
+from ps import Client, ShardClosed, Versions
 
 
 EVALUATOR = -1  # the evaluator's reader and worker id on the shards: never a worker's
@@ -34,9 +34,9 @@ class Evaluator:
         self.early_stopping = (optim.EarlyStopping(train.patience, train.min_delta, mode="min")
                                if train.early_stopping else None)
 
-    async def read(self, min_version: int = 0) -> tuple[dict, dict, int]:
+    async def read(self, min_version: int = 0) -> tuple[dict, dict, Versions]:
         """A copy of every parameter, named as the model names them, once every
-        shard has applied ``min_version`` updates; and the updates read."""
+        shard has applied ``min_version`` updates; and the versions read."""
         layout = self.experiment.layout
         flat = torch.empty(layout.size)
         read = await self.client.pull(flat, min_version)
@@ -44,13 +44,13 @@ class Evaluator:
         tables = {}
         for table, (rows, _) in layout.tables.items():
             tables[table], _ = await self.client.pull_rows(table, torch.arange(rows))
-        return dense, tables, int(read)
+        return dense, tables, read
 
     async def evaluate(self, min_version: int = 0) -> dict:
         """Score the parameters once every shard has applied ``min_version`` updates."""
         model, data = self.experiment.model, self.experiment.dataset
-        dense, tables, updates = await self.read(min_version)
-        result = {"updates": updates}
+        dense, tables, read = await self.read(min_version)
+        result = {"updates": int(read)}
         for split_name, split in (("val", data.val), ("test", data.test)):
             result.update({f"{split_name}_{k}": v for k, v in model.evaluate(dense, tables, split).items()})
         self.metrics.record("eval", **result)

@@ -177,6 +177,20 @@ def write_whole(path: Path, write: Callable[[Path], None]) -> None:
         partial.unlink(missing_ok=True)
 
 
+def shard_accounts(pushes: list[dict], final: dict | None) -> dict:
+    """Per shard: the pushes it acknowledged, those it applied, and those lost
+    to a restore from a checkpoint (applied, yet not in its final version;
+    None when the final versions could not be read)."""
+    versions = final["shard_versions"] if final else None
+    accounts = {}
+    for shard in sorted({m["shard"] for m in pushes} | set(range(len(versions or ())))):
+        acknowledged = [m for m in pushes if m["shard"] == shard]
+        applied = sum(1 for m in acknowledged if m["applied"])
+        lost = None if versions is None else applied - versions[shard]
+        accounts[str(shard)] = {"acknowledged": len(acknowledged), "applied": applied, "lost": lost}
+    return accounts
+
+
 def summarize(run_dir: Path, target_accuracy: float) -> dict:
     """``summary.json``'s content, from ``metrics.jsonl``."""
     lines = read_metrics(run_dir)
@@ -191,6 +205,7 @@ def summarize(run_dir: Path, target_accuracy: float) -> dict:
         per_worker.setdefault(m["worker"], []).append(m["staleness"])
     updates = final.get("updates", 0)
     return {
+        "shards": shard_accounts(pushes, next((m for m in lines if m["kind"] == "final"), None)),
         "final": final,
         "best_test_accuracy": max((m.get("test_accuracy", float("nan")) for m in evals), default=None),
         "target_accuracy": target_accuracy,

@@ -141,12 +141,15 @@ class Run:
         """Score and read the final parameters; after a failure, as far as they can be read."""
         try:
             asyncio.run(evaluator.evaluate())
-            dense, tables, _ = asyncio.run(evaluator.read())
+            dense, tables, read = asyncio.run(evaluator.read())
         except Exception as err:
             if not self.failures:
                 raise
             self.metrics.record("event", message=f"the final parameters could not be read: {err!r}")
             return
+        # Each shard's version counts the updates it holds: the pushes it acknowledged as applied,
+        # less those a restore from a checkpoint lost (lab.metrics.summarize compares the two).
+        self.metrics.record("final", shard_versions=list(read.of_shard))
         self.final = dense, tables
 
     def stopped(self) -> bool:

@@ -116,3 +116,6 @@ def test_a_rerun_under_the_same_name_replaces_the_earlier_run_whole(tmp_path):
     assert (run_dir / "notes.txt").read_text() == "earlier"  # not a run's file: left alone
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["failed"] is None and (run_dir / "model.pt").exists()
+    pushes = records(run_dir, "push")
+    assert summary["shards"] == {str(s): {"acknowledged": n, "applied": n, "lost": 0}
+                                 for s in (0, 1) for n in [sum(1 for p in pushes if p["shard"] == s)]}

@@ -200,6 +200,10 @@ def test_a_killed_shard_is_restarted_from_its_checkpoint_and_training_goes_on(tm
     versions = Counter(m["version"] for m in lines(run_dir, "push") if m["shard"] == 1)
     assert versions[resumed] == 2
     assert all(versions[v] == 1 for v in range(resumed))
+    # The updates between the checkpoint and the crash were acknowledged, then lost, and the summary says so.
+    shards = summary(run_dir)["shards"]
+    assert shards["1"]["lost"] == sum(1 for n in versions.values() if n == 2) > 0
+    assert shards["0"]["lost"] == 0 and shards["1"]["applied"] == shards["1"]["acknowledged"]
     assert len(lines(run_dir, "train")) == experiment.steps  # training went on to the end
     saved = torch.load(run_dir / "checkpoints" / "shard-1.pt", weights_only=True)
     assert saved["shard"]["version"] >= resumed
