@@ -177,7 +177,8 @@ class Run:
         protocol = self.experiment.protocol
         needed = protocol.min_workers(self.workers)
         if alive < needed:
-            self.fail(f"the run stopped: protocol {protocol.name!r} needs {needed} live workers and {alive} remain"
+            self.fail(f"the run stopped: worker {w} died, and protocol {protocol.name!r} needs {needed} live workers "
+                      f"({alive} remain)"
                       + (" (set protocol.options.backup_workers to go on without failed workers)"
                          if protocol.name == "sync" else ""))
 

@@ -108,3 +108,27 @@ def test_a_killed_shard_process_ends_the_run_at_once_with_a_summary_that_says_so
     assert not (run_dir / "model.pt").exists()  # shard 1's values went with it
     assert seconds < 120  # seen at once, not at a 600 s deadline
     assert all(process.poll() is not None for process in backend.workers + backend.servers)
+
+
+def test_a_synchronous_run_that_loses_a_worker_stops_with_an_error_naming_it(tmp_path):
+    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "protocol.name=sync",
+                                "train.epochs=12", "delays.compute={kind = 'constant', seconds = 0.02}"])
+    experiment = Experiment.build(config)
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(to_toml(config))
+    killed = threading.Event()
+    with Metrics(run_dir / "metrics.jsonl") as metrics:
+        backend = GrpcBackend(experiment, metrics)
+        killer = threading.Thread(target=kill_when_it_has_trained,
+                                  args=(backend, 1, run_dir / WORKER_PARTS / "worker-1.jsonl", killed))
+        killer.start()
+        try:
+            Run(experiment, metrics, backend, progress=False).execute()
+        except RuntimeError as err:
+            failure = str(err)
+        killer.join()
+    assert killed.is_set()
+    assert failure == ("the run stopped: worker 1 died, and protocol 'sync' needs 2 live workers (1 remain) "
+                       "(set protocol.options.backup_workers to go on without failed workers)")
+    assert all(process.poll() is not None for process in backend.workers + backend.servers)
