@@ -1,4 +1,4 @@
-"""``asyncps run --backend grpc`` as users meet it: with a token, and with a worker process killed mid-run.
+"""``asyncps run --backend grpc`` as users meet it: with a token, and with a process killed mid-run.
 Every shard and worker is a real process on 127.0.0.1."""
 
 from __future__ import annotations
@@ -8,12 +8,18 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from lab.backends.grpc import GrpcBackend
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics
 from lab.runner import Run, finish, run
+
+# Each gradient takes 20 ms: a worker trains for seconds, long enough to be killed in the middle.
+SLOW = ["backend=grpc", "train.epochs=12", "delays.compute={kind = 'constant', seconds = 0.02}"]
 
 
 def records(run_dir, kind: str) -> list[dict]:
@@ -30,67 +36,33 @@ def test_a_run_on_shards_that_want_a_token_sends_it_everywhere(tmp_path, monkeyp
     assert (run_dir / "model.pt").exists()
 
 
-def kill_when_it_has_trained(backend: GrpcBackend, worker: int, part, killed: threading.Event,
-                             victim=None) -> None:
-    """SIGKILL ``worker``'s process (or ``victim()``'s) once the worker's part
-    file shows a training step (or give up after 120 s)."""
-    give_up = time.monotonic() + 120
-    while time.monotonic() < give_up and not killed.is_set():
-        if part.exists() and '"kind": "train"' in part.read_text():
-            os.kill((victim() if victim else backend.workers[worker]).pid, signal.SIGKILL)
-            killed.set()
-            return
-        time.sleep(0.05)  # polling a file another process writes: there is no event to wait on
+@dataclass
+class Killed:
+    """What a run with a process killed mid-run left."""
+
+    experiment: Experiment
+    run_dir: Path
+    backend: GrpcBackend
+    failure: RuntimeError | None
+    seconds: float
+
+    def left_no_process(self) -> bool:
+        return all(process.poll() is not None for process in self.backend.workers + self.backend.servers)
 
 
-def test_a_killed_worker_process_leaves_an_asynchronous_run_to_the_others(tmp_path):
-    # Each gradient takes 20 ms: a worker trains for seconds, long enough to be killed in the middle.
-    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=3", "train.epochs=12",
-                                "delays.compute={kind = 'constant', seconds = 0.02}"])
+def run_and_kill(tmp_path, overrides: list[str], victim: Callable[[GrpcBackend], object]) -> Killed:
+    """A gRPC run in which ``victim(backend)``'s process gets SIGKILL once worker 1 has trained a step."""
+    config = load_config(None, [f"out_dir={tmp_path}", *SLOW, *overrides])
     experiment = Experiment.build(config)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text(to_toml(config))
-    killed = threading.Event()
-    with Metrics(run_dir / "metrics.jsonl") as metrics:
-        backend = GrpcBackend(experiment, metrics)
-        killer = threading.Thread(target=kill_when_it_has_trained,
-                                  args=(backend, 1, run_dir / WORKER_PARTS / "worker-1.jsonl", killed))
-        killer.start()
-        started = time.monotonic()
-        dense, tables = Run(experiment, metrics, backend, progress=False).execute()
-        seconds = time.monotonic() - started
-        killer.join()
-    finish(config, run_dir, metrics.start, dense, tables)
-    assert killed.is_set()
-    died = [e["message"] for e in records(run_dir, "event") if "died" in e["message"]]
-    assert died == ["worker 1 died: its process was killed by SIGKILL (2 of 3 workers remain)"]
-    steps = {w: len([r for r in records(run_dir, "train") if r["worker"] == w]) for w in range(3)}
-    assert steps[0] == steps[2] == experiment.steps and steps[1] < experiment.steps  # the others finished
-    assert json.loads((run_dir / "summary.json").read_text())["train_steps"] == sum(steps.values())
-    assert seconds < 300  # the run ended with its workers, not at a 600 s deadline
-    assert all(process.poll() is not None for process in backend.workers + backend.servers)
-
-
-def test_a_killed_shard_process_ends_the_run_at_once_with_a_summary_that_says_so(tmp_path):
-    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "train.epochs=12",
-                                "delays.compute={kind = 'constant', seconds = 0.02}"])
-    experiment = Experiment.build(config)
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(to_toml(config))
-    killed = threading.Event()
-    failure = None
+    killed, failure = threading.Event(), None
     with Metrics(run_dir / "metrics.jsonl") as metrics:
         backend = GrpcBackend(experiment, metrics)
         attempt = Run(experiment, metrics, backend, progress=False)
-
-        def kill_shard_1():
-            kill_when_it_has_trained(backend, 0, run_dir / WORKER_PARTS / "worker-0.jsonl", threading.Event(),
-                                     lambda: backend.servers[1])
-            killed.set()
-
-        killer = threading.Thread(target=kill_shard_1)
+        killer = threading.Thread(target=kill_when_trained, args=(run_dir / WORKER_PARTS / "worker-1.jsonl",
+                                                                  lambda: victim(backend), killed))
         killer.start()
         started = time.monotonic()
         try:
@@ -101,34 +73,46 @@ def test_a_killed_shard_process_ends_the_run_at_once_with_a_summary_that_says_so
         killer.join()
     finish(config, run_dir, metrics.start, *(attempt.final or (None, None)), failure=failure)
     assert killed.is_set()
-    assert str(failure) == "shard 1 died: its process was killed by SIGKILL"
-    summary = json.loads((run_dir / "summary.json").read_text())
+    return Killed(experiment, run_dir, backend, failure, seconds)
+
+
+def kill_when_trained(part: Path, victim: Callable[[], object], killed: threading.Event) -> None:
+    """SIGKILL ``victim()``'s process once ``part`` shows a training step (or give up after 120 s)."""
+    give_up = time.monotonic() + 120
+    while time.monotonic() < give_up:
+        if part.exists() and '"kind": "train"' in part.read_text():
+            os.kill(victim().pid, signal.SIGKILL)
+            killed.set()
+            return
+        time.sleep(0.05)  # polling a file another process writes: there is no event to wait on
+
+
+def test_a_killed_worker_process_leaves_an_asynchronous_run_to_the_others(tmp_path):
+    done = run_and_kill(tmp_path, ["cluster.workers=3"], lambda backend: backend.workers[1])
+    assert done.failure is None
+    died = [e["message"] for e in records(done.run_dir, "event") if "died" in e["message"]]
+    assert died == ["worker 1 died: its process was killed by SIGKILL (2 of 3 workers remain)"]
+    steps = {w: len([r for r in records(done.run_dir, "train") if r["worker"] == w]) for w in range(3)}
+    assert steps[0] == steps[2] == done.experiment.steps and steps[1] < done.experiment.steps  # the others finished
+    assert json.loads((done.run_dir / "summary.json").read_text())["train_steps"] == sum(steps.values())
+    assert done.seconds < 300  # the run ended with its workers, not at a 600 s deadline
+    assert done.left_no_process()
+
+
+def test_a_killed_shard_process_ends_the_run_at_once_with_a_summary_that_says_so(tmp_path):
+    done = run_and_kill(tmp_path, ["cluster.workers=2"], lambda backend: backend.servers[1])
+    assert str(done.failure) == "shard 1 died: its process was killed by SIGKILL"
+    summary = json.loads((done.run_dir / "summary.json").read_text())
     assert summary["failed"] == "RuntimeError: shard 1 died: its process was killed by SIGKILL"
     assert "shard 1 died: its process was killed by SIGKILL" in summary["events"]
-    assert not (run_dir / "model.pt").exists()  # shard 1's values went with it
-    assert seconds < 120  # seen at once, not at a 600 s deadline
-    assert all(process.poll() is not None for process in backend.workers + backend.servers)
+    assert not (done.run_dir / "model.pt").exists()  # shard 1's values went with it
+    assert done.seconds < 120  # seen at once, not at a 600 s deadline
+    assert done.left_no_process()
 
 
 def test_a_synchronous_run_that_loses_a_worker_stops_with_an_error_naming_it(tmp_path):
-    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "protocol.name=sync",
-                                "train.epochs=12", "delays.compute={kind = 'constant', seconds = 0.02}"])
-    experiment = Experiment.build(config)
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(to_toml(config))
-    killed = threading.Event()
-    with Metrics(run_dir / "metrics.jsonl") as metrics:
-        backend = GrpcBackend(experiment, metrics)
-        killer = threading.Thread(target=kill_when_it_has_trained,
-                                  args=(backend, 1, run_dir / WORKER_PARTS / "worker-1.jsonl", killed))
-        killer.start()
-        try:
-            Run(experiment, metrics, backend, progress=False).execute()
-        except RuntimeError as err:
-            failure = str(err)
-        killer.join()
-    assert killed.is_set()
-    assert failure == ("the run stopped: worker 1 died, and protocol 'sync' needs 2 live workers (1 remain) "
-                       "(set protocol.options.backup_workers to go on without failed workers)")
-    assert all(process.poll() is not None for process in backend.workers + backend.servers)
+    done = run_and_kill(tmp_path, ["cluster.workers=2", "protocol.name=sync"], lambda backend: backend.workers[1])
+    assert str(done.failure) == ("the run stopped: worker 1 died, and protocol 'sync' needs 2 live workers "
+                                 "(1 remain) (set protocol.options.backup_workers to go on without failed workers)")
+    assert json.loads((done.run_dir / "summary.json").read_text())["failed"].startswith("RuntimeError: the run")
+    assert done.left_no_process()
