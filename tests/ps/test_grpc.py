@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -321,3 +322,45 @@ def test_cancelled_waiting_pulls_free_the_servers_threads_and_sigterm_stops_it(t
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_concurrent_clients_every_acknowledged_push_is_in_the_version_and_memory_stays_bounded(tmp_path):
+    # 8 clients, each on its own thread and event loop, pushing to one shard at once.
+    config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=8")
+    experiment = Experiment.build(load_config(config_path))
+    process, address = start_server(config_path, 0)
+
+    def client_pushes(worker: int, count: int) -> int:
+        async def go():
+            client = GrpcClient(experiment.layout, [address], worker=worker)
+            params, applied = torch.empty(experiment.layout.size), 0
+            for _ in range(count):
+                read = await client.pull(params)
+                applied += sum(p.applied for p in await client.push(torch.full_like(params, 1e-6), read))
+            await client.aclose()
+            return applied
+
+        return asyncio.run(go())
+
+    def round_of(count: int) -> int:
+        with ThreadPoolExecutor(8) as pool:
+            return sum(pool.map(client_pushes, range(8), [count] * 8))
+
+    try:
+        wait_until_serving(address, timeout=120, process=process)
+        acknowledged = round_of(20)  # warm: buffers and threads made
+        warm = resident_mb(process.pid)
+        acknowledged += round_of(100)
+        with grpc.insecure_channel(address) as channel:
+            version = ps_pb2_grpc.ParameterServerStub(channel).Status(ps_pb2.StatusRequest(), timeout=30).version
+        assert version == acknowledged == 8 * 120
+        assert resident_mb(process.pid) < warm + 64  # 800 more pushes kept nothing
+    finally:
+        stop(process)
