@@ -160,7 +160,7 @@ def test_a_dead_worker_leaves_an_asynchronous_run_to_the_others(tmp_path, ray_se
 
 
 def test_sync_without_backup_workers_stops_with_a_clear_error_when_a_worker_dies(tmp_path, ray_session):
-    with pytest.raises(RuntimeError, match=r"protocol 'sync' needs 2 live workers and 1 remain "
+    with pytest.raises(RuntimeError, match=r"worker 1 died, and protocol 'sync' needs 2 live workers \(1 remain\) "
                                            r"\(set protocol.options.backup_workers"):
         run_watched(tmp_path, kill_worker_1_after_its_first_step([]), "protocol.name=sync", "cluster.workers=2",
                     "cluster.shards=1", "train.epochs=2", SLOW_WORKER_1)
