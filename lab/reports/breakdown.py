@@ -78,9 +78,9 @@ def plot_progress(run: Run) -> Path:
 def plot_staleness_breakdown(run: Run) -> Path:
     """The staleness distribution per worker and per shard: histograms side by side, or a heat map for many."""
     fig, axes = figure(f"{run.name}: staleness per worker and per shard (fraction of each one's pushes)", 2)
-    for ax, field, who in ((axes[0], "worker", "worker"), (axes[1], "shard", "shard")):
-        members = ids(r.get(field) for r in run.pushes)
-        groups = [run.staleness(**{field: i}) for i in members]
+    for ax, who in zip(axes, ("worker", "shard")):
+        members = ids(r.get(who) for r in run.pushes)
+        groups = [run.staleness(**{who: i}) for i in members]
         members, groups = [i for i, g in zip(members, groups) if len(g)], [g for g in groups if len(g)]
         if not groups:
             note(ax, f"no push records name a {who}" if len(run.pushes) else "no push records")
