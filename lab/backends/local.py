@@ -27,12 +27,14 @@ class LocalBackend(Backend):
         self.shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
                                   experiment.server_rule(), experiment.config.cluster.workers)
         self.threads = Threads()
-        return InProcessClient(experiment.layout, self.shards, EVALUATOR)
+        return self._client(EVALUATOR)
+
+    def _client(self, worker: int) -> InProcessClient:
+        return InProcessClient(self.experiment.layout, self.shards, worker)
 
     def start_worker(self, worker, ended, stopped) -> None:
         experiment = self.experiment
-        client = InProcessClient(experiment.layout, self.shards, worker)
-        runtime = WorkerRuntime(worker, experiment.config.cluster.workers, client, experiment.model,
+        runtime = WorkerRuntime(worker, experiment.config.cluster.workers, self._client(worker), experiment.model,
                                 experiment.data_shards[worker], experiment.steps, self.metrics.record, stopped,
                                 delays=experiment.delays)
         self.threads.spawn(f"worker-{worker}", reported(worker, runtime.work(experiment.protocol), ended))
