@@ -67,8 +67,7 @@ def plot_progress(run: Run) -> Path:
     step = max(1, len(workers) // 24)
     rates.set_yticks(positions[::step], [str(w) for w in workers][::step])
     rates.invert_yaxis()
-    rates.set(title="steps per second (steps / time of the last step)", xlabel="steps per second",
-              ylabel="worker")
+    rates.set(title="steps per second (steps / time of the last step)", xlabel="steps per second", ylabel="worker")
     rates.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     rates.grid(alpha=0.3, axis="x")
     return save(fig, run.dir / "progress.png")
