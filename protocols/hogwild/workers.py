@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -150,6 +151,4 @@ def _serve(shared: dict, read: dict, job: Job, worker: int, commands, results) -
         while (step := commands.get()) is not None:
             results.put(_work(job, arrays, step, worker))
     except Exception:  # reported to the parent, which raises it
-        import traceback
-
         results.put(traceback.format_exc())
