@@ -68,19 +68,15 @@ def _paths(ax, outcomes: dict[str, Outcome]):
     return lines
 
 
-def _label(ax, surface: Surface, steps: int) -> None:
-    """Title (the formula and the goal) and a legend beside the axes."""
+def _picture(surface: Surface, outcomes: dict[str, Outcome], steps: int, dpi: int):
+    """The still picture: contours, start, optimum, every path in full; the formula and the goal as its
+    title, and a legend beside the axes."""
+    fig, ax = _canvas(surface, dpi)
+    lines = _paths(ax, outcomes)
     start = ", ".join(f"{c:g}" for c in surface.start)
     ax.set_title(f"{surface.formula}\nstart ({start}), {steps} steps; goal: {surface.goal}", fontsize=10)
     ax.legend(title="goal met at step", loc="upper left", bbox_to_anchor=(1.01, 1.0), alignment="left",
               frameon=False, fontsize=9, title_fontsize=9)
-
-
-def _picture(surface: Surface, outcomes: dict[str, Outcome], steps: int, dpi: int):
-    """The still picture: contours, start, optimum, every path in full, legend."""
-    fig, ax = _canvas(surface, dpi)
-    lines = _paths(ax, outcomes)
-    _label(ax, surface, steps)
     return fig, ax, lines
 
 
