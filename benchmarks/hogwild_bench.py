@@ -101,13 +101,13 @@ def main() -> None:
 
     speed = {label: median(label, lambda r: r.examples_per_second) for label in runs}
     error = {label: median(label, lambda r: r.final["test_error"]) for label in runs}
+    per_cpu = {label: median(label, lambda r: r.updates / r.cpu_seconds) for label in runs}  # examples per CPU-s
     one = speed["1 thread"]
     print(f"\n{'contender':<25}{'examples/s':>12}{'vs 1 thread':>13}{'per CPU-s':>12}{'CPU share':>11}"
           f"{'test error':>12}{'train error':>13}{'collisions':>12}")
     for label in runs:
-        per_cpu = median(label, lambda r: r.updates / r.cpu_seconds)
         print(f"{label:<25}{speed[label] / 1e6:10.2f} M{speed[label] / one:12.2f}x"
-              f"{per_cpu / 1e6:10.2f} M{median(label, lambda r: r.cpu_share):11.2f}"
+              f"{per_cpu[label] / 1e6:10.2f} M{median(label, lambda r: r.cpu_share):11.2f}"
               f"{error[label]:12.4f}{median(label, lambda r: r.final['train_error']):13.4f}"
               f"{median(label, lambda r: r.collision_rate):12.1e}")
     print("per CPU-s: examples per second of CPU time the workers got; CPU share: the share of their own CPUs "
@@ -130,11 +130,10 @@ def main() -> None:
         print(f"{text} {'OK' if ok else 'MISSED'}")
     share = median("2 threads lock-free", lambda r: r.cpu_share)
     if share < 0.9:  # the verdict stands; this says what it measured
-        per_cpu = (median("2 threads lock-free", lambda r: r.updates / r.cpu_seconds)
-                   / median("1 thread", lambda r: r.updates / r.cpu_seconds))
+        ratio = per_cpu["2 threads lock-free"] / per_cpu["1 thread"]
         print(f"note: the 2 lock-free threads got {share:.0%} of their 2 CPUs (other load on the machine); per "
-              f"CPU-second they ran at {per_cpu:.2f}x one thread, so with 2 free CPUs expect about "
-              f"{2 * per_cpu:.1f}x. Rerun on an idle machine to measure it.")
+              f"CPU-second they ran at {ratio:.2f}x one thread, so with 2 free CPUs expect about "
+              f"{2 * ratio:.1f}x. Rerun on an idle machine to measure it.")
     print(f"\n{sum(ok for _, ok in verdicts)}/{len(verdicts)} targets met")
 
 

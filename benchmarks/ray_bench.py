@@ -151,7 +151,7 @@ def main() -> None:
         ray.get(minimal.push.remote(ray.put(array)))
         ray.get(minimal.pull.remote())
 
-    sgd, param, state = optim.SGD(lr=1e-6), torch.randn(args.size), None
+    sgd, param = optim.SGD(lr=1e-6), torch.randn(args.size)
     state = sgd.init(param)
 
     def shard_work():

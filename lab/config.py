@@ -49,14 +49,10 @@ def _int(section, name: str, low: int = 1) -> None:
     _require(section, name, is_int(getattr(section, name), low), f"must be an integer >= {low}")
 
 
-def _positive_number(section, name: str) -> None:
+def _number(section, name: str, positive: bool = False) -> None:
     value = getattr(section, name)
-    _require(section, name, is_number(value) and value > 0, "must be a positive number")
-
-
-def _nonnegative_number(section, name: str) -> None:
-    value = getattr(section, name)
-    _require(section, name, is_number(value) and value >= 0, "must be a number >= 0")
+    ok = is_number(value) and (value > 0 if positive else value >= 0)
+    _require(section, name, ok, "must be a positive number" if positive else "must be a number >= 0")
 
 
 def _boolean(section, name: str) -> None:
@@ -156,13 +152,13 @@ class TrainConfig:
     min_delta: float = 0.0       # a smaller improvement does not count: a number >= 0
 
     def __post_init__(self):
-        _positive_number(self, "epochs")
+        _number(self, "epochs", positive=True)
         _int(self, "eval_every")
         value = self.target_accuracy
         _require(self, "target_accuracy", is_number(value) and 0 < value <= 1, "must be a number in (0, 1]")
         _boolean(self, "early_stopping")
         _int(self, "patience", low=0)
-        _nonnegative_number(self, "min_delta")
+        _number(self, "min_delta")
 
 
 @dataclass(frozen=True)
@@ -207,8 +203,8 @@ class RayConfig:
         _require(self, "address", isinstance(address, str) and (
             address in ("", "auto") or re.fullmatch(r"(ray://)?[^\s:/]+:\d+", address) is not None),
             "must be HOST:PORT of a running Ray head, e.g. 127.0.0.1:6379, or 'auto', or empty to start a local Ray")
-        _nonnegative_number(self, "shard_cpus")
-        _nonnegative_number(self, "worker_cpus")
+        _number(self, "shard_cpus")
+        _number(self, "worker_cpus")
         _int(self, "max_restarts", low=0)
         _int(self, "checkpoint_every", low=0)
 
@@ -288,9 +284,9 @@ class HogwildConfig(hogwild.Settings):
         _require(self, "mode", self.mode in hogwild.MODES, f"choose one of: {', '.join(hogwild.MODES)}")
         _boolean(self, "processes")
         _int(self, "epochs")
-        _positive_number(self, "step_size")
+        _number(self, "step_size", positive=True)
         _require(self, "beta", is_number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]")
-        _nonnegative_number(self, "l2")
+        _number(self, "l2")
         _int(self, "chunk")
 
 

@@ -71,8 +71,7 @@ class Experiment:
         steps = max(1, round(config.train.epochs * min(s.batches_per_epoch for s in shards)))
         layout = Layout(model.dense, model.tables, config.cluster.shards)
         dense, tables = model.init(config.seed)
-        with section("delays"):
-            delays = Delays(config.delays.specs(), config.seed, workers)
+        delays = Delays(config.delays.specs(), config.seed, workers)  # Config has checked them
         return cls(config, dataset, model, protocol, layout, layout.flatten(dense), tables, shards, steps, delays)
 
     def server_rule(self) -> ServerRule:

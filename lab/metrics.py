@@ -204,18 +204,11 @@ def summarize(run_dir: Path, target_accuracy: float) -> dict:
     for m in pushes:
         per_worker.setdefault(m["worker"], []).append(m["staleness"])
     updates = final.get("updates", 0)
-    return {
-        "shards": shard_accounts(pushes, next((m for m in lines if m["kind"] == "final"), None)),
-        "final": final,
-        "best_test_accuracy": max((m.get("test_accuracy", float("nan")) for m in evals), default=None),
-        "target_accuracy": target_accuracy,
-        "time_to_target": reached[0]["time"] if reached else None,
-        "wall_time": wall,
-        "train_steps": len(trains),
-        "pushes": len(pushes),
-        "updates": updates,
-        "updates_per_second": updates / wall if wall else None,
-        "staleness": staleness_summary([m["staleness"] for m in pushes]),
-        "staleness_per_worker": {str(w): staleness_summary(v) for w, v in sorted(per_worker.items())},
-        "events": [m["message"] for m in lines if m["kind"] == "event"],
-    }
+    return {"shards": shard_accounts(pushes, next((m for m in lines if m["kind"] == "final"), None)), "final": final,
+            "best_test_accuracy": max((m.get("test_accuracy", float("nan")) for m in evals), default=None),
+            "target_accuracy": target_accuracy, "time_to_target": reached[0]["time"] if reached else None,
+            "wall_time": wall, "train_steps": len(trains), "pushes": len(pushes), "updates": updates,
+            "updates_per_second": updates / wall if wall else None,
+            "staleness": staleness_summary([m["staleness"] for m in pushes]),
+            "staleness_per_worker": {str(w): staleness_summary(v) for w, v in sorted(per_worker.items())},
+            "events": [m["message"] for m in lines if m["kind"] == "event"]}

@@ -51,8 +51,6 @@ BACKENDS: dict[str, Callable[[Experiment, Metrics], Backend]] = {
 
 def run(config: Config, progress: bool = True) -> Path:
     """Run the experiment ``config`` describes; return its run directory."""
-    if config.backend not in BACKENDS:
-        raise ValueError(f"Invalid config value backend = {config.backend!r} (available here: {sorted(BACKENDS)})")
     experiment = Experiment.build(config)
     run_dir = fresh_run_dir(config.run_dir)
     (run_dir / "config.toml").write_text(to_toml(config))

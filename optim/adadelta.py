@@ -54,9 +54,7 @@ class Adadelta(Optimizer):
 def _adadelta_kernel(p, out, g, square_avg, acc_delta, wd, rho, one_minus_rho, eps, neg_lr):
     to = p.dtype.type
     wd, rho, one_minus_rho, eps, neg_lr = to(wd), to(rho), to(one_minus_rho), to(eps), to(neg_lr)
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         v = square_avg[i] * rho + one_minus_rho * gi * gi

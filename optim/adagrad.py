@@ -62,9 +62,7 @@ class Adagrad(Optimizer):
 def _adagrad_kernel(p, out, g, s, wd, eps, neg_clr):
     to = p.dtype.type
     wd, eps, neg_clr = to(wd), to(eps), to(neg_clr)
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         si = s[i] + gi * gi

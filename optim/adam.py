@@ -96,9 +96,7 @@ def _adam_kernel(p, out, g, m, v, v_max, decay_factor, wd, w1, one_minus_w1, bet
     decay_factor, wd, w1, one_minus_w1, beta2, c2 = (to(decay_factor), to(wd), to(w1), to(one_minus_w1), to(beta2),
                                                      to(c2))
     bias_correction2_sqrt, eps, neg_step_size = to(bias_correction2_sqrt), to(eps), to(neg_step_size)
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     small_weight = w1 < 0.5
     for i in range(p.size):
         x = p[i] * decay_factor

@@ -55,9 +55,7 @@ class Adamax(Optimizer):
 def _adamax_kernel(p, out, g, exp_avg, exp_inf, wd, w1, one_minus_w1, beta2, eps, neg_clr):
     to = p.dtype.type
     wd, w1, one_minus_w1, beta2, eps, neg_clr = to(wd), to(w1), to(one_minus_w1), to(beta2), to(eps), to(neg_clr)
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     small_weight = w1 < 0.5
     for i in range(p.size):
         gi = g[i] + wd * p[i]

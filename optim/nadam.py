@@ -86,9 +86,7 @@ def _nadam_kernel(p, out, g, exp_avg, exp_avg_sq, decay_factor, wd, w1, one_minu
     decay_factor, wd, w1, one_minus_w1, beta2, c2 = (to(decay_factor), to(wd), to(w1), to(one_minus_w1), to(beta2),
                                                      to(c2))
     bias_correction2, eps, c_grad, c_avg = to(bias_correction2), to(eps), to(c_grad), to(c_avg)
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     small_weight = w1 < 0.5
     for i in range(p.size):
         x = p[i] * decay_factor

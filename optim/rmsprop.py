@@ -79,9 +79,7 @@ def _rmsprop_kernel(p, out, g, square_avg, grad_avg, buf, wd, alpha, one_minus_a
     to = p.dtype.type
     wd, alpha, one_minus_alpha, eps, momentum, neg_lr = (to(wd), to(alpha), to(one_minus_alpha), to(eps),
                                                          to(momentum), to(neg_lr))
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     small_weight = one_minus_alpha < 0.5
     for i in range(p.size):
         gi = g[i] + wd * p[i]

@@ -20,19 +20,8 @@ from typing import Callable
 
 from optim.validation import check, check_int, is_number
 
-__all__ = [
-    "Schedule",
-    "Constant",
-    "StepDecay",
-    "ExponentialDecay",
-    "InverseTimeDecay",
-    "CosineAnnealing",
-    "SGDR",
-    "Triangular",
-    "Noam",
-    "Warmup",
-    "lr_at",
-]
+__all__ = ["Schedule", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
+           "Triangular", "Noam", "Warmup", "lr_at"]
 
 Schedule = Callable[[int], float]
 

@@ -66,9 +66,7 @@ class SGD(Optimizer):
 def _sgd_kernel(p, out, g, buf, wd, momentum, one_minus_dampening, neg_lr, use_momentum, first_step, nesterov):
     to = p.dtype.type
     wd, momentum, one_minus_dampening, neg_lr = to(wd), to(momentum), to(one_minus_dampening), to(neg_lr)
-    dst = p
-    if out is not None:  # None: in place; numba prunes the branch, so the loop stays vectorized
-        dst = out
+    dst = p if out is None else out  # None: in place; numba prunes the branch, so the loop stays vectorized
     for i in range(p.size):
         gi = g[i] + wd * p[i]
         if use_momentum:

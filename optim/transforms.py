@@ -7,13 +7,12 @@ Every function takes torch tensors or numpy arrays (wrapped with
 from __future__ import annotations
 
 import math
-from numbers import Integral
 from typing import Iterable, Union
 
 import numpy as np
 import torch
 
-from optim.validation import check, is_number
+from optim.validation import check, is_int, is_number
 
 __all__ = ["GradientNoise", "clip_by_global_norm", "clip_by_value"]
 
@@ -57,8 +56,7 @@ class GradientNoise:
     def __init__(self, eta: float = 0.01, gamma: float = 0.55, seed: int = 0):
         check(is_number(eta) and eta >= 0, "eta", eta, "eta must be a finite number >= 0")
         check(is_number(gamma) and gamma >= 0, "gamma", gamma, "gamma must be a finite number >= 0")
-        check(isinstance(seed, Integral) and not isinstance(seed, bool) and 0 <= seed < 2**64, "seed", seed,
-              "seed must be an integer in [0, 2**64)")
+        check(is_int(seed, 0) and seed < 2**64, "seed", seed, "seed must be an integer in [0, 2**64)")
         self.eta = eta
         self.gamma = gamma
         self.seed = seed

@@ -15,10 +15,5 @@ from workers.model_base import Model
 from workers.models import MODELS, build_model
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
 
-__all__ = [
-    "DATASETS", "Dataset", "load_dataset", "read_libsvm",
-    "Split", "DenseSplit", "SparseSplit", "RatingsSplit",
-    "MODELS", "Model", "build_model",
-    "DataShard", "shard_indices", "difficulty", "CURRICULA",
-    "loss_and_grad",
-]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "read_libsvm", "Split", "DenseSplit", "SparseSplit", "RatingsSplit",
+           "MODELS", "Model", "build_model", "DataShard", "shard_indices", "difficulty", "CURRICULA", "loss_and_grad"]

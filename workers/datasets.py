@@ -153,9 +153,5 @@ def _libsvm(rng, *, path: str | None = None, zero_based: bool | str = "auto", nu
                    labels=data.y, num_features=data.num_features)
 
 
-DATASETS = {
-    "digits": _digits,
-    "sparse_synthetic": _sparse_synthetic,
-    "matrix_completion": _matrix_completion,
-    "libsvm": _libsvm,
-}
+DATASETS = {"digits": _digits, "sparse_synthetic": _sparse_synthetic, "matrix_completion": _matrix_completion,
+            "libsvm": _libsvm}

@@ -26,9 +26,7 @@ from workers.splits import Split
 
 __all__ = ["Model", "MODELS", "build_model"]
 
-MODELS: dict[str, type[Model]] = {
-    cls.name: cls for cls in (Softmax, MLP, CNN, SparseLogReg, MatrixFactorization)
-}
+MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Softmax, MLP, CNN, SparseLogReg, MatrixFactorization)}
 
 
 def build_model(name: str, dataset_meta: dict, *, train: Split | None = None, **options) -> Model:

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from protocols import Gradient, Protocol
-from ps import Client, ClientWrapper, Push, ShardClosed
+from ps import Client, ClientWrapper, DelayedClient, Delays, Push, RealClock, ShardClosed
 from workers.data_shards import DataShard
 from workers.gradient import loss_and_grad
 from workers.model_base import Model
@@ -50,12 +50,18 @@ class WorkerRuntime:
 
     ``after_compute``, if given, is called after each gradient, before the step
     is recorded: a real backend sleeps the computation's delay there, and the
-    sim backend charges it in virtual time.
+    sim backend charges it in virtual time. ``delays`` (``ps.Delays``, when any
+    is active) is the real backends' part: the client waits each call's drawn
+    duration on the real clock (``ps.delays.DelayedClient``), after_compute
+    each gradient's.
     """
 
     def __init__(self, worker: int, num_workers: int, client: Client, model: Model, data: DataShard, steps: int,
                  record: Record, stopped: Callable[[], bool] = lambda: False,
-                 after_compute: Callable[[], None] | None = None):
+                 after_compute: Callable[[], None] | None = None, delays: Delays | None = None):
+        if delays is not None and delays.active:
+            client = DelayedClient(client, delays.samplers(worker), RealClock())
+            after_compute = client.compute
         self.worker = worker
         self.num_workers = num_workers
         self.client = RecordingClient(client, record)

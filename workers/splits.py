@@ -130,13 +130,6 @@ class RatingsSplit(Split):
                             self.rating.index_select(0, index))
 
 
-def check_fractions(val_fraction: float, test_fraction: float) -> None:
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        check(is_number(value) and 0 <= value < 1, name, value, f"{name} must be in [0, 1)")
-    check(val_fraction + test_fraction < 1, "fractions", (val_fraction, test_fraction),
-          "val_fraction + test_fraction must be < 1, leaving examples to train on")
-
-
 def split_indices(n: int, rng: np.random.Generator, val_fraction: float, test_fraction: float,
                   labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Seeded train/val/test positions of ``n`` examples, stratified by ``labels`` when given.
@@ -146,7 +139,10 @@ def split_indices(n: int, rng: np.random.Generator, val_fraction: float, test_fr
     to val, the rest to train; each part is then shuffled, so no split is
     ordered by class.
     """
-    check_fractions(val_fraction, test_fraction)
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        check(is_number(value) and 0 <= value < 1, name, value, f"{name} must be in [0, 1)")
+    check(val_fraction + test_fraction < 1, "fractions", (val_fraction, test_fraction),
+          "val_fraction + test_fraction must be < 1, leaving examples to train on")
     groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
     parts: tuple[list, list, list] = ([], [], [])
     for members in groups:

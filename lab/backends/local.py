@@ -4,7 +4,7 @@ The default of ``asyncps run``: it starts at once and needs no services.
 Each worker runs its protocol loop on its own thread and event loop. The
 numba kernels and torch release the GIL, so workers overlap on both cores.
 When the config has delays, each worker's client waits them for real
-(``ps.delays.DelayedClient`` on the real clock).
+(``workers.runtime.WorkerRuntime`` with the run's delays).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from lab.backends.base import Backend, Threads, reported
 from lab.evaluator import EVALUATOR
-from ps import DelayedClient, InProcessClient, RealClock, make_shards
+from ps import InProcessClient, make_shards
 from workers.runtime import WorkerRuntime
 
 
@@ -27,16 +27,16 @@ class LocalBackend(Backend):
         self.shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
                                   experiment.server_rule(), experiment.config.cluster.workers)
         self.threads = Threads()
-        return InProcessClient(experiment.layout, self.shards, EVALUATOR)
+        return self._client(EVALUATOR)
+
+    def _client(self, worker: int) -> InProcessClient:
+        return InProcessClient(self.experiment.layout, self.shards, worker)
 
     def start_worker(self, worker, ended, stopped) -> None:
         experiment = self.experiment
-        client = InProcessClient(experiment.layout, self.shards, worker)
-        delays = experiment.delays
-        delayed = DelayedClient(client, delays.samplers(worker), RealClock()) if delays.active else None
-        runtime = WorkerRuntime(worker, experiment.config.cluster.workers, delayed or client, experiment.model,
+        runtime = WorkerRuntime(worker, experiment.config.cluster.workers, self._client(worker), experiment.model,
                                 experiment.data_shards[worker], experiment.steps, self.metrics.record, stopped,
-                                after_compute=delayed.compute if delayed else None)
+                                delays=experiment.delays)
         self.threads.spawn(f"worker-{worker}", reported(worker, runtime.work(experiment.protocol), ended))
 
     def spawn(self, name, coro) -> None:

@@ -20,7 +20,7 @@ import torch
 
 from protocols import Protocol
 from ps import Layout
-from ps.delays import DelayedClient, Delays, RealClock
+from ps.delays import Delays
 from ps.ray_client import RayClient
 from workers.data_shards import DataShard
 from workers.model_base import Model
@@ -36,12 +36,10 @@ class WorkerActor:
         self.worker = worker
         self.protocol = protocol
         self.client = RayClient(layout, shards, worker)
-        delayed = DelayedClient(self.client, delays.samplers(worker), RealClock()) if delays.active else None
         self._records: queue.SimpleQueue = queue.SimpleQueue()
         self._ended = threading.Event()
         self._error: BaseException | None = None
-        self.runtime = WorkerRuntime(worker, num_workers, delayed or self.client, model, data, steps, self._record,
-                                     after_compute=delayed.compute if delayed else None)
+        self.runtime = WorkerRuntime(worker, num_workers, self.client, model, data, steps, self._record, delays=delays)
 
     def ready(self) -> int:
         return self.worker

@@ -23,11 +23,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Coroutine
 
-import torch
-
-from lab.backends.base import Backend, reported
-from lab.evaluator import EVALUATOR
-from ps import DelayedClient, InProcessClient, TraceRecorder, make_shards
+from lab.backends.base import reported
+from lab.backends.local import LocalBackend
+from ps import DelayedClient, InProcessClient, TraceRecorder
 from ps.delays import NO_WAIT
 from workers.runtime import WorkerRuntime
 
@@ -112,18 +110,18 @@ class VirtualTime:
 DEFAULT_COMPUTE_SECONDS = 1.0  # a gradient's virtual duration when the config gives none
 
 
-class SimBackend(Backend):
+class SimBackend(LocalBackend):
+    """The local backend's shards and clients; its workers and evaluator coroutines in virtual time."""
+
     name = "sim"
 
     def start(self, fail) -> InProcessClient:
-        torch.set_num_threads(1)  # one thread: the same floating-point results every run
         self.sim = VirtualTime()
         self.metrics.use_clock(lambda: self.sim.now)
-        experiment = self.experiment
-        self.shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
-                                  experiment.server_rule(), experiment.config.cluster.workers)
         self.trace = TraceRecorder()
-        return self._client(EVALUATOR)  # the evaluator reads instantly
+        # The local backend's shards and evaluator client (no delays: it reads instantly), and one torch
+        # thread, which here also makes every run's floating-point results the same.
+        return super().start(fail)
 
     def _client(self, worker: int) -> InProcessClient:
         return InProcessClient(self.experiment.layout, self.shards, worker, wait=self.sim.wait_until)
@@ -145,7 +143,3 @@ class SimBackend(Backend):
     def wait(self) -> None:
         self.sim.run(on_idle=self.end)
         self.trace.write(self.metrics.path.parent / "trace.jsonl")
-
-    def end(self) -> None:
-        for shard in self.shards:
-            shard.close()

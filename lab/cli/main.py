@@ -51,11 +51,9 @@ def optimizer_names(text: str) -> list[str]:
 # -- asyncps visualize -----------------------------------------------------------
 def add_visualize(commands) -> None:
     command = commands.add_parser(
-        "visualize",
-        help="optimizer trajectories on 2-D test surfaces",
+        "visualize", help="optimizer trajectories on 2-D test surfaces",
         description="Every optimizer's path on Beale's function and the saddle x^2 - y^2 (Ruder's Images 5 "
-                    "and 6): a PNG and an animated GIF per surface, trajectories.json, and a summary.",
-    )
+                    "and 6): a PNG and an animated GIF per surface, trajectories.json, and a summary.")
     command.add_argument("--out", type=Path, default=Path("runs/visualize"),
                          help="output directory (default: %(default)s)")
     command.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,

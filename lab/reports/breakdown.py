@@ -67,8 +67,7 @@ def plot_progress(run: Run) -> Path:
     step = max(1, len(workers) // 24)
     rates.set_yticks(positions[::step], [str(w) for w in workers][::step])
     rates.invert_yaxis()
-    rates.set(title="steps per second (steps / time of the last step)", xlabel="steps per second",
-              ylabel="worker")
+    rates.set(title="steps per second (steps / time of the last step)", xlabel="steps per second", ylabel="worker")
     rates.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     rates.grid(alpha=0.3, axis="x")
     return save(fig, run.dir / "progress.png")
@@ -78,9 +77,9 @@ def plot_progress(run: Run) -> Path:
 def plot_staleness_breakdown(run: Run) -> Path:
     """The staleness distribution per worker and per shard: histograms side by side, or a heat map for many."""
     fig, axes = figure(f"{run.name}: staleness per worker and per shard (fraction of each one's pushes)", 2)
-    for ax, field, who in ((axes[0], "worker", "worker"), (axes[1], "shard", "shard")):
-        members = ids(r.get(field) for r in run.pushes)
-        groups = [run.staleness(**{field: i}) for i in members]
+    for ax, who in zip(axes, ("worker", "shard")):
+        members = ids(r.get(who) for r in run.pushes)
+        groups = [run.staleness(**{who: i}) for i in members]
         members, groups = [i for i, g in zip(members, groups) if len(g)], [g for g in groups if len(g)]
         if not groups:
             note(ax, f"no push records name a {who}" if len(run.pushes) else "no push records")

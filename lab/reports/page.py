@@ -71,21 +71,19 @@ def page(runs: list[Entry], out: Path, shared: dict, differing: list[str], overl
     differ; ``overlays``: the comparison's (PNG, caption), if any."""
     named = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
     title = f"{len(runs)} runs compared" + (f": {named}" if named else "") if len(runs) > 1 else f"Run {runs[0].name}"
-    sections = [("settings", "Settings"), ("results", "Results")]
+    sections = {"settings": ("Settings", _settings_section(runs, shared, differing)),
+                "results": ("Results", _results_section(runs, differing))}  # id -> (heading, content)
     if overlays:
-        sections.append(("comparison", "Side by side"))
-    sections.append(("runs", "Each run" if len(runs) > 1 else "Plots"))
+        sections["comparison"] = ("Side by side", "".join(_figure_html(path, caption) for path, caption in overlays))
+    sections["runs"] = ("Each run" if len(runs) > 1 else "Plots",
+                        "".join(_run_article(i, run, out, differing) for i, run in enumerate(runs)))
     written = time.strftime("%Y-%m-%d %H:%M:%S")
     body = [f"<h1>{_e(title)}</h1>",
             f'<p class="meta">asyncps report, written {written} · {len(runs)} run{"s" * (len(runs) != 1)}</p>',
-            "<nav>" + "".join(f'<a href="#{key}">{_e(text)}</a>' for key, text in sections) + "</nav>",
-            _settings_section(runs, shared, differing), _results_section(runs, differing)]
-    if overlays:
-        body.append('<section id="comparison"><h2>Side by side</h2>'
-                    + "".join(_figure_html(path, caption) for path, caption in overlays) + "</section>")
-    body.append(f'<section id="runs"><h2>{"Each run" if len(runs) > 1 else "Plots"}</h2>'
-                + "".join(_run_article(i, run, out, differing) for i, run in enumerate(runs))
-                + "</section>")
+            "<nav>" + "".join(f'<a href="#{key}">{_e(heading)}</a>' for key, (heading, _) in sections.items())
+            + "</nav>"]
+    body += [f'<section id="{key}"><h2>{_e(heading)}</h2>{content}</section>'
+             for key, (heading, content) in sections.items()]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{_e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
@@ -110,7 +108,7 @@ def _value(value) -> str:
 
 
 def _settings_section(runs: list[Entry], shared: dict, differing: list[str]) -> str:
-    parts = ['<section id="settings"><h2>Settings</h2>']
+    parts = []
     if len(runs) > 1:
         if differing:
             parts.append('<p class="differs">The runs differ in '
@@ -124,7 +122,7 @@ def _settings_section(runs: list[Entry], shared: dict, differing: list[str]) -> 
                          "and delays differ too.</p>")
     parts.append('<dl class="settings">' + "".join(
         f"<div><dt>{_e(key)}</dt><dd>{_e(_value(value))}</dd></div>" for key, value in shared.items()) + "</dl>")
-    return "".join(parts) + "</section>"
+    return "".join(parts)
 
 
 def _number(value, digits: int = 4, unit: str = "") -> str | None:
@@ -190,9 +188,8 @@ def _results_section(runs: list[Entry], differing: list[str]) -> str:
         notes.append("Time to target: the first evaluation whose test accuracy reached the run's "
                      "<code>train.target_accuracy</code>.")
     notes.append("Staleness: updates a push's parameters missed, over all pushes.")
-    return ('<section id="results"><h2>Results</h2><table class="runs">'
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            f'<p class="note">{" ".join(notes)}</p></section>')
+    return (f'<table class="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<p class="note">{" ".join(notes)}</p>')
 
 
 def _figure_html(path: Path, caption: str) -> str:

@@ -85,34 +85,17 @@ BEALE_TOLERANCE = 0.1
 SADDLE_ESCAPE = 1.0
 
 BEALE = Surface(
-    name="beale",
-    formula=r"Beale: $(1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2$",
-    f=beale,
-    grad=beale_grad,
-    start=(1.0, 1.5),
-    optimum=(3.0, 0.5),
-    goal=f"came within {BEALE_TOLERANCE:g} of (3, 0.5)",
+    "beale", r"Beale: $(1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2$", beale, beale_grad,
+    start=(1.0, 1.5), optimum=(3.0, 0.5), goal=f"came within {BEALE_TOLERANCE:g} of (3, 0.5)",
     reached=lambda path: np.hypot(path[:, 0] - 3.0, path[:, 1] - 0.5) < BEALE_TOLERANCE,
-    xlim=(-0.5, 4.0),
-    ylim=(-2.0, 2.0),
-    log_levels=True,
-)
+    xlim=(-0.5, 4.0), ylim=(-2.0, 2.0), log_levels=True)
 
 SADDLE = Surface(
-    name="saddle",
-    formula=r"Saddle: $x^2 - y^2$",
-    f=saddle,
-    grad=saddle_grad,
+    "saddle", r"Saddle: $x^2 - y^2$", saddle, saddle_grad,
     # On the ridge but for a nudge: the gradient's y-part, -2y, is a thousand
     # times smaller than its x-part, which is what stalls plain SGD.
-    start=(1.0, 1e-3),
-    optimum=None,
-    goal=f"escaped the saddle (|y| > {SADDLE_ESCAPE:g})",
-    reached=lambda path: np.abs(path[:, 1]) > SADDLE_ESCAPE,
-    xlim=(-1.5, 1.5),
-    ylim=(-1.5, 1.5),
-    log_levels=False,
-)
+    start=(1.0, 1e-3), optimum=None, goal=f"escaped the saddle (|y| > {SADDLE_ESCAPE:g})",
+    reached=lambda path: np.abs(path[:, 1]) > SADDLE_ESCAPE, xlim=(-1.5, 1.5), ylim=(-1.5, 1.5), log_levels=False)
 
 SURFACES: dict[str, Surface] = {s.name: s for s in (BEALE, SADDLE)}
 

@@ -14,17 +14,15 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.colors import ListedColormap, LogNorm
+from PIL import Image
+from tqdm import tqdm
 
-matplotlib.use("Agg")  # headless: files only, never a window
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
-from matplotlib.colors import ListedColormap, LogNorm  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES, Outcome, Surface, run  # noqa: E402
+from lab.reports.figures import save  # which also makes matplotlib headless: files only, never a window
+from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES, Outcome, Surface, run
 
 GIF_FRAMES = 80
 GIF_DPI = 80
@@ -34,18 +32,9 @@ PALE_BLUES = ListedColormap(0.55 + 0.45 * matplotlib.colormaps["Blues_r"](np.lin
 # Colour and line style per recipe: variants that may run under Adam's path
 # exactly (AdamW, AMSGrad) are dashed or dotted so that both stay visible.
 LINE_STYLES: dict[str, tuple[str, str]] = {
-    "sgd": ("#222222", "-"),
-    "momentum": ("#1f77b4", "-"),
-    "nag": ("#17becf", "-"),
-    "adagrad": ("#2ca02c", "-"),
-    "adadelta": ("#bcbd22", "-"),
-    "rmsprop": ("#8c564b", "-"),
-    "adam": ("#d62728", "-"),
-    "adamw": ("#ff7f0e", "--"),
-    "amsgrad": ("#e377c2", ":"),
-    "adamax": ("#9467bd", "-"),
-    "nadam": ("#393b79", "-"),
-}
+    "sgd": ("#222222", "-"), "momentum": ("#1f77b4", "-"), "nag": ("#17becf", "-"), "adagrad": ("#2ca02c", "-"),
+    "adadelta": ("#bcbd22", "-"), "rmsprop": ("#8c564b", "-"), "adam": ("#d62728", "-"), "adamw": ("#ff7f0e", "--"),
+    "amsgrad": ("#e377c2", ":"), "adamax": ("#9467bd", "-"), "nadam": ("#393b79", "-")}
 
 
 # -- drawing ---------------------------------------------------------------------
@@ -79,27 +68,22 @@ def _paths(ax, outcomes: dict[str, Outcome]):
     return lines
 
 
-def _label(ax, surface: Surface, steps: int) -> None:
-    """Title (the formula and the goal) and a legend beside the axes."""
+def _picture(surface: Surface, outcomes: dict[str, Outcome], steps: int, dpi: int):
+    """The still picture: contours, start, optimum, every path in full; the formula and the goal as its
+    title, and a legend beside the axes."""
+    fig, ax = _canvas(surface, dpi)
+    lines = _paths(ax, outcomes)
     start = ", ".join(f"{c:g}" for c in surface.start)
     ax.set_title(f"{surface.formula}\nstart ({start}), {steps} steps; goal: {surface.goal}", fontsize=10)
     ax.legend(title="goal met at step", loc="upper left", bbox_to_anchor=(1.01, 1.0), alignment="left",
               frameon=False, fontsize=9, title_fontsize=9)
-
-
-def _picture(surface: Surface, outcomes: dict[str, Outcome], steps: int, dpi: int):
-    """The still picture: contours, start, optimum, every path in full, legend."""
-    fig, ax = _canvas(surface, dpi)
-    lines = _paths(ax, outcomes)
-    _label(ax, surface, steps)
     return fig, ax, lines
 
 
 def draw_png(surface: Surface, outcomes: dict[str, Outcome], steps: int, file: Path) -> None:
     """Every path in full over the contours."""
     fig, _, _ = _picture(surface, outcomes, steps, dpi=120)
-    fig.savefig(file)
-    plt.close(fig)
+    save(fig, file)
 
 
 class SharedPaletteWriter(PillowWriter):
@@ -170,23 +154,12 @@ def summary(surface: Surface, outcomes: dict[str, Outcome], steps: int) -> str:
 
 
 def _as_json(surface: Surface, outcomes: dict[str, Outcome]) -> dict:
-    return {
-        "formula": surface.formula,
-        "start": list(surface.start),
-        "optimum": None if surface.optimum is None else list(surface.optimum),
-        "goal": surface.goal,
-        "optimizers": {
-            key: {
-                "label": RECIPES[key].label,
-                "optimizer": RECIPES[key].optimizer,
-                "hparams": RECIPES[key].hparams[surface.name],
-                "reached_at": result.reached_at,
-                "final_loss": result.loss,
-                "path": result.path.tolist(),
-            }
-            for key, result in outcomes.items()
-        },
-    }
+    optimum = None if surface.optimum is None else list(surface.optimum)
+    return {"formula": surface.formula, "start": list(surface.start), "optimum": optimum, "goal": surface.goal,
+            "optimizers": {key: {"label": RECIPES[key].label, "optimizer": RECIPES[key].optimizer,
+                                 "hparams": RECIPES[key].hparams[surface.name], "reached_at": result.reached_at,
+                                 "final_loss": result.loss, "path": result.path.tolist()}
+                           for key, result in outcomes.items()}}
 
 
 def visualize(out: Path, steps: int = DEFAULT_STEPS, surfaces: Sequence[str] = tuple(SURFACES),

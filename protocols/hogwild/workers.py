@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,18 +32,17 @@ class Job:
 def _work(job: Job, a: dict[str, np.ndarray], step: float, worker: int) -> tuple[int, int, float]:
     """One worker's share of the epoch: ``(updates, collisions, CPU seconds of this thread)``."""
     started = time.thread_time()
-    updates, collisions = _kernel(job, a, DTYPE(step), worker)  # the kernels compute in the parameters' precision
-    return updates, collisions, time.thread_time() - started
-
-
-def _kernel(job: Job, a: dict[str, np.ndarray], step: np.float32, worker: int) -> tuple[int, int]:
+    step = DTYPE(step)  # the kernels compute in the parameters' precision
     if job.kind == "sparse":
-        return kernels.sparse_epoch(a["w"], a["reg"], a["stamps"], a["locks"], a["cursor"], a["order"], job.chunk,
-                                    a["indices"], a["offsets"], a["values"], a["labels"], job.width, step, job.loss,
-                                    worker, job.workers, job.locked)
-    return kernels.ratings_epoch(a["users"], a["items"], a["user_reg"], a["item_reg"], a["user_stamps"],
-                                 a["item_stamps"], a["user_locks"], a["item_locks"], a["cursor"], a["order"],
-                                 job.chunk, a["user"], a["item"], a["rating"], step, worker, job.workers, job.locked)
+        updates, collisions = kernels.sparse_epoch(
+            a["w"], a["reg"], a["stamps"], a["locks"], a["cursor"], a["order"], job.chunk, a["indices"], a["offsets"],
+            a["values"], a["labels"], job.width, step, job.loss, worker, job.workers, job.locked)
+    else:
+        updates, collisions = kernels.ratings_epoch(
+            a["users"], a["items"], a["user_reg"], a["item_reg"], a["user_stamps"], a["item_stamps"], a["user_locks"],
+            a["item_locks"], a["cursor"], a["order"], job.chunk, a["user"], a["item"], a["rating"], step, worker,
+            job.workers, job.locked)
+    return updates, collisions, time.thread_time() - started
 
 
 def _warm_up(job: Job, arrays: dict[str, np.ndarray]) -> None:
@@ -151,6 +151,4 @@ def _serve(shared: dict, read: dict, job: Job, worker: int, commands, results) -
         while (step := commands.get()) is not None:
             results.put(_work(job, arrays, step, worker))
     except Exception:  # reported to the parent, which raises it
-        import traceback
-
         results.put(traceback.format_exc())
