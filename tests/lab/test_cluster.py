@@ -12,14 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import grpc
+
 from lab.backends.grpc import GrpcBackend
+from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
-from lab.metrics import WORKER_PARTS, Metrics
+from lab.metrics import Metrics
 from lab.runner import Run, finish, run
+from protos import ps_pb2, ps_pb2_grpc
 
 # Each gradient takes 20 ms: a worker trains for seconds, long enough to be killed in the middle.
 SLOW = ["backend=grpc", "train.epochs=12", "delays.compute={kind = 'constant', seconds = 0.02}"]
+KILL_AT = 10  # updates applied before the kill: every worker is training, and far from done
 
 
 def records(run_dir, kind: str) -> list[dict]:
@@ -51,7 +56,7 @@ class Killed:
 
 
 def run_and_kill(tmp_path, overrides: list[str], victim: Callable[[GrpcBackend], object]) -> Killed:
-    """A gRPC run in which ``victim(backend)``'s process gets SIGKILL once worker 1 has trained a step."""
+    """A gRPC run in which ``victim(backend)``'s process gets SIGKILL in the middle of training."""
     config = load_config(None, [f"out_dir={tmp_path}", *SLOW, *overrides])
     experiment = Experiment.build(config)
     run_dir = config.run_dir
@@ -61,8 +66,8 @@ def run_and_kill(tmp_path, overrides: list[str], victim: Callable[[GrpcBackend],
     with Metrics(run_dir / "metrics.jsonl") as metrics:
         backend = GrpcBackend(experiment, metrics)
         attempt = Run(experiment, metrics, backend, progress=False)
-        killer = threading.Thread(target=kill_when_trained, args=(run_dir / WORKER_PARTS / "worker-1.jsonl",
-                                                                  lambda: victim(backend), killed))
+        killer = threading.Thread(target=kill_when_trained, args=(backend.addresses[0], lambda: victim(backend),
+                                                                  killed))
         killer.start()
         started = time.monotonic()
         try:
@@ -76,15 +81,14 @@ def run_and_kill(tmp_path, overrides: list[str], victim: Callable[[GrpcBackend],
     return Killed(experiment, run_dir, backend, failure, seconds)
 
 
-def kill_when_trained(part: Path, victim: Callable[[], object], killed: threading.Event) -> None:
-    """SIGKILL ``victim()``'s process once ``part`` shows a training step (or give up after 120 s)."""
-    give_up = time.monotonic() + 120
-    while time.monotonic() < give_up:
-        if part.exists() and '"kind": "train"' in part.read_text():
-            os.kill(victim().pid, signal.SIGKILL)
-            killed.set()
-            return
-        time.sleep(0.05)  # polling a file another process writes: there is no event to wait on
+def kill_when_trained(address: str, victim: Callable[[], object], killed: threading.Event) -> None:
+    """SIGKILL ``victim()``'s process once the shard at ``address`` has applied
+    ``KILL_AT`` updates: the shard's own versioned wait says when, no polling."""
+    wait_until_serving(address, timeout=120)
+    with grpc.insecure_channel(address) as channel:
+        list(ps_pb2_grpc.ParameterServerStub(channel).Pull(ps_pb2.PullRequest(min_version=KILL_AT), timeout=120))
+    os.kill(victim().pid, signal.SIGKILL)
+    killed.set()
 
 
 def test_a_killed_worker_process_leaves_an_asynchronous_run_to_the_others(tmp_path):
