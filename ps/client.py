@@ -134,11 +134,10 @@ class InProcessClient(Client):
             raise ValueError(f"Invalid shards: {len(shards)} given for a layout of {layout.num_shards}")
         self.shards = shards
         self._wait = wait
-        self._spans = [(r.start, r.stop) for r in layout.ranges]
 
     def _reached(self, wanted: tuple[int, ...]) -> bool:
         for shard, version in zip(self.shards, wanted):  # a loop: asked after every step while a pull waits
-            if not shard.values.reached(version):
+            if not shard.dense.reached(version):
                 return False
         return True
 
@@ -148,8 +147,8 @@ class InProcessClient(Client):
         if self._wait is not None and not self._reached(wanted):
             await self._wait(lambda: self._reached(wanted))
         target = out.numpy()
-        return Versions(tuple(shard.values.copy_to(target[start:stop], version)
-                              for shard, (start, stop), version in zip(self.shards, self._spans, wanted)))
+        return Versions(tuple(shard.dense.copy_to(target[start:stop], version)
+                              for shard, (start, stop), version in zip(self.shards, self.layout.spans, wanted)))
 
     async def push(self, grad, read) -> list[Push]:
         # The whole push is checked once, before any shard applies it: a refused push changes no shard.
@@ -160,7 +159,7 @@ class InProcessClient(Client):
             shard.check_worker(self.worker)
         whole = Flat.of(grad.detach().contiguous())
         return [shard.push(whole.part(start, stop), version, self.worker)
-                for shard, (start, stop), version in zip(self.shards, self._spans, read.of_shard)]
+                for shard, (start, stop), version in zip(self.shards, self.layout.spans, read.of_shard)]
 
     async def pull_rows(self, table, rows):
         out = torch.empty(rows.numel(), self.layout.table(table)[1])

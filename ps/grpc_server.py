@@ -50,7 +50,6 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         if not (math.isfinite(request.timeout) and 0 <= request.timeout <= threading.TIMEOUT_MAX):
             _invalid(context, ValueError(f"Invalid pull timeout: {request.timeout!r} (seconds, a finite number "
                                          f"from 0, no limit, to {threading.TIMEOUT_MAX:.0f})"))
-        values = self.shard.values
         try:
             buffer, version = self._wait(request.min_version, request.timeout, context)
         except TimeoutError as err:
@@ -62,7 +61,7 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         try:  # held unchanged until the stream is sent
             yield from self._stream(buffer.flat.tensor, version)
         finally:
-            values.release(buffer)
+            self.shard.dense.release(buffer)
 
     def _wait(self, at_least: int, timeout: float, context):
         """``acquire``, a slice at a time, while the call is alive: a pull whose
@@ -72,7 +71,7 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         while context.is_active():
             wait = WAIT_SLICE_SECONDS if timeout == 0 else min(WAIT_SLICE_SECONDS, timeout - waited)
             try:
-                return self.shard.values.acquire(at_least, timeout=wait)
+                return self.shard.dense.acquire(at_least, timeout=wait)
             except TimeoutError:
                 waited += wait
                 if timeout and waited >= timeout:

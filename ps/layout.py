@@ -50,7 +50,7 @@ class Layout:
         self.size = start
         cuts = [s * self.size // num_shards for s in range(num_shards + 1)]
         self.ranges = [Range(cuts[s], cuts[s + 1]) for s in range(num_shards)]
-        self._slices = [slice(r.start, r.stop) for r in self.ranges]
+        self.spans = [(r.start, r.stop) for r in self.ranges]  # the same, as plain pairs: read on every push
 
     def __repr__(self) -> str:
         return (f"Layout({len(self.dense)} dense tensors, {self.size:,} floats, tables {self.tables}, "
@@ -75,7 +75,7 @@ class Layout:
 
     def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Each shard's slice of a flat vector (views)."""
-        return [flat[part] for part in self._slices]
+        return [flat[start:stop] for start, stop in self.spans]
 
     # -- sparse tables -----------------------------------------------------------
     def table(self, table: str) -> tuple[int, int]:

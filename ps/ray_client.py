@@ -60,7 +60,6 @@ class RayClient(Client):
         self.shards = list(shards)
         self.on_restart = on_restart
         self.lives: list[str | None] = [None] * layout.num_shards
-        self._spans = [(r.start, r.stop) for r in layout.ranges]  # each shard's range of a gradient put whole
 
     def _seen(self, shard: int, life: str) -> None:
         known, self.lives[shard] = self.lives[shard], life
@@ -75,7 +74,8 @@ class RayClient(Client):
         target = out.numpy()
         for s, (values, _, life) in enumerate(answers):
             self._seen(s, life)
-            target[self._spans[s][0]:self._spans[s][1]] = values
+            start, stop = self.layout.spans[s]
+            target[start:stop] = values
         return Versions(tuple(version for _, version, _ in answers))
 
     async def push(self, grad, read) -> list[Push]:
@@ -85,7 +85,7 @@ class RayClient(Client):
         array = grad.detach().numpy()
         if array.nbytes >= PUT_BYTES:
             whole = ray.put(array)
-            parts = [(whole, span) for span in self._spans]
+            parts = [(whole, span) for span in self.layout.spans]  # each shard reads its range of it
         else:
             parts = [(part, None) for part in self.layout.split(array)]
         answers = get([shard.push.remote(part, span, version, self.worker, life) for shard, (part, span), version, life

@@ -90,7 +90,7 @@ class ShardActor:
 
     # -- the verbs ---------------------------------------------------------------
     def pull(self, reader, min_version: int, life: str | None) -> tuple[np.ndarray, int, str]:
-        buffer, version = self.shard.values.acquire(self._current(min_version, life))
+        buffer, version = self.shard.dense.acquire(self._current(min_version, life))
         self._lend(reader, buffer)
         return buffer.flat.array, version, self.life
 
@@ -133,7 +133,7 @@ class ShardActor:
             if buffer is not None:
                 self._lent[reader] = buffer
         if previous is not None:
-            self.shard.values.release(previous)
+            self.shard.dense.release(previous)
 
     def close(self) -> dict:
         """End the run: waiting pulls raise ShardClosed, and so do later pushes."""

@@ -4,7 +4,7 @@
 gradient was computed from, and ``staleness = version - read_version`` is
 recorded for each push, per worker.
 
-The dense slice is a ``Publication`` (copy-on-write, version waits): the
+The dense slice, ``dense``, is a ``Publication`` (copy-on-write, version waits): the
 shard reads from it and updates it through the rule. Sparse tables are
 updated in place, one update at a time; row pulls copy their rows.
 
@@ -68,25 +68,25 @@ class Shard:
         self.index = index
         self.workers = workers
         self.rule = rule
-        self.values = Publication(values, f"shard {index}")
-        self.size = self.values.size  # fixed for the shard's life: every push is checked against it
+        self.dense = Publication(values, f"shard {index}")
+        self.size = self.dense.size  # fixed for the shard's life: every push is checked against it
         self.tables = {name: t.detach().to(torch.float32).contiguous().clone() for name, t in (tables or {}).items()}
-        self.rule_state = rule.init(self.values.values)
+        self.rule_state = rule.init(self.dense.values)
         self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
         self.staleness: dict[int, Counter] = defaultdict(Counter)  # worker -> staleness -> pushes
         self.lock = threading.Lock()  # one update at a time: the tables, the rule's state, staleness
 
     @property
     def version(self) -> int:
-        return self.values.version
+        return self.dense.version
 
     @property
     def closed(self) -> bool:
-        return self.values.closed
+        return self.dense.closed
 
     def close(self) -> None:
         """End the run: pulls waiting for a version not reached raise ShardClosed."""
-        self.values.close()
+        self.dense.close()
 
     # -- checks, made once per boundary ------------------------------------------------
     def check_read_version(self, read_version: int) -> None:
@@ -133,7 +133,7 @@ class Shard:
         """Hand a checked gradient to the server rule."""
         with self.lock:
             arrived = self.version
-            version, applied = self.values.update(
+            version, applied = self.dense.update(
                 lambda values, out: self.rule.apply(values, grad, self.rule_state, out, worker=worker,
                                                     staleness=arrived - read_version, version=arrived))
             self.staleness[worker][version - read_version] += 1
@@ -152,7 +152,7 @@ class Shard:
             applied = self.rule.apply_rows(self.tables[table], ids, grad_rows, self.table_states[table],
                                            worker=worker, staleness=version - read_version, version=version)
             if applied:
-                self.values.advance()
+                self.dense.advance()
             self.staleness[worker][version - read_version] += 1
         return Push(self.index, worker, read_version, version, applied)
 
@@ -163,7 +163,7 @@ class Shard:
             return {
                 "index": self.index,
                 "version": self.version,
-                "values": self.values.values.clone(),
+                "values": self.dense.values.clone(),
                 "tables": {name: t.clone() for name, t in self.tables.items()},
                 "rule_state": self.rule.state_dict(self.rule_state),
                 "table_states": {name: self.rule.state_dict(s) for name, s in self.table_states.items()},
@@ -175,7 +175,7 @@ class Shard:
             self.tables = {name: t.clone() for name, t in saved["tables"].items()}
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
-            self.values.restore(saved["values"], int(saved["version"]))
+            self.dense.restore(saved["values"], int(saved["version"]))
 
 
 def make_shards(layout, flat: torch.Tensor, tables: dict[str, torch.Tensor], rule: ServerRule,

@@ -132,7 +132,7 @@ def test_easgd_with_alpha_zero_is_independent_workers(tmp_path):
         for step, batch in enumerate(itertools.islice(iter(fresh.data_shards[w]), fresh.steps)):
             assert torch.allclose(runtime.seen[step], alone, rtol=0, atol=1e-6), (w, step)
             alone.sub_(loss_and_grad(fresh.model, alone, {}, batch)[1], alpha=0.3)
-    center = torch.cat([shard.values.values for shard in shards])
+    center = torch.cat([shard.dense.values for shard in shards])
     assert torch.equal(center, exp.initial_flat)  # pushed differences were all zero: the center never moved
 
 
@@ -162,7 +162,7 @@ def test_easgd_follows_algorithm_1(tmp_path):
                 x[w] -= d
                 center += d
             x[w] -= lr * g
-    assert torch.allclose(torch.cat([shard.values.values for shard in shards]), center, atol=1e-6)
+    assert torch.allclose(torch.cat([shard.dense.values for shard in shards]), center, atol=1e-6)
 
 
 def test_protocol_options_are_checked_with_clear_errors():
@@ -206,7 +206,7 @@ def test_a_checkpoint_restores_a_shard_with_its_rules_state(tmp_path, name, opti
     assert checkpoint.restore(shards[1], tmp_path / "shard.pt") == 12  # loads with weights_only: tensors and plain values
     replay(shards[0], history[6:])
     replay(shards[1], history[6:])
-    assert torch.equal(shards[0].values.values, shards[1].values.values)
+    assert torch.equal(shards[0].dense.values, shards[1].dense.values)
     assert torch.equal(shards[0].tables["emb"], shards[1].tables["emb"])
 
 

@@ -68,7 +68,7 @@ def watch_waits(shard: Shard) -> threading.Event:
     asks under its publication's lock and keeps it until it waits, so a push that
     starts after the event is set finds the read waiting (no sleeps needed)."""
     waiting = threading.Event()
-    reached = shard.values.reached
+    reached = shard.dense.reached
 
     def spy(at_least: int) -> bool:
         answer = reached(at_least)
@@ -76,7 +76,7 @@ def watch_waits(shard: Shard) -> threading.Event:
             waiting.set()
         return answer
 
-    shard.values.reached = spy
+    shard.dense.reached = spy
     return waiting
 
 

@@ -43,7 +43,7 @@ def receive_rows(shard: Shard, table, ids, grad_rows, read_version, worker: int 
 def pulled(shard: Shard) -> torch.Tensor:
     """A copy of the shard's values, as a pull makes it."""
     out = torch.empty(shard.size)
-    shard.values.copy_to(out.numpy())
+    shard.dense.copy_to(out.numpy())
     return out
 
 
@@ -94,12 +94,12 @@ class Recording:
 def test_version_starts_at_zero_and_counts_applied_pushes():
     shard = make_shard()
     assert shard.version == 0
-    assert shard.values.copy_to(np.empty(WIDTH, np.float32)) == 0
+    assert shard.dense.copy_to(np.empty(WIDTH, np.float32)) == 0
     shard.push(Flat.of(randn(WIDTH)), 0)
     shard.push(Flat.of(randn(WIDTH)), 1)
     shard.push_rows("emb", torch.tensor([1]), randn(1, DIM), 2)
     assert shard.version == 3
-    assert shard.values.copy_to(np.empty(WIDTH, np.float32)) == 3
+    assert shard.dense.copy_to(np.empty(WIDTH, np.float32)) == 3
     assert shard.pull_rows("emb", torch.tensor([0]))[1] == 3
 
 
@@ -129,9 +129,9 @@ def test_the_rule_is_told_the_worker_staleness_and_version_at_arrival():
 def test_a_push_the_rule_keeps_advances_nothing_but_its_staleness_is_recorded():
     rule = Recording(accept=False)
     shard = Shard(0, randn(WIDTH), {"emb": randn(ROWS, DIM, seed=1)}, rule)
-    held, _ = shard.values.acquire()  # held: the rule is handed a spare buffer, which is not published
+    held, _ = shard.dense.acquire()  # held: the rule is handed a spare buffer, which is not published
     dense = shard.push(Flat.of(torch.ones(WIDTH)), 0, worker=1)
-    shard.values.release(held)
+    shard.dense.release(held)
     rows = shard.push_rows("emb", torch.tensor([0]), torch.ones(1, DIM), 0, worker=2)
     assert dense == Push(shard=0, worker=1, read_version=0, version=0, applied=False)
     assert rows == Push(shard=0, worker=2, read_version=0, version=0, applied=False)
@@ -145,22 +145,22 @@ def test_a_push_the_rule_keeps_advances_nothing_but_its_staleness_is_recorded():
 # -- in place and copy-on-write ---------------------------------------------------------------
 def test_with_no_read_in_progress_a_push_updates_the_published_values_in_place():
     shard = make_shard()
-    published = shard.values.values
-    held, version = shard.values.acquire()
-    shard.values.release(held)
+    published = shard.dense.values
+    held, version = shard.dense.acquire()
+    shard.dense.release(held)
     shard.push(Flat.of(torch.ones(WIDTH)), version)
-    assert shard.values.values is published
+    assert shard.dense.values is published
     assert torch.equal(published, randn(WIDTH) - 0.1)
 
 
 def test_a_read_in_progress_is_unchanged_by_a_push():
     shard = make_shard()
-    held, version = shard.values.acquire()
+    held, version = shard.dense.acquire()
     shard.push(Flat.of(torch.ones(WIDTH)), version, worker=1)
     assert torch.equal(held.flat.tensor, randn(WIDTH))  # copy-on-write: the read still sees version 0
-    assert shard.values.values is not held.flat.tensor
+    assert shard.dense.values is not held.flat.tensor
     assert torch.equal(pulled(shard), randn(WIDTH) - 0.1)
-    shard.values.release(held)
+    shard.dense.release(held)
 
 
 OPTIMIZERS = {
@@ -180,15 +180,15 @@ def test_pushes_equal_the_plain_optimizer(name, held):
     state = opt.init(oracle)
     for step in range(5):
         grad = randn(WIDTH, seed=10 + step)
-        reading, version = shard.values.acquire()
+        reading, version = shard.dense.acquire()
         before = reading.flat.tensor.clone()
         if not held:
-            shard.values.release(reading)  # the read is over: the update goes in place
+            shard.dense.release(reading)  # the read is over: the update goes in place
         shard.push(Flat.of(grad), version)
         opt.step(oracle, grad, state)
         if held:  # a read in progress: the update went to a spare buffer
             assert torch.equal(reading.flat.tensor, before)
-            shard.values.release(reading)
+            shard.dense.release(reading)
     assert torch.equal(pulled(shard), oracle)
 
 
@@ -328,7 +328,7 @@ def test_close_ends_a_read_waiting_for_a_version_with_shard_closed():
     shard.close()
     assert shard.closed
     with pytest.raises(ShardClosed) as closed:
-        shard.values.acquire(at_least=2)  # no timeout: a read that waited would wait for ever
+        shard.dense.acquire(at_least=2)  # no timeout: a read that waited would wait for ever
     assert str(closed.value) == "shard 0 closed at version 1 before 2"
 
 
@@ -343,9 +343,9 @@ def test_a_restored_shard_continues_bit_identically():
         if kind == "rows":
             shard.push_rows("emb", args[0], args[1], shard.version)
         elif shard.version % 2:
-            held, version = shard.values.acquire()  # a read in progress: this update goes to a spare buffer
+            held, version = shard.dense.acquire()  # a read in progress: this update goes to a spare buffer
             shard.push(Flat.of(args[0]), version - 1)
-            shard.values.release(held)
+            shard.dense.release(held)
         else:
             shard.push(Flat.of(args[0]), shard.version)  # nobody reads: this one goes in place
 
@@ -440,15 +440,15 @@ def test_concurrent_pushes_and_reads_apply_every_push_and_never_tear():
         pushed = []
         try:
             for step in range(PUSHES):
-                held, version = shard.values.acquire()
+                held, version = shard.dense.acquire()
                 assert_consistent(held.flat.array, version)
                 compute_gradient.wait()  # the other pushers push meanwhile; the held values hold still
                 assert_consistent(held.flat.array, version)
                 if step % 2:  # half the time the read ends before the push, half the time after
-                    shard.values.release(held)
+                    shard.dense.release(held)
                 pushed.append(shard.push(grad, version, worker=worker))
                 if not step % 2:
-                    shard.values.release(held)
+                    shard.dense.release(held)
         except BaseException:
             compute_gradient.abort()  # fail the others now rather than at the barrier's timeout
             raise
@@ -458,16 +458,16 @@ def test_concurrent_pushes_and_reads_apply_every_push_and_never_tear():
         start.wait()
         later = np.empty(LENGTH, np.float32)
         while True:
-            held, version = shard.values.acquire()
+            held, version = shard.dense.acquire()
             assert_consistent(held.flat.array, version)
             if version == total:
-                shard.values.release(held)
+                shard.dense.release(held)
                 return
             # Still holding, wait for the pushers to move on; the held values must not have.
-            newer = shard.values.copy_to(later, at_least=version + 1, timeout=30)
+            newer = shard.dense.copy_to(later, at_least=version + 1, timeout=30)
             assert_consistent(later, newer)
             assert_consistent(held.flat.array, version)
-            shard.values.release(held)
+            shard.dense.release(held)
 
     with ThreadPoolExecutor(PUSHERS + READERS) as pool:
         pushers = [pool.submit(pusher, w) for w in range(PUSHERS)]
