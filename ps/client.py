@@ -154,9 +154,9 @@ class InProcessClient(Client):
         # The whole push is checked once, before any shard applies it: a refused push changes no shard.
         self._check_read(read)
         check_values(grad, (self.layout.size,), "gradient", "the model")
+        self.shards[0].check_worker(self.worker)  # the shards of a run share its worker count: one asks for all
         for shard, version in zip(self.shards, read.of_shard):
             shard.check_read_version(version)
-            shard.check_worker(self.worker)
         whole = Flat.of(grad.detach().contiguous())
         return [shard.push(whole.part(start, stop), version, self.worker)
                 for shard, (start, stop), version in zip(self.shards, self.layout.spans, read.of_shard)]
