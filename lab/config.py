@@ -28,6 +28,8 @@ from optim import OPTIMIZERS
 from optim.validation import is_int, is_number
 from protocols import PROTOCOLS, hogwild
 from ps.delays import Delays
+from ps.journal import DURABILITIES
+from ps.recovery import RecoveryPlan
 from workers import CURRICULA, DATASETS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
@@ -189,14 +191,12 @@ class DelaysConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    """[ray]: where the ray backend runs, what each actor asks of the cluster, and how shards survive a crash."""
+    """[ray]: where the ray backend runs, and what each actor asks of the cluster."""
 
     section: ClassVar[str] = "ray"
     address: str = ""            # "": start a local Ray sized to this machine; HOST:PORT (or "auto"): join that cluster
     shard_cpus: float = 0.0      # CPUs each shard actor reserves: a number >= 0 (0: share the cores, like threads)
     worker_cpus: float = 0.0     # CPUs each worker actor reserves: a number >= 0 (e.g. 1 on a real cluster)
-    max_restarts: int = 3        # times Ray restarts a shard actor that dies: an integer >= 0
-    checkpoint_every: int = 100  # a shard checkpoints after every this many updates (0: never), in <run>/checkpoints
 
     def __post_init__(self):
         address = self.address
@@ -205,8 +205,29 @@ class RayConfig:
             "must be HOST:PORT of a running Ray head, e.g. 127.0.0.1:6379, or 'auto', or empty to start a local Ray")
         _number(self, "shard_cpus")
         _number(self, "worker_cpus")
-        _int(self, "max_restarts", low=0)
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """[recovery]: how the shards of the ray and grpc backends survive their process (``ps.recovery``)."""
+
+    section: ClassVar[str] = "recovery"
+    checkpoint_every: int = 100  # a shard checkpoints after every this many updates (0: never), in <run>/checkpoints
+    max_restarts: int = 3        # times a shard that dies is restarted (by Ray, or by asyncps run): an integer >= 0
+    durability: str = "none"     # none | log | fsync: journal each push before acknowledging it (see the README)
+
+    def __post_init__(self):
         _int(self, "checkpoint_every", low=0)
+        _int(self, "max_restarts", low=0)
+        _one_of(self, "durability", DURABILITIES)
+        _require(self, "durability", self.durability == "none" or self.checkpoint_every > 0,
+                 "needs recovery.checkpoint_every >= 1: the journal is cut at each checkpoint")
+
+    def plan(self, run_dir: Path) -> RecoveryPlan | None:
+        """What each shard is told; None when it keeps nothing."""
+        if not self.checkpoint_every:
+            return None
+        return RecoveryPlan(str(run_dir / "checkpoints"), self.checkpoint_every, self.durability)
 
 
 class _Experiment:
@@ -244,6 +265,7 @@ class Config(_Experiment):
     train: TrainConfig = field(default_factory=TrainConfig)
     delays: DelaysConfig = field(default_factory=DelaysConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self):
         super().__post_init__()

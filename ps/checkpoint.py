@@ -10,8 +10,9 @@ import torch
 from ps.shard import Shard
 
 
-def save(shard: Shard, path: str | os.PathLike, run: str = "") -> int:
-    """Write the shard's state to the file ``path``, tagged with ``run``; the version saved.
+def save(shard: Shard, path: str | os.PathLike, run: str = "", extra: dict | None = None) -> int:
+    """Write the shard's state to the file ``path``, tagged with ``run``, with
+    its server's own ``extra`` state; the version saved.
 
     The file is written beside ``path`` and renamed over it: a crash
     mid-write leaves the previous checkpoint whole, and the half-written file
@@ -23,7 +24,7 @@ def save(shard: Shard, path: str | os.PathLike, run: str = "") -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_of(path)
     try:
-        torch.save({"run": run, "shard": saved}, partial)
+        torch.save({"run": run, "shard": saved, "extra": extra or {}}, partial)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -34,9 +35,10 @@ def partial_of(path: Path) -> Path:
     return path.with_name(f"{path.name}.partial")
 
 
-def restore(shard: Shard, path: str | os.PathLike, run: str = "") -> int | None:
-    """Resume ``shard`` from the checkpoint file ``path``; its version. None,
-    and nothing changes, when there is no such file or it is another run's."""
+def restore(shard: Shard, path: str | os.PathLike, run: str = "") -> tuple[int, dict] | None:
+    """Resume ``shard`` from the checkpoint file ``path``: its version and the
+    ``extra`` saved with it. None, and nothing changes, when there is no such
+    file or it is another run's."""
     partial_of(Path(path)).unlink(missing_ok=True)  # a save cut short by a crash
     try:
         saved = torch.load(path, weights_only=True)
@@ -48,4 +50,4 @@ def restore(shard: Shard, path: str | os.PathLike, run: str = "") -> int | None:
         raise ValueError(f"Invalid checkpoint {path}: it holds shard {saved['shard']['index']}, "
                          f"not shard {shard.index}")
     shard.load_state_dict(saved["shard"])
-    return shard.version
+    return shard.version, saved["extra"]

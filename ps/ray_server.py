@@ -14,7 +14,8 @@ ends the loan; it comes only after the reader has received the result.
 
 Crashes. Ray restarts a shard actor that dies (``max_restarts``), by
 running ``__init__`` again, which resumes from the last checkpoint of this
-run. Its version clock goes back to the checkpoint's. Each life of the
+run (``ps.recovery``: with a journal, it then replays the pushes logged
+after it). Without a journal its version clock goes back to the checkpoint's. Each life of the
 actor has its own ``life`` token, returned with every answer. A caller
 passes back the token of the answer its versions came from, so a version
 read in an earlier life is known for what it is. Such a version may be
@@ -27,14 +28,13 @@ from __future__ import annotations
 import threading
 import uuid
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ps.checkpoint import restore, save
 from ps.flat import Flat
 from ps.publication import Buffer, ShardClosed
+from ps.recovery import RecoveryPlan, Resumed
 from ps.rules import ServerRule
 from ps.shard import Shard
 
@@ -60,27 +60,23 @@ def tensor(array: np.ndarray) -> torch.Tensor:
 
 class ShardActor:
     def __init__(self, index: int, values: np.ndarray, tables: dict[str, np.ndarray], rule: ServerRule,
-                 checkpoint: str | None = None, checkpoint_every: int = 0, run: str = "", workers: int | None = None):
-        """``checkpoint``: the file this shard saves to after every
-        ``checkpoint_every`` updates, and resumes from when restarted; only a
-        checkpoint of ``run`` (one id per run) is taken. ``workers``: the
-        run's worker count, which push ids are checked against."""
+                 recovery: RecoveryPlan | None = None, run: str = "", workers: int | None = None):
+        """``recovery``: where and how often this shard saves checkpoints (and
+        logs its pushes), and resumes from when restarted; only a checkpoint of
+        ``run`` (one id per run) is taken. ``workers``: the run's worker
+        count, which push ids are checked against."""
         torch.set_num_threads(1)
         self.shard = Shard(index, tensor(values), {name: tensor(t) for name, t in tables.items()}, rule, workers)
-        self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.checkpoint_every = checkpoint_every
-        self.run = run
         self.life = uuid.uuid4().hex
-        self.restored = restore(self.shard, self.checkpoint, run) if self.checkpoint else None
-        self._saved = self.shard.version
-        self._save_lock = threading.Lock()
+        self.recovery = recovery.attach(self.shard, run) if recovery else None
+        self.resumed = self.recovery.resume() if self.recovery else Resumed(None, 0)
         self._lent: dict = {}  # reader -> the buffer its last pull returned
         self._lent_lock = threading.Lock()
 
     def status(self) -> dict:
-        """This life's token, the version, and the checkpoint version it resumed from (None: a first start)."""
+        """This life's token, the version, and what it resumed from (``ps.recovery.Resumed``)."""
         return {"shard": self.shard.index, "life": self.life, "version": self.shard.version,
-                "restored": self.restored, "closed": self.shard.closed}
+                "resumed": tuple(self.resumed), "closed": self.shard.closed}
 
     def _current(self, version: int, life: str | None) -> int:
         """``version``, read in ``life``, as a version of this life."""
@@ -106,7 +102,7 @@ class ShardActor:
         read_version = self._current(read_version, life)
         self.shard.check_push(tensor(part), read_version, worker)
         push = self.shard.push(Flat(tensor(part), part), read_version, worker)
-        self._maybe_save(push.applied)
+        self._after(push.applied)
         return push.read_version, push.version, push.applied, self.life
 
     def pull_rows(self, table: str, ids: np.ndarray) -> tuple[np.ndarray, int, str]:
@@ -120,7 +116,7 @@ class ShardActor:
         ids, grad_rows, read_version = tensor(ids), tensor(grad_rows), self._current(read_version, life)
         self.shard.check_push_rows(table, ids, grad_rows, read_version, worker)
         push = self.shard.push_rows(table, ids, grad_rows, read_version, worker)
-        self._maybe_save(push.applied)
+        self._after(push.applied)
         return push.read_version, push.version, push.applied, self.life
 
     def release(self, reader) -> None:
@@ -145,9 +141,6 @@ class ShardActor:
         if self.shard.closed:
             raise ShardClosed(f"shard {self.shard.index}: the run is over")
 
-    def _maybe_save(self, applied: bool) -> None:
-        if not (applied and self.checkpoint and self.checkpoint_every):
-            return
-        with self._save_lock:  # one save at a time, and never an older one over a newer one
-            if self.shard.version - self._saved >= self.checkpoint_every:
-                self._saved = save(self.shard, self.checkpoint, self.run)
+    def _after(self, applied: bool) -> None:
+        if self.recovery is not None:
+            self.recovery.after(applied)

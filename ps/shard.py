@@ -11,7 +11,8 @@ updated in place, one update at a time; row pulls copy their rows.
 Validation happens once per boundary: ``check_push`` and ``check_push_rows``
 are what a server calls on what it receives; the in-process client checks a
 whole push once (``check_values``, ``check_read_version``). ``push`` and
-``push_rows`` apply what was checked. Checkpoint files are ``ps.checkpoint``'s.
+``push_rows`` apply what was checked. Checkpoint files are ``ps.checkpoint``'s;
+an optional ``journal`` logs each push before it is applied (``ps.journal``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from optim.validation import is_int
 from ps.flat import MAX_ABS, Flat, all_usable
+from ps.journal import Journal
 from ps.publication import Publication
 from ps.rules import ServerRule
 
@@ -75,6 +77,8 @@ class Shard:
         self.table_states = {name: rule.init(t) for name, t in self.tables.items()}
         self.staleness: dict[int, Counter] = defaultdict(Counter)  # worker -> staleness -> pushes
         self.lock = threading.Lock()  # one update at a time: the tables, the rule's state, staleness
+        self.accepted = 0  # pushes handed to the rule (applied or kept by it): the journal numbers them
+        self.journal: Journal | None = None  # writes each push before it is applied (ps.recovery)
 
     @property
     def version(self) -> int:
@@ -132,6 +136,9 @@ class Shard:
     def push(self, grad: Flat, read_version: int, worker: int = 0) -> Push:
         """Hand a checked gradient to the server rule."""
         with self.lock:
+            if self.journal is not None:
+                self.journal.write(self.accepted, read_version, worker, grad.array)
+            self.accepted += 1
             arrived = self.version
             version, applied = self.dense.update(
                 lambda values, out: self.rule.apply(values, grad, self.rule_state, out, worker=worker,
@@ -148,6 +155,9 @@ class Shard:
                   worker: int = 0) -> Push:
         """Hand checked row gradients to the server rule."""
         with self.lock:
+            if self.journal is not None:
+                self.journal.write(self.accepted, read_version, worker, grad_rows.numpy(), table, ids.numpy())
+            self.accepted += 1
             version = self.version
             applied = self.rule.apply_rows(self.tables[table], ids, grad_rows, self.table_states[table],
                                            worker=worker, staleness=version - read_version, version=version)
@@ -163,6 +173,7 @@ class Shard:
             return {
                 "index": self.index,
                 "version": self.version,
+                "accepted": self.accepted,
                 "values": self.dense.values.clone(),
                 "tables": {name: t.clone() for name, t in self.tables.items()},
                 "rule_state": self.rule.state_dict(self.rule_state),
@@ -175,6 +186,7 @@ class Shard:
             self.tables = {name: t.clone() for name, t in saved["tables"].items()}
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
+            self.accepted = int(saved["accepted"])
             self.dense.restore(saved["values"], int(saved["version"]))
 
 

@@ -14,10 +14,11 @@ others go on, as long as the protocol can: a synchronous round needs
 ``N - backup_workers`` workers, and when fewer remain the run stops with an
 error that says so, rather than wait forever. A worker whose loop raises
 stops the run, as on the local backend. A shard actor that dies is
-restarted by Ray (``[ray] max_restarts``); it resumes from its last
+restarted by Ray (``[recovery] max_restarts``); it resumes from its last
 checkpoint (every ``checkpoint_every`` updates, in ``<run>/checkpoints``),
 and the calls it was serving are retried. The updates after that checkpoint
-are lost; the event says which version it resumed from.
+are lost, unless ``durability`` keeps a journal to replay; the event says
+which version it resumed from.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -43,6 +43,7 @@ from lab.metrics import WORKER_PARTS, Metrics
 from lab.backends.ray_worker import WorkerActor
 from ps.ray_client import RayClient, get
 from ps.ray_server import ShardActor
+from ps.recovery import Resumed
 
 
 @dataclass
@@ -117,22 +118,19 @@ class RayBackend(Backend):
         torch.set_num_threads(1)
         self.started = connect(self.experiment.config.ray.address)
         check_resources(self.experiment)
-        experiment, ray_config = self.experiment, self.experiment.config.ray
+        experiment, ray_config, recovery = self.experiment, self.experiment.config.ray, self.experiment.config.recovery
         layout, workers = experiment.layout, experiment.config.cluster.workers
-        checkpoints = self.run_dir / "checkpoints"
-        shutil.rmtree(checkpoints, ignore_errors=True)
-        run_id = uuid.uuid4().hex  # a restarted shard takes only this run's checkpoint
+        plan = recovery.plan(self.run_dir)
+        run_id = uuid.uuid4().hex  # a restarted shard takes only this run's checkpoint and journal
         parts = {name: layout.split_table(name, full) for name, full in experiment.initial_tables.items()}
         remote = ray.remote(ShardActor).options(
             num_cpus=ray_config.shard_cpus, scheduling_strategy="SPREAD",
-            max_restarts=ray_config.max_restarts, max_task_retries=-1 if ray_config.max_restarts else 0,
+            max_restarts=recovery.max_restarts, max_task_retries=-1 if recovery.max_restarts else 0,
             # Synchronous workers all wait in a pull at once: a thread each, and more.
             max_concurrency=max(16, 4 * workers))
         for s, values in enumerate(layout.split(experiment.initial_flat)):
-            checkpoint = str(checkpoints / f"shard-{s}.pt") if ray_config.checkpoint_every else None
             self.actors.shards.append(remote.remote(s, values.numpy(), {name: parts[name][s].numpy() for name in parts},
-                                                    experiment.server_rule(), checkpoint,
-                                                    ray_config.checkpoint_every, run_id, workers))
+                                                    experiment.server_rule(), plan, run_id, workers))
         self.actors.workers = self._worker_actors()
         # Every actor answers once its constructor has run (all start at once: each imports torch);
         # an error there is raised here.
@@ -196,7 +194,5 @@ class RayBackend(Backend):
             ray.shutdown()
 
     def shard_restarted(self, status: dict) -> None:
-        restored = status["restored"]
-        resumed = (f"it resumed from its checkpoint at version {restored}" if restored is not None else
-                   "it had no checkpoint and started over from the initial parameters at version 0")
+        resumed = Resumed(*status["resumed"]).describe()
         self.metrics.record("event", message=f"shard {status['shard']} was restarted by Ray; {resumed}")

@@ -390,7 +390,7 @@ def test_a_checkpoint_file_restores_the_shard_of_its_own_run_only(tmp_path):
         return Shard(index, torch.zeros(WIDTH), {"emb": torch.zeros(ROWS, DIM)}, rule)
 
     restarted = fresh()
-    assert checkpoint.restore(restarted, path, run="run-a") == 4
+    assert checkpoint.restore(restarted, path, run="run-a")[0] == 4
     assert restarted.version == 4
     assert_same(restarted.state_dict(), saved)
     for other_run, where in (("run-b", path), ("run-a", tmp_path / "missing.pt")):
@@ -411,7 +411,7 @@ def test_a_later_checkpoint_replaces_the_earlier_one(tmp_path):
     shard.push(Flat.of(torch.ones(WIDTH)), 0)
     assert checkpoint.save(shard, path) == 1
     restarted = make_shard(values=torch.zeros(WIDTH))
-    assert checkpoint.restore(restarted, path) == 1
+    assert checkpoint.restore(restarted, path)[0] == 1
     assert_same(restarted.state_dict(), shard.state_dict())
 
 
@@ -573,6 +573,6 @@ def test_a_save_cut_short_leaves_the_last_checkpoint_whole_and_no_partial_file_b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.pt"]
     (tmp_path / "shard-0.pt.partial").write_bytes(b"half a checkpoint")  # what kill -9 mid-save leaves
     restarted = make_shard()
-    assert checkpoint.restore(restarted, path, run="r") == 1
+    assert checkpoint.restore(restarted, path, run="r")[0] == 1
     assert_same(restarted.state_dict(), shard.state_dict())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.pt"]
