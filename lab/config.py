@@ -223,11 +223,11 @@ class RecoveryConfig:
         _require(self, "durability", self.durability == "none" or self.checkpoint_every > 0,
                  "needs recovery.checkpoint_every >= 1: the journal is cut at each checkpoint")
 
-    def plan(self, run_dir: Path) -> RecoveryPlan | None:
-        """What each shard is told; None when it keeps nothing."""
+    def plan(self, directory: Path) -> RecoveryPlan | None:
+        """What each shard is told, to keep its files in ``directory``; None when it keeps nothing."""
         if not self.checkpoint_every:
             return None
-        return RecoveryPlan(str(run_dir / "checkpoints"), self.checkpoint_every, self.durability)
+        return RecoveryPlan(str(directory), self.checkpoint_every, self.durability)
 
 
 class _Experiment:

@@ -17,12 +17,14 @@ class TensorMeta(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., nbytes: _Optional[int] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("min_version", "timeout")
+    __slots__ = ("min_version", "timeout", "life")
     MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    LIFE_FIELD_NUMBER: _ClassVar[int]
     min_version: int
     timeout: float
-    def __init__(self, min_version: _Optional[int] = ..., timeout: _Optional[float] = ...) -> None: ...
+    life: str
+    def __init__(self, min_version: _Optional[int] = ..., timeout: _Optional[float] = ..., life: _Optional[str] = ...) -> None: ...
 
 class PullRowsRequest(_message.Message):
     __slots__ = ("table", "row_ids")
@@ -33,28 +35,32 @@ class PullRowsRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ..., row_ids: _Optional[bytes] = ...) -> None: ...
 
 class TensorChunk(_message.Message):
-    __slots__ = ("meta", "version", "data")
+    __slots__ = ("meta", "version", "data", "life")
     META_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    LIFE_FIELD_NUMBER: _ClassVar[int]
     meta: TensorMeta
     version: int
     data: bytes
-    def __init__(self, meta: _Optional[_Union[TensorMeta, _Mapping]] = ..., version: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    life: str
+    def __init__(self, meta: _Optional[_Union[TensorMeta, _Mapping]] = ..., version: _Optional[int] = ..., data: _Optional[bytes] = ..., life: _Optional[str] = ...) -> None: ...
 
 class PushHeader(_message.Message):
-    __slots__ = ("read_version", "worker", "table", "row_ids", "meta")
+    __slots__ = ("read_version", "worker", "table", "row_ids", "meta", "life")
     READ_VERSION_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     ROW_IDS_FIELD_NUMBER: _ClassVar[int]
     META_FIELD_NUMBER: _ClassVar[int]
+    LIFE_FIELD_NUMBER: _ClassVar[int]
     read_version: int
     worker: int
     table: str
     row_ids: bytes
     meta: TensorMeta
-    def __init__(self, read_version: _Optional[int] = ..., worker: _Optional[int] = ..., table: _Optional[str] = ..., row_ids: _Optional[bytes] = ..., meta: _Optional[_Union[TensorMeta, _Mapping]] = ...) -> None: ...
+    life: str
+    def __init__(self, read_version: _Optional[int] = ..., worker: _Optional[int] = ..., table: _Optional[str] = ..., row_ids: _Optional[bytes] = ..., meta: _Optional[_Union[TensorMeta, _Mapping]] = ..., life: _Optional[str] = ...) -> None: ...
 
 class PushChunk(_message.Message):
     __slots__ = ("header", "data")
@@ -65,14 +71,16 @@ class PushChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[PushHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class PushReply(_message.Message):
-    __slots__ = ("version", "staleness", "applied")
+    __slots__ = ("version", "staleness", "applied", "life")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STALENESS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
+    LIFE_FIELD_NUMBER: _ClassVar[int]
     version: int
     staleness: int
     applied: bool
-    def __init__(self, version: _Optional[int] = ..., staleness: _Optional[int] = ..., applied: _Optional[bool] = ...) -> None: ...
+    life: str
+    def __init__(self, version: _Optional[int] = ..., staleness: _Optional[int] = ..., applied: _Optional[bool] = ..., life: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
@@ -85,7 +93,7 @@ class WorkerDoneRequest(_message.Message):
     def __init__(self, worker: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("shard", "version", "size", "closed", "workers_done", "table_rows")
+    __slots__ = ("shard", "version", "size", "closed", "workers_done", "table_rows", "life", "restored", "replayed")
     class TableRowsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -99,10 +107,16 @@ class StatusReply(_message.Message):
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     WORKERS_DONE_FIELD_NUMBER: _ClassVar[int]
     TABLE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    LIFE_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     shard: int
     version: int
     size: int
     closed: bool
     workers_done: _containers.RepeatedScalarFieldContainer[int]
     table_rows: _containers.ScalarMap[str, int]
-    def __init__(self, shard: _Optional[int] = ..., version: _Optional[int] = ..., size: _Optional[int] = ..., closed: _Optional[bool] = ..., workers_done: _Optional[_Iterable[int]] = ..., table_rows: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    life: str
+    restored: int
+    replayed: int
+    def __init__(self, shard: _Optional[int] = ..., version: _Optional[int] = ..., size: _Optional[int] = ..., closed: _Optional[bool] = ..., workers_done: _Optional[_Iterable[int]] = ..., table_rows: _Optional[_Mapping[str, int]] = ..., life: _Optional[str] = ..., restored: _Optional[int] = ..., replayed: _Optional[int] = ...) -> None: ...

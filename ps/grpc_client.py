@@ -6,12 +6,18 @@ DEADLINE_EXCEEDED -> TimeoutError, UNAUTHENTICATED -> PermissionError. A shard
 that is UNAVAILABLE (starting, restarting) is retried with exponential
 back-off for up to ``retry_seconds``; after that, ConnectionError. A pull's
 chunks are written straight into the caller's vector.
+
+Each answer carries the shard's life token (see ps.proto), and the client
+sends back the token of the answers its versions came from. When a shard's
+token changes, it was restarted, and ``on_restart(status)`` is told. A push
+retried across a restart may be applied twice: at least once, not exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 import grpc
 import torch
@@ -48,7 +54,8 @@ class TensorStub(ps_pb2_grpc.ParameterServerStub):
 
 class GrpcClient(Client):
     def __init__(self, layout: Layout, addresses: list[str], worker: int, *, token: str | None = None,
-                 tls_ca: bytes | None = None, deadline: float = 600.0, retry_seconds: float = 30.0):
+                 tls_ca: bytes | None = None, deadline: float = 600.0, retry_seconds: float = 30.0,
+                 on_restart: Callable[[ps_pb2.StatusReply], None] | None = None):
         super().__init__(layout, worker)
         if len(addresses) != layout.num_shards:
             raise ValueError(f"Invalid shard addresses: {len(addresses)} given for {layout.num_shards} shards")
@@ -57,6 +64,8 @@ class GrpcClient(Client):
         self.tls_ca = tls_ca
         self.deadline = deadline
         self.retry_seconds = retry_seconds
+        self.on_restart = on_restart
+        self.lives = [""] * layout.num_shards  # each shard's life token, as last answered
         self._loop = None
         self._stubs: list[TensorStub] = []
         self._channels: list[grpc.aio.Channel] = []
@@ -87,12 +96,19 @@ class GrpcClient(Client):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    async def _receive(self, call, out: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    async def _seen(self, shard: int, life: str) -> None:
+        known, self.lives[shard] = self.lives[shard], life
+        if known and known != life and self.on_restart is not None:
+            self.on_restart(await self._call(shard, lambda stub: stub.Status(
+                ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline)))
+
+    async def _receive(self, shard: int, call, out: torch.Tensor | None) -> tuple[torch.Tensor, int]:
         assembler, version = None, 0
         async for raw in call:
             if assembler is None:
                 first = ps_pb2.TensorChunk.FromString(raw)
                 assembler, version = Assembler(first.meta, out), first.version
+                await self._seen(shard, first.life)
             else:
                 assembler.add(decode_data(3, raw, ps_pb2.TensorChunk))
         return assembler.finish(), version
@@ -108,9 +124,9 @@ class GrpcClient(Client):
         wanted = self.wanted(at_least)
 
         async def one(shard: int, part: torch.Tensor):
-            request = ps_pb2.PullRequest(min_version=wanted[shard])
-            values, version = await self._call(shard, lambda stub: self._receive(
-                stub.Pull(request, metadata=self.metadata, timeout=self.deadline), part))
+            values, version = await self._call(shard, lambda stub: self._receive(shard, stub.Pull(
+                ps_pb2.PullRequest(min_version=wanted[shard], life=self.lives[shard]),
+                metadata=self.metadata, timeout=self.deadline), part))
             if values is not part:
                 raise ConnectionError(f"{self.addresses[shard]}: sent {values.dtype} {tuple(values.shape)} for a "
                                       f"shard of {part.numel()} float32 (is it serving another config?)")
@@ -124,10 +140,10 @@ class GrpcClient(Client):
         versions = read.of_shard
 
         async def one(shard: int, part: torch.Tensor):
-            header = ps_pb2.PushHeader(read_version=versions[shard], worker=self.worker, meta=meta_of(part))
-            reply = await self._call(shard, lambda stub: stub.Push(
-                self._push_stream(header, part), metadata=self.metadata, timeout=self.deadline))
-            return Push(shard, self.worker, versions[shard], reply.version, reply.applied)
+            reply = await self._call(shard, lambda stub: stub.Push(self._push_stream(ps_pb2.PushHeader(
+                read_version=versions[shard], worker=self.worker, meta=meta_of(part), life=self.lives[shard]), part),
+                metadata=self.metadata, timeout=self.deadline))
+            return await self._pushed(shard, reply)
 
         return list(await asyncio.gather(*(one(s, p) for s, p in enumerate(self.layout.split(grad)))))
 
@@ -137,7 +153,7 @@ class GrpcClient(Client):
         async def one(shard: int, local: torch.Tensor):
             request = ps_pb2.PullRowsRequest(table=table, row_ids=ids_to_bytes(local))
             return await self._call(shard, lambda stub: self._receive(
-                stub.PullRows(request, metadata=self.metadata, timeout=self.deadline), None))
+                shard, stub.PullRows(request, metadata=self.metadata, timeout=self.deadline), None))
 
         routed = self.layout.route_rows(table, rows)
         results = await asyncio.gather(*(one(shard, local) for shard, _, local in routed))
@@ -151,13 +167,17 @@ class GrpcClient(Client):
 
         async def one(shard: int, positions: torch.Tensor, local: torch.Tensor):
             grads = grad_rows[positions].contiguous()
-            header = ps_pb2.PushHeader(read_version=versions[shard], worker=self.worker, table=table,
-                                       row_ids=ids_to_bytes(local), meta=meta_of(grads))
-            reply = await self._call(shard, lambda stub: stub.PushRows(
-                self._push_stream(header, grads), metadata=self.metadata, timeout=self.deadline))
-            return Push(shard, self.worker, versions[shard], reply.version, reply.applied)
+            reply = await self._call(shard, lambda stub: stub.PushRows(self._push_stream(ps_pb2.PushHeader(
+                read_version=versions[shard], worker=self.worker, table=table, row_ids=ids_to_bytes(local),
+                meta=meta_of(grads), life=self.lives[shard]), grads), metadata=self.metadata, timeout=self.deadline))
+            return await self._pushed(shard, reply)
 
         return list(await asyncio.gather(*(one(*r) for r in routed)))
+
+    async def _pushed(self, shard: int, reply: ps_pb2.PushReply) -> Push:
+        """A push's reply, with the read version as the shard counted it (see ``_current`` on the server)."""
+        await self._seen(shard, reply.life)
+        return Push(shard, self.worker, reply.version - reply.staleness, reply.version, reply.applied)
 
     # -- the end of a run ------------------------------------------------------
     async def worker_done(self) -> None:
@@ -165,6 +185,14 @@ class GrpcClient(Client):
 
     async def close_run(self) -> None:
         await self._tell_every_shard("Close", ps_pb2.StatusRequest())
+
+    async def status(self) -> list[ps_pb2.StatusReply]:
+        """Every shard's status; their life tokens are known from here on (a restart after this is told)."""
+        replies = await asyncio.gather(*(self._call(s, lambda stub: stub.Status(
+            ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline)) for s in range(len(self.lives))))
+        for s, reply in enumerate(replies):
+            await self._seen(s, reply.life)
+        return list(replies)
 
     async def _tell_every_shard(self, rpc: str, request) -> None:
         await asyncio.gather(*(self._call(s, lambda stub: getattr(stub, rpc)(

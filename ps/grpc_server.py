@@ -5,6 +5,11 @@ status codes: ValueError -> INVALID_ARGUMENT, a closed shard ->
 FAILED_PRECONDITION, a pull's wait running out -> DEADLINE_EXCEEDED. The
 standard gRPC health service reports SERVING. An optional shared token
 (metadata ``authorization: Bearer <token>``) and optional TLS guard the port.
+
+A shard given a ``Recovery`` saves checkpoints (and journals pushes) as it
+goes, and a restarted one resumes from them; each life has its own token
+(see ps.proto), as a Ray shard actor's does. The workers that have finished
+are saved with each checkpoint, so a restarted shard still knows them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hmac
 import math
 import threading
+import uuid
 from concurrent import futures
 
 import grpc
@@ -21,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protos import ps_pb2, ps_pb2_grpc
 from ps.flat import Flat
 from ps.publication import ShardClosed
+from ps.recovery import Recovery, Resumed
 from ps.shard import Shard
 from ps.wire import check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
 
@@ -40,18 +47,28 @@ def _malformed(err: Exception) -> Exception:
 
 
 class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
-    def __init__(self, shard: Shard, num_workers: int):
+    def __init__(self, shard: Shard, num_workers: int, recovery: Recovery | None = None):
+        """``recovery``: resumed here (before serving), then kept up as pushes arrive."""
         self.shard = shard
         self.num_workers = num_workers
-        self.workers_done: set[int] = set()
+        self.recovery = recovery
+        self.resumed = recovery.resume() if recovery else Resumed(None, 0)
+        self.life = uuid.uuid4().hex
+        self.workers_done: set[int] = set(recovery.extra.get("workers_done", ())) if recovery else set()
         self._lock = threading.Lock()
+        if len(self.workers_done) >= num_workers:
+            shard.close()
+
+    def _current(self, version: int, life: str) -> int:
+        """``version``, read in ``life`` (empty: this one), as a version of this life."""
+        return min(version, self.shard.version) if life and life != self.life else version
 
     def Pull(self, request, context):
         if not (math.isfinite(request.timeout) and 0 <= request.timeout <= threading.TIMEOUT_MAX):
             _invalid(context, ValueError(f"Invalid pull timeout: {request.timeout!r} (seconds, a finite number "
                                          f"from 0, no limit, to {threading.TIMEOUT_MAX:.0f})"))
         try:
-            buffer, version = self._wait(request.min_version, request.timeout, context)
+            buffer, version = self._wait(self._current(request.min_version, request.life), request.timeout, context)
         except TimeoutError as err:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
         except ShardClosed as err:
@@ -79,10 +96,9 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
                                        f"{at_least} within {timeout} s") from None
         return None, None
 
-    @staticmethod
-    def _stream(values, version: int):
+    def _stream(self, values, version: int):
         """A pull stream, already encoded: the metadata, then TensorChunk.data chunks."""
-        yield ps_pb2.TensorChunk(meta=meta_of(values), version=version).SerializeToString()
+        yield ps_pb2.TensorChunk(meta=meta_of(values), version=version, life=self.life).SerializeToString()
         for data in chunks(values):
             yield encode_data(3, data)
 
@@ -107,11 +123,17 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             check_meta(header.meta, (self.shard.size,), "gradient", f"shard {self.shard.index}")
             self.shard.check_worker(header.worker)
             grad = receive(header.meta, datas)
-            self.shard.check_push(grad, header.read_version, header.worker)
-            push = self.shard.push(Flat.of(grad), header.read_version, header.worker)
+            read_version = self._current(header.read_version, header.life)
+            self.shard.check_push(grad, read_version, header.worker)
+            push = self.shard.push(Flat.of(grad), read_version, header.worker)
         except (ValueError, DecodeError) as err:
             _invalid(context, _malformed(err))
-        return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied)
+        return self._reply(push)
+
+    def _reply(self, push) -> ps_pb2.PushReply:
+        if self.recovery is not None:
+            self.recovery.after(push.applied)
+        return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied, life=self.life)
 
     def PullRows(self, request, context):
         try:
@@ -131,18 +153,21 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             check_meta(header.meta, (ids.numel(), self.shard.tables[header.table].shape[1]), "row gradients",
                        f"shard {self.shard.index}")
             grad_rows = receive(header.meta, datas)
-            self.shard.check_push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
-            push = self.shard.push_rows(header.table, ids, grad_rows, header.read_version, header.worker)
+            read_version = self._current(header.read_version, header.life)
+            self.shard.check_push_rows(header.table, ids, grad_rows, read_version, header.worker)
+            push = self.shard.push_rows(header.table, ids, grad_rows, read_version, header.worker)
         except (ValueError, DecodeError) as err:
             _invalid(context, _malformed(err))
-        return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied)
+        return self._reply(push)
 
     def Status(self, request, context):
         with self._lock:
             done = sorted(self.workers_done)
         return ps_pb2.StatusReply(shard=self.shard.index, version=self.shard.version, size=self.shard.size,
                                   closed=self.shard.closed, workers_done=done,
-                                  table_rows={name: t.shape[0] for name, t in self.shard.tables.items()})
+                                  table_rows={name: t.shape[0] for name, t in self.shard.tables.items()},
+                                  life=self.life, restored=-1 if self.resumed.restored is None else self.resumed.restored,
+                                  replayed=self.resumed.replayed)
 
     def WorkerDone(self, request, context):
         if not 0 <= request.worker < self.num_workers:
@@ -151,6 +176,9 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         with self._lock:
             self.workers_done.add(request.worker)
             everyone = len(self.workers_done) >= self.num_workers
+            if self.recovery is not None:  # a restarted shard must still know who has finished
+                self.recovery.extra["workers_done"] = sorted(self.workers_done)
+                self.recovery.save()
         if everyone:
             self.shard.close()
         return self.Status(request, context)
@@ -201,14 +229,15 @@ class TokenInterceptor(grpc.ServerInterceptor):
 
 
 def serve(shard: Shard, num_workers: int, port: int, host: str = "127.0.0.1", token: str | None = None,
-          tls: tuple[bytes, bytes] | None = None) -> tuple[grpc.Server, int]:
-    """Start a server for ``shard``; returns it and the port it listens on
-    (``port=0`` picks a free one). ``tls`` is ``(private key, certificate)`` in PEM."""
+          tls: tuple[bytes, bytes] | None = None, recovery: Recovery | None = None) -> tuple[grpc.Server, int]:
+    """Start a server for ``shard``, resumed first if ``recovery`` is given;
+    returns it and the port it listens on (``port=0`` picks a free one).
+    ``tls`` is ``(private key, certificate)`` in PEM."""
     interceptors = [TokenInterceptor(token)] if token else []
     # Synchronous workers all wait in a pull at once: one thread each, and more.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(16, 4 * num_workers)),
                          interceptors=interceptors)
-    server.add_generic_rpc_handlers([handlers(ShardServicer(shard, num_workers))])
+    server.add_generic_rpc_handlers([handlers(ShardServicer(shard, num_workers, recovery))])
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"

@@ -4,10 +4,13 @@
 ``asyncps work`` for each worker on 127.0.0.1, evaluates in its own process,
 and stops them at the end. A worker process that exits with an error fails
 the run; one killed by a signal has died, and the others go on while the
-protocol can. A shard process that exits before the end fails the run at
-once: the shards still alive are closed, the workers stopped, and the run
+protocol can. A shard process that exits before the end is restarted on its
+address, from its checkpoint and journal (``[recovery]``), up to
+``max_restarts`` times, while the clients retry; after that, the run fails
+at once: the shards still alive are closed, the workers stopped, and the run
 directory says so. With ``addresses`` given, the shards and workers are someone
-else's (docker-compose): the run evaluates until the shards close.
+else's (docker-compose, whose restart policy brings a shard back): the run
+evaluates until the shards close.
 """
 
 from __future__ import annotations
@@ -19,18 +22,21 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 
 from lab.backends.base import Backend, Threads, WorkerDied
 from lab.backends.health import wait_until_serving
 from lab.evaluator import EVALUATOR
+from protos import ps_pb2
 from ps.grpc_client import GrpcClient
+from ps.recovery import Resumed
 
 # glibc serves allocations of 32 MB or more from fresh mmap pages, and every
 # first touch of a page costs microseconds: large messages would page-fault
 # on every pull. Both thresholds are needed to keep freed memory for reuse.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
 PROGRAM = [sys.executable, "-m", "lab.cli"]
-RETRY_SECONDS = 10.0  # how long this process's calls retry a shard that does not answer
+RETRY_SECONDS = 30.0  # how long this process's calls retry a shard that does not answer (a restart takes seconds)
 STOP_SECONDS = 5.0  # once the run has ended, how long a worker has to exit before it is stopped
 
 
@@ -68,27 +74,60 @@ class GrpcBackend(Backend):
         self.workers: list[subprocess.Popen] = []
         self.threads = Threads()
         self.stopping = False
+        self.lock = threading.Lock()  # between a shard's restart and the end of the run
+        self.run_id = uuid.uuid4().hex  # a restarted shard takes only this run's checkpoint and journal
 
-    def client(self, retry_seconds: float = RETRY_SECONDS) -> GrpcClient:
+    def client(self, retry_seconds: float = RETRY_SECONDS, on_restart=None) -> GrpcClient:
         return GrpcClient(self.experiment.layout, self.addresses, EVALUATOR, token=token_from_env(),
-                          tls_ca=self.tls_ca, retry_seconds=retry_seconds)
+                          tls_ca=self.tls_ca, retry_seconds=retry_seconds, on_restart=on_restart)
 
     def start(self, fail) -> GrpcClient:
         if not self.external:
-            config_path = str(self.run_dir / "config.toml")
-            self.servers = [subprocess.Popen([*PROGRAM, "serve", config_path, "--shard", str(s), "--port",
-                                              address.rsplit(":", 1)[1]], env=self.env, stdout=subprocess.DEVNULL)
-                            for s, address in enumerate(self.addresses)]
+            self.servers = [self._serve(s) for s in range(len(self.addresses))]
             for server, address in zip(self.servers, self.addresses):
                 wait_until_serving(address, timeout=120.0, process=server)
-            for s, server in enumerate(self.servers):  # not joined by wait(): a shard serves to the end
-                threading.Thread(target=self._watch_shard, args=(s, server, fail), daemon=True).start()
-        return self.client()
+            for s in range(len(self.servers)):  # not joined by wait(): a shard serves to the end
+                threading.Thread(target=self._watch_shard, args=(s, fail), daemon=True).start()
+        client = self.client(on_restart=self.shard_restarted)
 
-    def _watch_shard(self, shard: int, server: subprocess.Popen, fail) -> None:
-        code = server.wait()
+        async def know_the_shards():  # their lives: a restart from here on is an event
+            await client.status()
+            await client.aclose()
+
+        asyncio.run(know_the_shards())
+        return client
+
+    def _serve(self, shard: int) -> subprocess.Popen:
+        command = [*PROGRAM, "serve", str(self.run_dir / "config.toml"), "--shard", str(shard),
+                   "--port", self.addresses[shard].rsplit(":", 1)[1], "--run-id", self.run_id]
+        if self.experiment.config.recovery.checkpoint_every:
+            command += ["--checkpoints", str(self.run_dir / "checkpoints")]
+        return subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL)
+
+    def _watch_shard(self, shard: int, fail) -> None:
+        """Restart shard ``shard`` each time its process dies, ``max_restarts`` times; then fail the run."""
+        restarts = self.experiment.config.recovery.max_restarts
+        for restart in range(1, restarts + 2):
+            code = self.servers[shard].wait()
+            with self.lock:
+                if self.stopping:
+                    return
+                died = f"shard {shard} died: its process {exit_of(code)}"
+                if restart > restarts:
+                    break
+                self.metrics.record("event", message=f"{died}; restarting it ({restart} of {restarts} restarts)")
+                self.servers[shard] = self._serve(shard)
+            try:
+                wait_until_serving(self.addresses[shard], timeout=120.0, process=self.servers[shard])
+            except (RuntimeError, TimeoutError) as err:
+                died = f"shard {shard} could not be restarted: {err}"
+                break
         if not self.stopping:
-            fail(f"shard {shard} died: its process {exit_of(code)}")
+            fail(died + (f" ({restarts} restarts used)" if restarts else ""))
+
+    def shard_restarted(self, status: ps_pb2.StatusReply) -> None:
+        resumed = Resumed(None if status.restored < 0 else status.restored, status.replayed).describe()
+        self.metrics.record("event", message=f"shard {status.shard} was restarted; {resumed}")
 
     def start_worker(self, worker, ended, stopped) -> None:
         if self.external:
@@ -137,7 +176,8 @@ class GrpcBackend(Backend):
                 process.terminate()
 
     def stop(self) -> None:
-        self.stopping = True
+        with self.lock:
+            self.stopping = True
         for process in self.workers:
             if process.poll() is None:
                 process.kill()

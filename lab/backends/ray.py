@@ -120,7 +120,7 @@ class RayBackend(Backend):
         check_resources(self.experiment)
         experiment, ray_config, recovery = self.experiment, self.experiment.config.ray, self.experiment.config.recovery
         layout, workers = experiment.layout, experiment.config.cluster.workers
-        plan = recovery.plan(self.run_dir)
+        plan = recovery.plan(self.run_dir / "checkpoints")
         run_id = uuid.uuid4().hex  # a restarted shard takes only this run's checkpoint and journal
         parts = {name: layout.split_table(name, full) for name, full in experiment.initial_tables.items()}
         remote = ray.remote(ShardActor).options(

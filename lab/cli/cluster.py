@@ -33,21 +33,27 @@ from workers.runtime import WorkerRuntime
 
 
 def serve_main(config_path: str, shard: int, port: int, host: str = "127.0.0.1",
-               tls: tuple[bytes, bytes] | None = None) -> int:
-    """Serve one shard until SIGTERM or SIGINT, then stop gracefully."""
+               tls: tuple[bytes, bytes] | None = None, checkpoints: str | None = None, run_id: str = "") -> int:
+    """Serve one shard until SIGTERM or SIGINT, then stop gracefully. With
+    ``checkpoints``, resume from that directory and keep it up (``[recovery]``)."""
     experiment = Experiment.build(load_config(config_path))
     num_shards = experiment.layout.num_shards
     if not 0 <= shard < num_shards:
         raise ValueError(f"Invalid shard: {shard} (the config has {num_shards} shards: 0..{num_shards - 1})")
     shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
                          experiment.server_rule(), experiment.config.cluster.workers)
-    server, bound = serve(shards[shard], experiment.config.cluster.workers, port, host, token_from_env(), tls)
+    plan = experiment.config.recovery.plan(Path(checkpoints)) if checkpoints else None
+    recovery = plan.attach(shards[shard], run_id) if plan else None
+    server, bound = serve(shards[shard], experiment.config.cluster.workers, port, host, token_from_env(), tls,
+                          recovery)
     print(f"asyncps shard {shard} of {num_shards} serving on {host}:{bound}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     server.stop(grace=5).wait()
+    if recovery is not None:
+        recovery.close()
     return 0
 
 

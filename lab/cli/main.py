@@ -183,6 +183,11 @@ def add_serve(commands) -> None:
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     command.add_argument("--tls-cert", help="PEM certificate; with --tls-key, serve TLS only")
     command.add_argument("--tls-key", help="PEM private key")
+    command.add_argument("--checkpoints", metavar="DIR",
+                         help="keep checkpoints (and the journal, per the config's [recovery]) in DIR, and resume "
+                              "from them when restarted: give a restarted shard the same DIR and --run-id")
+    command.add_argument("--run-id", default="",
+                         help="the run the checkpoints belong to: a shard resumes only from its own run's")
     command.set_defaults(run=run_serve)
 
 
@@ -191,7 +196,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ValueError("Invalid TLS settings: --tls-cert and --tls-key go together (give both to serve TLS, "
                          "or neither for plaintext)")
     tls = (read_file(args.tls_key), read_file(args.tls_cert)) if args.tls_cert else None
-    return cluster.serve_main(args.config, args.shard, args.port, args.host, tls)
+    return cluster.serve_main(args.config, args.shard, args.port, args.host, tls, args.checkpoints, args.run_id)
 
 
 def add_work(commands) -> None:

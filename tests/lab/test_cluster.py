@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -103,8 +104,43 @@ def test_a_killed_worker_process_leaves_an_asynchronous_run_to_the_others(tmp_pa
     assert done.left_no_process()
 
 
-def test_a_killed_shard_process_ends_the_run_at_once_with_a_summary_that_says_so(tmp_path):
-    done = run_and_kill(tmp_path, ["cluster.workers=2"], lambda backend: backend.servers[1])
+def shards_of(run_dir) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())["shards"]
+
+
+def test_a_killed_shard_process_is_restarted_from_its_checkpoint_and_the_run_counts_what_was_lost(tmp_path):
+    done = run_and_kill(tmp_path, ["cluster.workers=2", "recovery.checkpoint_every=4"],
+                        lambda backend: backend.servers[1])
+    assert done.failure is None
+    events = [e["message"] for e in records(done.run_dir, "event")]
+    assert events[0] == "shard 1 died: its process was killed by SIGKILL; restarting it (1 of 3 restarts)"
+    resumed = re.fullmatch(r"shard 1 was restarted; it resumed from its checkpoint at version (\d+)", events[1])
+    assert resumed and int(resumed.group(1)) % 4 == 0 and int(resumed.group(1)) >= KILL_AT - 4
+    shards = shards_of(done.run_dir)
+    versions = records(done.run_dir, "final")[0]["shard_versions"]
+    assert shards["1"]["lost"] == shards["1"]["applied"] - versions[1] >= 0  # the pushes since its checkpoint
+    assert shards["0"]["lost"] == 0
+    assert json.loads((done.run_dir / "summary.json").read_text())["train_steps"] == 2 * done.experiment.steps
+    assert (done.run_dir / "model.pt").exists()
+    assert done.left_no_process()
+
+
+def test_with_a_journal_a_killed_shard_loses_no_acknowledged_push(tmp_path):
+    done = run_and_kill(tmp_path, ["cluster.workers=2", "recovery.checkpoint_every=4", "recovery.durability=log"],
+                        lambda backend: backend.servers[1])
+    assert done.failure is None
+    resumed = [e["message"] for e in records(done.run_dir, "event") if "restarted;" in e["message"]]
+    assert len(resumed) == 1 and re.fullmatch(r"shard 1 was restarted; it resumed from its checkpoint at version \d+"
+                                              r"(, then replayed \d+ logged pushes)?", resumed[0])
+    shards = shards_of(done.run_dir)
+    versions = records(done.run_dir, "final")[0]["shard_versions"]
+    for s in ("0", "1"):  # every acknowledged update is in the final parameters (a retried push may count twice)
+        assert shards[s]["lost"] <= 0 and versions[int(s)] >= shards[s]["applied"]
+    assert done.left_no_process()
+
+
+def test_a_shard_that_dies_with_no_restarts_left_ends_the_run_at_once_with_a_summary_that_says_so(tmp_path):
+    done = run_and_kill(tmp_path, ["cluster.workers=2", "recovery.max_restarts=0"], lambda backend: backend.servers[1])
     assert str(done.failure) == "shard 1 died: its process was killed by SIGKILL"
     summary = json.loads((done.run_dir / "summary.json").read_text())
     assert summary["failed"] == "RuntimeError: shard 1 died: its process was killed by SIGKILL"

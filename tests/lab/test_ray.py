@@ -33,6 +33,7 @@ from lab.metrics import Metrics
 from lab.runner import Run, finish
 from ps import ApplyEach, ShardClosed
 from ps.ray_server import ShardActor
+from ps.recovery import RecoveryPlan
 
 RAY = Path(sys.executable).parent / "ray"  # the venv's: the head's workers then import asyncps too
 SLOW_WORKER_1 = 'delays.compute={kind = "constant", seconds = 0.005, slowdown = {"1" = 40.0}}'
@@ -124,11 +125,14 @@ def test_ray_address_is_for_the_ray_backend_only(tmp_path, capsys):
 @pytest.mark.parametrize("override, message", [
     ("ray.address=nowhere", r"Invalid config value ray.address = 'nowhere' \(must be HOST:PORT"),
     ("ray.worker_cpus=-1", r"Invalid config value ray.worker_cpus = -1 \(must be a number >= 0\)"),
-    ("ray.checkpoint_every=0.5", r"Invalid config value ray.checkpoint_every = 0.5 \(must be an integer >= 0\)"),
+    ("recovery.checkpoint_every=0.5", r"Invalid config value recovery.checkpoint_every = 0.5 \(must be an integer >= 0\)"),
+    ("recovery.durability=disk", r"Invalid config value recovery.durability = 'disk' \(choose one of: fsync, log, none\)"),
+    ("recovery.durability=log,recovery.checkpoint_every=0", r"Invalid config value recovery.durability = 'log' \(needs "
+     r"recovery.checkpoint_every >= 1: the journal is cut at each checkpoint\)"),
 ])
-def test_ray_config_refusals_name_the_key(override, message):
+def test_ray_and_recovery_config_refusals_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):
-        load_config(None, [override])
+        load_config(None, override.split(","))
 
 
 def test_a_run_the_cluster_cannot_place_is_refused_at_once(tmp_path, ray_session):
@@ -188,7 +192,7 @@ def test_a_killed_shard_is_restarted_from_its_checkpoint_and_training_goes_on(tm
             ray.kill(run.shards[1], no_restart=False)
 
     run_dir, experiment = run_watched(tmp_path, kill_shard_1, "cluster.workers=1", "cluster.shards=2",
-                                      "train.epochs=2", "train.eval_every=10", "ray.checkpoint_every=25",
+                                      "train.epochs=2", "train.eval_every=10", "recovery.checkpoint_every=25",
                                       'delays.compute={kind = "constant", seconds = 0.02}')
     assert killed
     events = summary(run_dir)["events"]
@@ -211,10 +215,9 @@ def test_a_killed_shard_is_restarted_from_its_checkpoint_and_training_goes_on(tm
 
 # -- the actor shells, without Ray ------------------------------------------------------------------
 def test_a_restarted_shard_counts_versions_of_its_earlier_life_as_current(tmp_path):
-    checkpoint = str(tmp_path / "shard-0.pt")
-
     def start():
-        return ShardActor(0, torch.zeros(4).numpy(), {}, ApplyEach(optim.SGD(lr=1.0)), checkpoint, 2, "run")
+        return ShardActor(0, torch.zeros(4).numpy(), {}, ApplyEach(optim.SGD(lr=1.0)), RecoveryPlan(str(tmp_path), 2),
+                          "run")
 
     first = start()
     grad = torch.ones(4).numpy()
@@ -222,7 +225,7 @@ def test_a_restarted_shard_counts_versions_of_its_earlier_life_as_current(tmp_pa
         _, _, _, life = first.push(grad, None, v, worker=0, life=None)
     assert first.status()["version"] == 3  # saved at version 2
     again = start()  # what Ray does after a crash
-    assert again.status()["restored"] == 2 and again.life != life
+    assert again.status()["resumed"] == (2, 0) and again.life != life
     read, version, applied, _ = again.push(grad, None, 3, worker=0, life=life)  # read at 3, in the earlier life
     assert (read, version, applied) == (2, 2, True)
     values, version, _ = again.pull(reader=0, min_version=9, life=life)  # waits for no version of the earlier life
