@@ -5,6 +5,10 @@
    processes) through asyncps's client. Target: each at least 30% of (1).
 3. Small pushes (4 KB) per second against a bare gRPC unary echo of 4 KB.
    Target: at least 80% of the echo rate.
+4. What durability costs (``[recovery] durability``): pushes per second to one
+   shard journaling each push ("log": written to the OS; "fsync": on the disk)
+   against the same shard without a journal, every contender checkpointing
+   every 100 updates, measured in alternating rounds; for 4 KB and 4 MB pushes.
 
     python benchmarks/grpc_bench.py [--params 10000000] [--reps 5]
 """
@@ -30,6 +34,7 @@ from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from ps.grpc_client import GrpcClient
+from ps.journal import DURABILITIES
 
 ECHO_SERVER = """
 import sys, time, grpc
@@ -76,11 +81,13 @@ def tcp_bandwidth(total_bytes: int) -> float:
         sink.kill()
 
 
-def start_shards(config_path: Path, shards: int) -> tuple[list[subprocess.Popen], list[str]]:
+def start_shards(config_path: Path, shards: int, checkpoints: Path | None = None
+                 ) -> tuple[list[subprocess.Popen], list[str]]:
     ports = free_ports(shards)
     env = {**os.environ, **MALLOC_ENV}
+    keep = ["--checkpoints", str(checkpoints), "--run-id", "bench"] if checkpoints else []
     processes = [subprocess.Popen([sys.executable, "-m", "lab.cli", "serve", str(config_path), "--shard", str(s),
-                                   "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
+                                   "--port", str(port), *keep], env=env, stdout=subprocess.DEVNULL)
                  for s, port in enumerate(ports)]
     addresses = [f"127.0.0.1:{port}" for port in ports]
     for process, address in zip(processes, addresses):
@@ -95,10 +102,10 @@ def stop_all(processes) -> None:
         process.wait(timeout=60)
 
 
-def model_config(directory: Path, hidden: int, shards: int) -> tuple[Path, Experiment]:
-    path = directory / f"model-{hidden}.toml"
+def model_config(directory: Path, hidden: int, shards: int, durability: str = "none") -> tuple[Path, Experiment]:
+    path = directory / f"model-{hidden}-{durability}.toml"
     path.write_text(to_toml(load_config(None, [f"model.options={{hidden = [{hidden}]}}", f"cluster.shards={shards}",
-                                               "cluster.workers=1"])))
+                                               "cluster.workers=1", f"recovery.durability={durability}"])))
     return path, Experiment.build(load_config(path))
 
 
@@ -135,6 +142,24 @@ async def small_pushes(experiment: Experiment, addresses: list[str], seconds: fl
     rate = count / (time.perf_counter() - start)
     await client.aclose()
     return rate
+
+
+def durability_cost(directory: Path, hidden: int, seconds: float, rounds: int = 3) -> dict[str, float]:
+    """Pushes per second to one shard, for each durability, the contenders alternating round by round."""
+    shards = {}
+    try:
+        for durability in DURABILITIES:
+            path, experiment = model_config(directory, hidden, 1, durability)
+            processes, addresses = start_shards(path, 1, directory / f"checkpoints-{hidden}-{durability}")
+            shards[durability] = (experiment, processes, addresses)
+        rates = {durability: [] for durability in DURABILITIES}
+        for _ in range(rounds):
+            for durability, (experiment, _, addresses) in shards.items():
+                rates[durability].append(asyncio.run(small_pushes(experiment, addresses, seconds)))
+        return {durability: median(r) for durability, r in rates.items()}
+    finally:
+        for _, processes, _ in shards.values():
+            stop_all(processes)
 
 
 async def echo_rate(address: str, nbytes: int, seconds: float) -> float:
@@ -190,6 +215,12 @@ def main() -> None:
             echo.kill()
         print(f"small pushes of {small.layout.size * 4:,} bytes: {ours:,.0f}/s against a bare unary echo "
               f"{bare:,.0f}/s = {ours / bare:.0%} (target >= 80%) {'OK' if ours / bare >= 0.8 else 'MISSED'}")
+
+        for hidden in (14, 14_000):  # about 4 KB and 4 MB a push
+            rates = durability_cost(Path(tmp), hidden, args.seconds)
+            size = model_config(Path(tmp), hidden, 1)[1].layout.size * 4
+            print(f"durability, pushes of {size:,} bytes to one shard (a checkpoint every 100): " + ", ".join(
+                f"{d} {rates[d]:,.0f}/s ({rates[d] / rates['none']:.0%})" for d in DURABILITIES))
 
 
 if __name__ == "__main__":
