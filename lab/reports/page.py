@@ -205,5 +205,10 @@ def _run_article(i: int, run: Entry, out: Path, differing: list[str]) -> str:
     events = [f"{_e(message)} at {at:.3g} s" for at, message in run.events]
     if events:
         facts.append("events: " + "; ".join(events))
+    shards = run.summary.get("shards") or {}
+    if shards:
+        facts.append("pushes per shard, acknowledged / applied / lost to a restore: " + "; ".join(
+            f"shard {_e(s)}: {a['acknowledged']} / {a['applied']} / {'unknown' if a['lost'] is None else a['lost']}"
+            for s, a in shards.items()))
     return (f'<article id="run-{i + 1}"><h3>{_e(run.name)}</h3><p class="meta">{" · ".join(facts)}</p>'
             + "".join(_figure_html(path, caption) for path, caption in run.pictures) + "</article>")

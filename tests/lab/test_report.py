@@ -220,6 +220,19 @@ def test_hand_written_runs_names_are_escaped_and_many_workers_and_rmse_still_rep
         decode_png(src).verify()
 
 
+def test_the_page_counts_each_shards_pushes_and_those_a_restore_lost(tmp_path):
+    pushes = [{"kind": "push", "time": 0.1 * i, "worker": 0, "shard": i % 2, "staleness": 0, "applied": True}
+              for i in range(10)]
+    final = {"kind": "final", "time": 1.0, "shard_versions": [5, 3]}  # shard 1 came back from a checkpoint at 3
+    run_dir = tmp_path / "restored"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*pushes, final]))
+    assert main(["report", str(run_dir)]) == 0
+    text = " ".join(Page((run_dir / "report.html").read_text()).text)
+    assert "pushes per shard, acknowledged / applied / lost to a restore: shard 0: 5 / 5 / 0; shard 1: 5 / 5 / 2" \
+        in text
+
+
 def test_runs_with_few_or_odd_records_still_report(tmp_path):
     """An empty run and one whose records lack fields: every picture says what is missing, nothing crashes."""
     odd = [{"kind": "eval", "time": 1.0, "updates": 3, "val_loss": 1.0}, {"kind": "push", "time": 0.5, "staleness": 3},
