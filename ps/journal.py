@@ -141,12 +141,17 @@ class Journal:
         crc = zlib.crc32(data, zlib.crc32(ids_bytes, zlib.crc32(name, zlib.crc32(head))))
         size = len(head) + len(name) + len(ids_bytes) + len(data)
         parts = [LENGTH.pack(size), head, name, ids_bytes, data, LENGTH.pack(crc)]
-        written = os.writev(self._fd, parts)
-        total = size + 2 * LENGTH.size
-        if written != total:  # a short write (a full disk): finish it, or fail the push
-            os.write(self._fd, b"".join(bytes(p) for p in parts)[written:])
-        if self.sync:
-            os.fdatasync(self._fd)
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            written = os.writev(self._fd, parts)
+            rest = memoryview(b"".join(bytes(p) for p in parts))[written:] if written < size + 2 * LENGTH.size else b""
+            while rest:  # a short write (a full disk): finish it, or fail the push
+                rest = rest[os.write(self._fd, rest):]
+            if self.sync:
+                os.fdatasync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, start)  # no half record for the next one to follow: the push is refused whole
+            raise
 
     def _open(self, first: int) -> None:
         path = self.stem.with_name(f"{self.stem.name}.{first}.wal")
