@@ -29,7 +29,8 @@ from pathlib import Path
 import grpc
 import torch
 
-from lab.backends.grpc import MALLOC_ENV, free_ports
+from lab.backends.grpc import free_ports
+from lab.backends.grpc_processes import MALLOC_ENV
 from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment

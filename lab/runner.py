@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from lab.backends.base import Backend, WorkerDied
 from lab.backends.grpc import GrpcBackend
+from lab.backends.grpc_processes import start_fork_server
 from lab.backends.local import LocalBackend
 from lab.backends.sim import SimBackend
 from lab.config import Config, to_toml
@@ -51,6 +52,8 @@ BACKENDS: dict[str, Callable[[Experiment, Metrics], Backend]] = {
 
 def run(config: Config, progress: bool = True) -> Path:
     """Run the experiment ``config`` describes; return its run directory."""
+    if config.backend == "grpc":
+        start_fork_server()  # it imports while the experiment is built here
     experiment = Experiment.build(config)
     run_dir = fresh_run_dir(config.run_dir)
     (run_dir / "config.toml").write_text(to_toml(config))

@@ -22,7 +22,7 @@ from typing import Callable
 import grpc
 import torch
 
-from protos import ps_pb2, ps_pb2_grpc
+from protos import CHANNEL_OPTIONS, ps_pb2, ps_pb2_grpc
 from ps.client import Client, Versions
 from ps.layout import Layout
 from ps.publication import ShardClosed
@@ -81,8 +81,9 @@ class GrpcClient(Client):
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         if self.tls_ca is None:
-            return grpc.aio.insecure_channel(address)
-        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=self.tls_ca))
+            return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=self.tls_ca),
+                                       options=CHANNEL_OPTIONS)
 
     async def _call(self, shard: int, rpc):
         """Run ``rpc(stub)``, retrying with back-off while the shard is unavailable."""

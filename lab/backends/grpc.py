@@ -1,7 +1,8 @@
 """The ``grpc`` backend: every shard a server process, every worker a process.
 
-``asyncps run --backend grpc`` starts ``asyncps serve`` for each shard and
-``asyncps work`` for each worker on 127.0.0.1, evaluates in its own process,
+``asyncps run --backend grpc`` starts a process for each shard and each
+worker (``grpc_processes.Forked``: forks of a fork server, handed the
+experiment this process built), on 127.0.0.1, evaluates in its own process,
 and stops them at the end. A worker process that exits with an error fails
 the run; one killed by a signal has died, and the others go on while the
 protocol can. A shard process that exits before the end is restarted on its
@@ -16,32 +17,21 @@ evaluates until the shards close.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 
 from lab.backends.base import Backend, Threads, WorkerDied
+from lab.backends.grpc_processes import Forked, serve_shard, token_from_env, work
 from lab.backends.health import wait_until_serving
 from lab.evaluator import EVALUATOR
 from protos import ps_pb2
 from ps.grpc_client import GrpcClient
 from ps.recovery import Resumed
 
-# glibc serves allocations of 32 MB or more from fresh mmap pages, and every
-# first touch of a page costs microseconds: large messages would page-fault
-# on every pull. Both thresholds are needed to keep freed memory for reuse.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
-PROGRAM = [sys.executable, "-m", "lab.cli"]
 RETRY_SECONDS = 30.0  # how long this process's calls retry a shard that does not answer (a restart takes seconds)
 STOP_SECONDS = 5.0  # once the run has ended, how long a worker has to exit before it is stopped
-
-
-def token_from_env() -> str | None:
-    return os.environ.get("ASYNCPS_TOKEN") or None
 
 
 def exit_of(code: int) -> str:
@@ -68,10 +58,9 @@ class GrpcBackend(Backend):
         self.external = addresses is not None
         self.addresses = addresses or [f"127.0.0.1:{port}" for port in free_ports(experiment.config.cluster.shards)]
         self.tls_ca = tls_ca
-        self.run_dir = metrics.path.parent
-        self.env = {**os.environ, **MALLOC_ENV}
-        self.servers: list[subprocess.Popen] = []
-        self.workers: list[subprocess.Popen] = []
+        self.run_dir = metrics.path.parent.resolve()  # its processes' working directory may not be this one's
+        self.servers: list[Forked] = []
+        self.workers: list[Forked] = []
         self.threads = Threads()
         self.stopping = False
         self.lock = threading.Lock()  # between a shard's restart and the end of the run
@@ -86,6 +75,9 @@ class GrpcBackend(Backend):
             self.servers = [self._serve(s) for s in range(len(self.addresses))]
             for server, address in zip(self.servers, self.addresses):
                 wait_until_serving(address, timeout=120.0, process=server)
+            # The workers once every shard serves: from here on, the watchers restart a shard that dies.
+            self.workers = [Forked(work, self.experiment, w, self.addresses, str(self.run_dir), token_from_env())
+                            for w in range(self.experiment.config.cluster.workers)]
             for s in range(len(self.servers)):  # not joined by wait(): a shard serves to the end
                 threading.Thread(target=self._watch_shard, args=(s, fail), daemon=True).start()
         client = self.client(on_restart=self.shard_restarted)
@@ -97,12 +89,14 @@ class GrpcBackend(Backend):
         asyncio.run(know_the_shards())
         return client
 
-    def _serve(self, shard: int) -> subprocess.Popen:
-        command = [*PROGRAM, "serve", str(self.run_dir / "config.toml"), "--shard", str(shard),
-                   "--port", self.addresses[shard].rsplit(":", 1)[1], "--run-id", self.run_id]
-        if self.experiment.config.recovery.checkpoint_every:
-            command += ["--checkpoints", str(self.run_dir / "checkpoints")]
-        return subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL)
+    def _port(self, shard: int) -> str:
+        return self.addresses[shard].rsplit(":", 1)[1]
+
+    def _serve(self, shard: int) -> Forked:
+        """Shard ``shard``'s process; a restarted one resumes from what it kept."""
+        checkpoints = str(self.run_dir / "checkpoints") if self.experiment.config.recovery.checkpoint_every else None
+        return Forked(serve_shard, self.experiment, shard, self._port(shard), "127.0.0.1", token_from_env(), None,
+                      checkpoints, self.run_id, False)
 
     def _watch_shard(self, shard: int, fail) -> None:
         """Restart shard ``shard`` each time its process dies, ``max_restarts`` times; then fail the run."""
@@ -130,16 +124,11 @@ class GrpcBackend(Backend):
         self.metrics.record("event", message=f"shard {status.shard} was restarted; {resumed}")
 
     def start_worker(self, worker, ended, stopped) -> None:
-        if self.external:
-            return
-        process = subprocess.Popen([*PROGRAM, "work", str(self.run_dir / "config.toml"), "--worker", str(worker),
-                                    "--shards", ",".join(self.addresses), "--run-dir", str(self.run_dir)],
-                                   env=self.env)
-        self.workers.append(process)
-        self.threads.start(f"watch-worker-{worker}", self._watch, worker, process, ended)
+        if not self.external:  # its process was started with the shards'
+            self.threads.start(f"watch-worker-{worker}", self._watch, worker, self.workers[worker], ended)
 
     @staticmethod
-    def _watch(worker: int, process: subprocess.Popen, ended) -> None:
+    def _watch(worker: int, process: Forked, ended) -> None:
         code = process.wait()
         if code == 0:
             ended(worker, None)

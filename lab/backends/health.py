@@ -14,12 +14,14 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos import CHANNEL_OPTIONS
+
 
 def channel(address: str, tls_ca: bytes | None = None) -> grpc.Channel:
     """A plaintext channel, or a TLS one trusting ``tls_ca`` (PEM)."""
     if tls_ca is None:
-        return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_ca))
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_ca), options=CHANNEL_OPTIONS)
 
 
 def health_main(address: str, timeout: float = 3.0, tls_ca: bytes | None = None) -> int:
@@ -40,8 +42,8 @@ def wait_until_serving(address: str, timeout: float, process: subprocess.Popen |
     with channel(address, tls_ca) as to_shard:
         stub = health_pb2_grpc.HealthStub(to_shard)
         while True:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"the shard server for {address} exited with code {process.returncode}")
+            if process is not None and (code := process.poll()) is not None:
+                raise RuntimeError(f"the shard server for {address} exited with code {code}")
             try:
                 if stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status == \
                         health_pb2.HealthCheckResponse.SERVING:

@@ -1,9 +1,9 @@
 """The three programs of a gRPC cluster: ``asyncps serve``, ``asyncps work``
-and ``asyncps evaluate``. docker-compose runs exactly these, and ``asyncps
-run --backend grpc`` starts the first two itself (``lab.backends.grpc``).
-Every process builds the same ``Experiment`` from the same config, so the
-initial parameters, the layout and each worker's data shard agree without
-being shipped.
+and ``asyncps evaluate``. docker-compose runs exactly these; ``asyncps
+run --backend grpc`` forks the work of the first two from its own process
+(``lab.backends.grpc_processes``). Every process builds the same
+``Experiment`` from the same config, so the initial parameters, the layout
+and each worker's data shard agree without being shipped.
 
 Ending a run: each worker tells every shard when it is done; a shard that
 has heard from every worker closes. That ends the evaluator's wait, and it
@@ -13,73 +13,28 @@ evaluator, and the workers stop at their next call.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import threading
 from pathlib import Path
 
-import torch
-
-from lab.backends.grpc import GrpcBackend, token_from_env
+from lab.backends.grpc import GrpcBackend
+from lab.backends.grpc_processes import serve_shard, token_from_env, work
 from lab.backends.health import wait_until_serving
 from lab.config import load_config
 from lab.experiment import Experiment
-from lab.metrics import WORKER_PARTS, Metrics
+from lab.metrics import Metrics
 from lab.runner import Run, finish
-from ps import DelayedClient, RealClock, make_shards
-from ps.grpc_client import GrpcClient
-from ps.grpc_server import serve
-from workers.runtime import WorkerRuntime
 
 
 def serve_main(config_path: str, shard: int, port: int, host: str = "127.0.0.1",
                tls: tuple[bytes, bytes] | None = None, checkpoints: str | None = None, run_id: str = "") -> int:
-    """Serve one shard until SIGTERM or SIGINT, then stop gracefully. With
-    ``checkpoints``, resume from that directory and keep it up (``[recovery]``)."""
-    experiment = Experiment.build(load_config(config_path))
-    num_shards = experiment.layout.num_shards
-    if not 0 <= shard < num_shards:
-        raise ValueError(f"Invalid shard: {shard} (the config has {num_shards} shards: 0..{num_shards - 1})")
-    shards = make_shards(experiment.layout, experiment.initial_flat, experiment.initial_tables,
-                         experiment.server_rule(), experiment.config.cluster.workers)
-    plan = experiment.config.recovery.plan(Path(checkpoints)) if checkpoints else None
-    recovery = plan.attach(shards[shard], run_id) if plan else None
-    server, bound = serve(shards[shard], experiment.config.cluster.workers, port, host, token_from_env(), tls,
-                          recovery)
-    print(f"asyncps shard {shard} of {num_shards} serving on {host}:{bound}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.stop(grace=5).wait()
-    if recovery is not None:
-        recovery.close()
-    return 0
+    """Serve one shard until SIGTERM or SIGINT (``lab.backends.grpc_processes.serve_shard``)."""
+    return serve_shard(Experiment.build(load_config(config_path)), shard, port, host, token_from_env(), tls,
+                       checkpoints, run_id)
 
 
 def work_main(config_path: str, worker: int, addresses: list[str], run_dir: str,
               tls_ca: bytes | None = None) -> int:
-    """Run one worker's loop to the end, recording into ``<run_dir>/workers/``."""
-    experiment = Experiment.build(load_config(config_path))
-    workers = experiment.config.cluster.workers
-    if not 0 <= worker < workers:
-        raise ValueError(f"Invalid worker: {worker} (the config has {workers} workers: 0..{workers - 1})")
-    torch.set_num_threads(1)
-    client = GrpcClient(experiment.layout, addresses, worker, token=token_from_env(), tls_ca=tls_ca)
-    delays = experiment.delays
-    delayed = DelayedClient(client, delays.samplers(worker), RealClock()) if delays.active else None
-    part = Path(run_dir) / WORKER_PARTS / f"worker-{worker}.jsonl"
-    with Metrics(part, start=0.0) as metrics:  # absolute wall times, merged by the evaluator
-        runtime = WorkerRuntime(worker, workers, delayed or client, experiment.model, experiment.data_shards[worker],
-                                experiment.steps, metrics.record, after_compute=delayed.compute if delayed else None)
-
-        async def main():
-            await runtime.work(experiment.protocol)
-            await client.worker_done()
-            await client.aclose()
-
-        asyncio.run(main())
-    return 0
+    """Run one worker's loop to the end (``lab.backends.grpc_processes.work``)."""
+    return work(Experiment.build(load_config(config_path)), worker, addresses, run_dir, token_from_env(), tls_ca)
 
 
 def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = None,
