@@ -65,9 +65,9 @@ class Downpour(Protocol):
         parameters = torch.empty(client.layout.size)  # this replica's own copy
         if ctx.worker > 0 and self.warmstart_steps:
             await client.pull(parameters, self.warmstart_steps)
-        accrued, pending = None, 0
+        accrued, pending, fetched = None, 0, -1
         for step, batch in enumerate(ctx.batches()):
-            if step % self.n_fetch == 0:
+            if step % self.n_fetch == 0 and fetched != step:
                 read = await client.pull(parameters)
             rows = await pull_rows(ctx, batch)
             g = ctx.gradient(parameters, rows.values, batch)
@@ -77,7 +77,11 @@ class Downpour(Protocol):
             accrued = g.dense if accrued is None else accrued.add_(g.dense)  # a gradient is the caller's own
             pending += 1
             if pending == self.n_push:
-                await client.push(accrued, read)
+                if (step + 1) % self.n_fetch == 0 and step + 1 < ctx.steps:  # the next step's fetch, in the same call
+                    _, read = await client.push_pull(accrued, read, parameters)
+                    fetched = step + 1
+                else:
+                    await client.push(accrued, read)
                 accrued, pending = None, 0
         if pending:  # the tail of an interrupted accrual is work done; do not drop it
             await client.push(accrued, read)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fprotos/ps.proto\x12\x07\x61syncps\":\n\nTensorMeta\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0e\n\x06nbytes\x18\x03 \x01(\x03\"A\n\x0bPullRequest\x12\x13\n\x0bmin_version\x18\x01 \x01(\x03\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0c\n\x04life\x18\x03 \x01(\t\"1\n\x0fPullRowsRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0f\n\x07row_ids\x18\x02 \x01(\x0c\"]\n\x0bTensorChunk\x12!\n\x04meta\x18\x01 \x01(\x0b\x32\x13.asyncps.TensorMeta\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04life\x18\x04 \x01(\t\"\x83\x01\n\nPushHeader\x12\x14\n\x0cread_version\x18\x01 \x01(\x03\x12\x0e\n\x06worker\x18\x02 \x01(\x05\x12\r\n\x05table\x18\x03 \x01(\t\x12\x0f\n\x07row_ids\x18\x04 \x01(\x0c\x12!\n\x04meta\x18\x05 \x01(\x0b\x32\x13.asyncps.TensorMeta\x12\x0c\n\x04life\x18\x06 \x01(\t\">\n\tPushChunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.asyncps.PushHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"N\n\tPushReply\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tstaleness\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x0c\n\x04life\x18\x04 \x01(\t\"\x0f\n\rStatusRequest\"#\n\x11WorkerDoneRequest\x12\x0e\n\x06worker\x18\x01 \x01(\x05\"\xfe\x01\n\x0bStatusReply\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x14\n\x0cworkers_done\x18\x05 \x03(\x05\x12\x37\n\ntable_rows\x18\x06 \x03(\x0b\x32#.asyncps.StatusReply.TableRowsEntry\x12\x0c\n\x04life\x18\x07 \x01(\t\x12\x10\n\x08restored\x18\x08 \x01(\x03\x12\x10\n\x08replayed\x18\t \x01(\x03\x1a\x30\n\x0eTableRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x9c\x03\n\x0fParameterServer\x12\x34\n\x04Pull\x12\x14.asyncps.PullRequest\x1a\x14.asyncps.TensorChunk0\x01\x12\x30\n\x04Push\x12\x12.asyncps.PushChunk\x1a\x12.asyncps.PushReply(\x01\x12<\n\x08PullRows\x12\x18.asyncps.PullRowsRequest\x1a\x14.asyncps.TensorChunk0\x01\x12\x34\n\x08PushRows\x12\x12.asyncps.PushChunk\x1a\x12.asyncps.PushReply(\x01\x12\x36\n\x06Status\x12\x16.asyncps.StatusRequest\x1a\x14.asyncps.StatusReply\x12>\n\nWorkerDone\x12\x1a.asyncps.WorkerDoneRequest\x1a\x14.asyncps.StatusReply\x12\x35\n\x05\x43lose\x12\x16.asyncps.StatusRequest\x1a\x14.asyncps.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fprotos/ps.proto\x12\x07\x61syncps\":\n\nTensorMeta\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0e\n\x06nbytes\x18\x03 \x01(\x03\"A\n\x0bPullRequest\x12\x13\n\x0bmin_version\x18\x01 \x01(\x03\x12\x0f\n\x07timeout\x18\x02 \x01(\x01\x12\x0c\n\x04life\x18\x03 \x01(\t\"1\n\x0fPullRowsRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0f\n\x07row_ids\x18\x02 \x01(\x0c\"]\n\x0bTensorChunk\x12!\n\x04meta\x18\x01 \x01(\x0b\x32\x13.asyncps.TensorMeta\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04life\x18\x04 \x01(\t\"\x83\x01\n\nPushHeader\x12\x14\n\x0cread_version\x18\x01 \x01(\x03\x12\x0e\n\x06worker\x18\x02 \x01(\x05\x12\r\n\x05table\x18\x03 \x01(\t\x12\x0f\n\x07row_ids\x18\x04 \x01(\x0c\x12!\n\x04meta\x18\x05 \x01(\x0b\x32\x13.asyncps.TensorMeta\x12\x0c\n\x04life\x18\x06 \x01(\t\">\n\tPushChunk\x12#\n\x06header\x18\x01 \x01(\x0b\x32\x13.asyncps.PushHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"N\n\tPushReply\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tstaleness\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x08\x12\x0c\n\x04life\x18\x04 \x01(\t\"k\n\x0f\x45xchangeRequest\x12!\n\x04push\x18\x01 \x01(\x0b\x32\x13.asyncps.PushHeader\x12\x11\n\tpush_data\x18\x02 \x01(\x0c\x12\"\n\x04pull\x18\x03 \x01(\x0b\x32\x14.asyncps.PullRequest\"W\n\rExchangeReply\x12 \n\x04push\x18\x01 \x01(\x0b\x32\x12.asyncps.PushReply\x12$\n\x06values\x18\x02 \x01(\x0b\x32\x14.asyncps.TensorChunk\"\x0f\n\rStatusRequest\"#\n\x11WorkerDoneRequest\x12\x0e\n\x06worker\x18\x01 \x01(\x05\"\xfe\x01\n\x0bStatusReply\x12\r\n\x05shard\x18\x01 \x01(\x05\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06\x63losed\x18\x04 \x01(\x08\x12\x14\n\x0cworkers_done\x18\x05 \x03(\x05\x12\x37\n\ntable_rows\x18\x06 \x03(\x0b\x32#.asyncps.StatusReply.TableRowsEntry\x12\x0c\n\x04life\x18\x07 \x01(\t\x12\x10\n\x08restored\x18\x08 \x01(\x03\x12\x10\n\x08replayed\x18\t \x01(\x03\x1a\x30\n\x0eTableRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xda\x03\n\x0fParameterServer\x12\x34\n\x04Pull\x12\x14.asyncps.PullRequest\x1a\x14.asyncps.TensorChunk0\x01\x12\x30\n\x04Push\x12\x12.asyncps.PushChunk\x1a\x12.asyncps.PushReply(\x01\x12<\n\x08PullRows\x12\x18.asyncps.PullRowsRequest\x1a\x14.asyncps.TensorChunk0\x01\x12\x34\n\x08PushRows\x12\x12.asyncps.PushChunk\x1a\x12.asyncps.PushReply(\x01\x12\x36\n\x06Status\x12\x16.asyncps.StatusRequest\x1a\x14.asyncps.StatusReply\x12>\n\nWorkerDone\x12\x1a.asyncps.WorkerDoneRequest\x1a\x14.asyncps.StatusReply\x12\x35\n\x05\x43lose\x12\x16.asyncps.StatusRequest\x1a\x14.asyncps.StatusReply\x12<\n\x08\x45xchange\x12\x18.asyncps.ExchangeRequest\x1a\x16.asyncps.ExchangeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,14 +47,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHCHUNK']._serialized_end=497
   _globals['_PUSHREPLY']._serialized_start=499
   _globals['_PUSHREPLY']._serialized_end=577
-  _globals['_STATUSREQUEST']._serialized_start=579
-  _globals['_STATUSREQUEST']._serialized_end=594
-  _globals['_WORKERDONEREQUEST']._serialized_start=596
-  _globals['_WORKERDONEREQUEST']._serialized_end=631
-  _globals['_STATUSREPLY']._serialized_start=634
-  _globals['_STATUSREPLY']._serialized_end=888
-  _globals['_STATUSREPLY_TABLEROWSENTRY']._serialized_start=840
-  _globals['_STATUSREPLY_TABLEROWSENTRY']._serialized_end=888
-  _globals['_PARAMETERSERVER']._serialized_start=891
-  _globals['_PARAMETERSERVER']._serialized_end=1303
+  _globals['_EXCHANGEREQUEST']._serialized_start=579
+  _globals['_EXCHANGEREQUEST']._serialized_end=686
+  _globals['_EXCHANGEREPLY']._serialized_start=688
+  _globals['_EXCHANGEREPLY']._serialized_end=775
+  _globals['_STATUSREQUEST']._serialized_start=777
+  _globals['_STATUSREQUEST']._serialized_end=792
+  _globals['_WORKERDONEREQUEST']._serialized_start=794
+  _globals['_WORKERDONEREQUEST']._serialized_end=829
+  _globals['_STATUSREPLY']._serialized_start=832
+  _globals['_STATUSREPLY']._serialized_end=1086
+  _globals['_STATUSREPLY_TABLEROWSENTRY']._serialized_start=1038
+  _globals['_STATUSREPLY_TABLEROWSENTRY']._serialized_end=1086
+  _globals['_PARAMETERSERVER']._serialized_start=1089
+  _globals['_PARAMETERSERVER']._serialized_end=1563
 # @@protoc_insertion_point(module_scope)

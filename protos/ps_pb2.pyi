@@ -82,6 +82,24 @@ class PushReply(_message.Message):
     life: str
     def __init__(self, version: _Optional[int] = ..., staleness: _Optional[int] = ..., applied: _Optional[bool] = ..., life: _Optional[str] = ...) -> None: ...
 
+class ExchangeRequest(_message.Message):
+    __slots__ = ("push", "push_data", "pull")
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    PUSH_DATA_FIELD_NUMBER: _ClassVar[int]
+    PULL_FIELD_NUMBER: _ClassVar[int]
+    push: PushHeader
+    push_data: bytes
+    pull: PullRequest
+    def __init__(self, push: _Optional[_Union[PushHeader, _Mapping]] = ..., push_data: _Optional[bytes] = ..., pull: _Optional[_Union[PullRequest, _Mapping]] = ...) -> None: ...
+
+class ExchangeReply(_message.Message):
+    __slots__ = ("push", "values")
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    push: PushReply
+    values: TensorChunk
+    def __init__(self, push: _Optional[_Union[PushReply, _Mapping]] = ..., values: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -69,6 +69,11 @@ class ParameterServerStub:
                 request_serializer=protos_dot_ps__pb2.StatusRequest.SerializeToString,
                 response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Exchange = channel.unary_unary(
+                '/asyncps.ParameterServer/Exchange',
+                request_serializer=protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=protos_dot_ps__pb2.ExchangeReply.FromString,
+                _registered_method=True)
 
 
 class ParameterServerServicer:
@@ -124,6 +129,16 @@ class ParameterServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request, context):
+        """A push, a pull, or a push then a pull, in one message each way: what the
+        client sends for tensors of at most 2 MiB (one chunk). A stream costs
+        more per call than a message, and a step that pushes and then pulls
+        makes one call rather than two.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParameterServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +176,11 @@ def add_ParameterServerServicer_to_server(servicer, server):
                     servicer.Close,
                     request_deserializer=protos_dot_ps__pb2.StatusRequest.FromString,
                     response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
+            ),
+            'Exchange': grpc.unary_unary_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=protos_dot_ps__pb2.ExchangeRequest.FromString,
+                    response_serializer=protos_dot_ps__pb2.ExchangeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +372,33 @@ class ParameterServer:
             '/asyncps.ParameterServer/Close',
             protos_dot_ps__pb2.StatusRequest.SerializeToString,
             protos_dot_ps__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncps.ParameterServer/Exchange',
+            protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
+            protos_dot_ps__pb2.ExchangeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,15 @@ class Client(abc.ABC):
     async def push(self, grad: torch.Tensor, read: Versions) -> list[Push]:
         """The flat dense gradient, computed from the parameters of ``read``; one Push per shard."""
 
+    combines_push_pull = False  # True: push_pull is one call per shard, not a push and then a pull
+
+    async def push_pull(self, grad: torch.Tensor, read: Versions, out: torch.Tensor,
+                        at_least: AtLeast = 0) -> tuple[list[Push], Versions]:
+        """``push(grad, read)``, then ``pull(out, at_least)``: a transport that
+        can do both in one call per shard overrides this (``ps.grpc_client``)."""
+        pushes = await self.push(grad, read)
+        return pushes, await self.pull(out, at_least)
+
     @abc.abstractmethod
     async def pull_rows(self, table: str, rows: torch.Tensor) -> tuple[torch.Tensor, dict[int, int]]:
         """Rows of a sparse table by global id, and the version of each shard read."""
@@ -179,7 +188,9 @@ class InProcessClient(Client):
 
 class ClientWrapper(Client):
     """Forwards every verb to ``inner``; a wrapper overrides what it adds to
-    (recording pushes, delays) and composes with any transport."""
+    (recording pushes, delays) and composes with any transport. ``push_pull``
+    is not forwarded: it is this wrapper's push, then its pull, unless the
+    wrapper forwards it itself."""
 
     def __init__(self, inner: Client):
         super().__init__(inner.layout, inner.worker)

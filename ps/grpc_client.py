@@ -28,7 +28,7 @@ from ps.layout import Layout
 from ps.publication import ShardClosed
 from ps.shard import Push
 from ps.grpc_server import SERVICE
-from ps.wire import Assembler, chunks, decode_data, encode_data, ids_to_bytes, meta_of
+from ps.wire import CHUNK_BYTES, Assembler, chunks, decode_data, encode_data, ids_to_bytes, meta_of, receive
 
 
 def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
@@ -53,6 +53,8 @@ class TensorStub(ps_pb2_grpc.ParameterServerStub):
 
 
 class GrpcClient(Client):
+    combines_push_pull = True  # small parts in one Exchange call
+
     def __init__(self, layout: Layout, addresses: list[str], worker: int, *, token: str | None = None,
                  tls_ca: bytes | None = None, deadline: float = 600.0, retry_seconds: float = 30.0,
                  on_restart: Callable[[ps_pb2.StatusReply], None] | None = None):
@@ -122,31 +124,74 @@ class GrpcClient(Client):
     # -- the four verbs --------------------------------------------------------
     async def pull(self, out, at_least=0) -> Versions:
         self._check_out(out)
-        wanted = self.wanted(at_least)
-
-        async def one(shard: int, part: torch.Tensor):
-            values, version = await self._call(shard, lambda stub: self._receive(shard, stub.Pull(
-                ps_pb2.PullRequest(min_version=wanted[shard], life=self.lives[shard]),
-                metadata=self.metadata, timeout=self.deadline), part))
-            if values is not part:
-                raise ConnectionError(f"{self.addresses[shard]}: sent {values.dtype} {tuple(values.shape)} for a "
-                                      f"shard of {part.numel()} float32 (is it serving another config?)")
-            return version
-
-        return Versions(tuple(await asyncio.gather(*(one(s, p) for s, p in enumerate(self.layout.split(out))))))
+        return Versions(tuple(await asyncio.gather(*(
+            self._pull_one(s, part, version) for s, (part, version) in enumerate(zip(self.layout.split(out),
+                                                                                      self.wanted(at_least)))))))
 
     async def push(self, grad, read) -> list[Push]:
         self._check_grad(grad)
         self._check_read(read)
-        versions = read.of_shard
+        return list(await asyncio.gather(*(self._push_one(s, part, version) for s, (part, version) in
+                                           enumerate(zip(self.layout.split(grad), read.of_shard)))))
 
-        async def one(shard: int, part: torch.Tensor):
-            reply = await self._call(shard, lambda stub: stub.Push(self._push_stream(ps_pb2.PushHeader(
-                read_version=versions[shard], worker=self.worker, meta=meta_of(part), life=self.lives[shard]), part),
-                metadata=self.metadata, timeout=self.deadline))
-            return await self._pushed(shard, reply)
+    async def push_pull(self, grad, read, out, at_least=0):
+        self._check_grad(grad)
+        self._check_read(read)
+        self._check_out(out)
 
-        return list(await asyncio.gather(*(one(s, p) for s, p in enumerate(self.layout.split(grad)))))
+        async def one(shard: int, part: torch.Tensor, read_version: int, into: torch.Tensor, wanted: int):
+            if into.numel() * 4 > CHUNK_BYTES:  # streams, one after the other
+                return await self._push_one(shard, part, read_version), await self._pull_one(shard, into, wanted)
+            return await self._exchange(shard, self._header(shard, part, read_version), part, into, wanted)
+
+        done = await asyncio.gather(*(one(s, *args) for s, args in enumerate(zip(
+            self.layout.split(grad), read.of_shard, self.layout.split(out), self.wanted(at_least)))))
+        return [push for push, _ in done], Versions(tuple(version for _, version in done))
+
+    # -- one shard's part: a message each way when it fits one chunk, streams otherwise
+    def _header(self, shard: int, part: torch.Tensor, read_version: int) -> ps_pb2.PushHeader:
+        return ps_pb2.PushHeader(read_version=read_version, worker=self.worker, meta=meta_of(part),
+                                 life=self.lives[shard])
+
+    async def _pull_one(self, shard: int, part: torch.Tensor, wanted: int) -> int:
+        if part.numel() * 4 <= CHUNK_BYTES:
+            return (await self._exchange(shard, None, None, part, wanted))[1]
+        values, version = await self._call(shard, lambda stub: self._receive(shard, stub.Pull(
+            ps_pb2.PullRequest(min_version=wanted, life=self.lives[shard]),
+            metadata=self.metadata, timeout=self.deadline), part))
+        self._check_values(shard, values, part)
+        return version
+
+    async def _push_one(self, shard: int, part: torch.Tensor, read_version: int) -> Push:
+        header = self._header(shard, part, read_version)
+        if part.numel() * 4 <= CHUNK_BYTES:
+            return (await self._exchange(shard, header, part, None, 0))[0]
+        reply = await self._call(shard, lambda stub: stub.Push(self._push_stream(header, part),
+                                                               metadata=self.metadata, timeout=self.deadline))
+        return await self._pushed(shard, reply)
+
+    async def _exchange(self, shard: int, header: ps_pb2.PushHeader | None, grad: torch.Tensor | None,
+                        out: torch.Tensor | None, wanted: int) -> tuple[Push | None, int | None]:
+        """One Exchange call: push ``grad`` (with ``header``) if given, then pull into ``out`` if given."""
+        request = ps_pb2.ExchangeRequest()
+        if header is not None:
+            request.push.CopyFrom(header)
+            request.push_data = grad.numpy().tobytes()
+        if out is not None:
+            request.pull.CopyFrom(ps_pb2.PullRequest(min_version=wanted, life=self.lives[shard]))
+        reply = await self._call(shard, lambda stub: stub.Exchange(request, metadata=self.metadata,
+                                                                   timeout=self.deadline))
+        push = await self._pushed(shard, reply.push) if header is not None else None
+        if out is None:
+            return push, None
+        await self._seen(shard, reply.values.life)
+        self._check_values(shard, receive(reply.values.meta, (reply.values.data,), out), out)
+        return push, reply.values.version
+
+    def _check_values(self, shard: int, values: torch.Tensor, part: torch.Tensor) -> None:
+        if values is not part:
+            raise ConnectionError(f"{self.addresses[shard]}: sent {values.dtype} {tuple(values.shape)} for a "
+                                  f"shard of {part.numel()} float32 (is it serving another config?)")
 
     async def pull_rows(self, table, rows):
         out = torch.empty(rows.numel(), self.layout.table(table)[1])

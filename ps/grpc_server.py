@@ -64,21 +64,26 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         return min(version, self.shard.version) if life and life != self.life else version
 
     def Pull(self, request, context):
-        if not (math.isfinite(request.timeout) and 0 <= request.timeout <= threading.TIMEOUT_MAX):
-            _invalid(context, ValueError(f"Invalid pull timeout: {request.timeout!r} (seconds, a finite number "
-                                         f"from 0, no limit, to {threading.TIMEOUT_MAX:.0f})"))
-        try:
-            buffer, version = self._wait(self._current(request.min_version, request.life), request.timeout, context)
-        except TimeoutError as err:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
-        except ShardClosed as err:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        buffer, version = self._acquire(request, context)
         if buffer is None:  # the client went away (or the server is stopping): nobody to answer
             return
         try:  # held unchanged until the stream is sent
             yield from self._stream(buffer.flat.tensor, version)
         finally:
             self.shard.dense.release(buffer)
+
+    def _acquire(self, request: ps_pb2.PullRequest, context):
+        """The published values once the pull's version is reached, held for the
+        caller to release; ``(None, None)`` if the call ended first."""
+        if not (math.isfinite(request.timeout) and 0 <= request.timeout <= threading.TIMEOUT_MAX):
+            _invalid(context, ValueError(f"Invalid pull timeout: {request.timeout!r} (seconds, a finite number "
+                                         f"from 0, no limit, to {threading.TIMEOUT_MAX:.0f})"))
+        try:
+            return self._wait(self._current(request.min_version, request.life), request.timeout, context)
+        except TimeoutError as err:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
+        except ShardClosed as err:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
 
     def _wait(self, at_least: int, timeout: float, context):
         """``acquire``, a slice at a time, while the call is alive: a pull whose
@@ -118,7 +123,9 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         return first.header, (decode_data(2, raw, ps_pb2.PushChunk) for raw in request_iterator)
 
     def Push(self, request_iterator, context):
-        header, datas = self._header_and_data(request_iterator, context)
+        return self._push(*self._header_and_data(request_iterator, context), context)
+
+    def _push(self, header: ps_pb2.PushHeader, datas, context) -> ps_pb2.PushReply:
         try:
             check_meta(header.meta, (self.shard.size,), "gradient", f"shard {self.shard.index}")
             self.shard.check_worker(header.worker)
@@ -129,6 +136,24 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         except (ValueError, DecodeError) as err:
             _invalid(context, _malformed(err))
         return self._reply(push)
+
+    def Exchange(self, request, context):
+        reply = ps_pb2.ExchangeReply()
+        if request.HasField("push"):
+            if self.shard.closed:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
+            reply.push.CopyFrom(self._push(request.push, (request.push_data,), context))
+        if request.HasField("pull"):
+            buffer, version = self._acquire(request.pull, context)
+            if buffer is None:
+                return reply  # nobody to answer
+            try:
+                values = buffer.flat.tensor
+                reply.values.CopyFrom(ps_pb2.TensorChunk(meta=meta_of(values), version=version, life=self.life,
+                                                         data=buffer.flat.array.tobytes()))
+            finally:
+                self.shard.dense.release(buffer)
+        return reply
 
     def _reply(self, push) -> ps_pb2.PushReply:
         if self.recovery is not None:
@@ -195,6 +220,9 @@ def handlers(servicer: ShardServicer) -> grpc.GenericRpcHandler:
     methods = {name: grpc.unary_unary_rpc_method_handler(
         getattr(servicer, name), request_deserializer=request.FromString,
         response_serializer=ps_pb2.StatusReply.SerializeToString) for name, request in small.items()}
+    methods["Exchange"] = grpc.unary_unary_rpc_method_handler(
+        servicer.Exchange, request_deserializer=ps_pb2.ExchangeRequest.FromString,
+        response_serializer=ps_pb2.ExchangeReply.SerializeToString)
     for name, request in (("Pull", ps_pb2.PullRequest), ("PullRows", ps_pb2.PullRowsRequest)):
         methods[name] = grpc.unary_stream_rpc_method_handler(getattr(servicer, name),
                                                              request_deserializer=request.FromString)
