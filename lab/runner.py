@@ -36,7 +36,6 @@ from lab.config import Config, to_toml
 from lab.evaluator import Evaluator
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics, finalize_metrics, summarize, write_whole
-from lab.reports.plots import plot_run
 
 
 def ray_backend(experiment: Experiment, metrics: Metrics) -> Backend:
@@ -100,7 +99,10 @@ def finish(config: Config, run_dir: Path, start: float, dense: dict | None, tabl
         (run_dir / "model.pt").unlink(missing_ok=True)  # an earlier run's under this name is not this one's
     summary = summarize(run_dir, config.train.target_accuracy)
     summary["failed"] = None if failure is None else f"{type(failure).__name__}: {failure}"
+    summary["started_at"] = start  # the clock reading of the run's time 0: Unix time, or 0 in virtual time
     write_whole(run_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
+    from lab.reports.plots import plot_run  # matplotlib: not imported by the processes that only train
+
     plot_run(run_dir)
 
 

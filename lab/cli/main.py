@@ -19,10 +19,8 @@ from lab.reports.compare import compare, default_out, describe, parse_sweep, pla
 from lab.config import BACKENDS, load_config
 from lab.backends.health import health_main
 from lab.cli.hogwild import add_hogwild
-from lab.reports.report import report
 from lab.runner import run
 from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
-from lab.visualize.trajectories import visualize
 
 
 def positive_int(text: str) -> int:
@@ -68,6 +66,8 @@ def add_visualize(commands) -> None:
 
 def run_visualize(args: argparse.Namespace) -> int:
     surfaces = list(SURFACES) if args.surface == "all" else [args.surface]
+    from lab.visualize.trajectories import visualize  # matplotlib: imported by the commands that draw
+
     print(visualize(args.out, args.steps, surfaces, args.optimizers, args.gif))
     print(f"\npictures and trajectories.json in {args.out}/")
     return 0
@@ -118,6 +118,8 @@ def add_report(commands) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from lab.reports.report import report
+
     print(f"report: {report(args.runs, args.out)}")
     return 0
 

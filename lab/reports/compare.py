@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable
 
 from lab.config import Config, load_config
-from lab.reports.report import report
 from lab.reports.rundir import read_summary
 from lab.runner import run
 
@@ -136,6 +135,8 @@ def describe(run_dir: Path) -> str:
 def compare(configs: list[Config], out: str | Path, progress: bool = True,
             echo: Callable[[str], None] = print) -> Path:
     """Run ``configs`` one after another, then write ``out/report.html``; return its path."""
+    from lab.reports.report import report  # matplotlib: only when there is something to draw
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run_dirs = []
