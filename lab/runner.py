@@ -126,7 +126,14 @@ class Run:
         """Run to the end; the final ``(dense, tables)`` parameters, or the first failure raised."""
         bar = self._progress_bar()
         try:
-            evaluator = Evaluator(self.experiment, self.backend.start(self.fail), self.metrics, self.end)
+            starting = None if bar.disable else self.backend.starting()
+            if starting:  # a cluster takes seconds to start: say so, rather than wait in silence
+                name = bar.desc
+                bar.set_description_str(f"{name}: {starting}")
+            client = self.backend.start(self.fail)
+            if starting:
+                bar.set_description_str(name)
+            evaluator = Evaluator(self.experiment, client, self.metrics, self.end)
             for w in range(self.workers):
                 self.backend.start_worker(w, self.worker_ended, self.stopped)
             self.backend.spawn("evaluator", self._guarded("the evaluator", evaluator.run()))

@@ -39,6 +39,13 @@ def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
             grpc.StatusCode.UNAUTHENTICATED: PermissionError}.get(err.code(), ConnectionError)(detail)
 
 
+async def each(*calls) -> list:
+    """The calls' results, in order: concurrently, or directly for one (a task costs more than a small call)."""
+    if len(calls) == 1:
+        return [await calls[0]]
+    return await asyncio.gather(*calls)
+
+
 class TensorStub(ps_pb2_grpc.ParameterServerStub):
     """The generated stub, with the tensor streams passing raw bytes (see ps.wire)."""
 
@@ -124,14 +131,14 @@ class GrpcClient(Client):
     # -- the four verbs --------------------------------------------------------
     async def pull(self, out, at_least=0) -> Versions:
         self._check_out(out)
-        return Versions(tuple(await asyncio.gather(*(
+        return Versions(tuple(await each(*(
             self._pull_one(s, part, version) for s, (part, version) in enumerate(zip(self.layout.split(out),
                                                                                       self.wanted(at_least)))))))
 
     async def push(self, grad, read) -> list[Push]:
         self._check_grad(grad)
         self._check_read(read)
-        return list(await asyncio.gather(*(self._push_one(s, part, version) for s, (part, version) in
+        return list(await each(*(self._push_one(s, part, version) for s, (part, version) in
                                            enumerate(zip(self.layout.split(grad), read.of_shard)))))
 
     async def push_pull(self, grad, read, out, at_least=0):
@@ -144,7 +151,7 @@ class GrpcClient(Client):
                 return await self._push_one(shard, part, read_version), await self._pull_one(shard, into, wanted)
             return await self._exchange(shard, self._header(shard, part, read_version), part, into, wanted)
 
-        done = await asyncio.gather(*(one(s, *args) for s, args in enumerate(zip(
+        done = await each(*(one(s, *args) for s, args in enumerate(zip(
             self.layout.split(grad), read.of_shard, self.layout.split(out), self.wanted(at_least)))))
         return [push for push, _ in done], Versions(tuple(version for _, version in done))
 

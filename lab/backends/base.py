@@ -37,6 +37,10 @@ class Backend(abc.ABC):
         self.experiment = experiment
         self.metrics = metrics
 
+    def starting(self) -> str | None:
+        """What ``start`` does, when it takes long enough to say so while the user waits."""
+        return None
+
     @abc.abstractmethod
     def start(self, fail: Callable[[str], None]) -> Client:
         """Place the shards; the evaluator's client. ``fail(message)`` ends the

@@ -70,6 +70,12 @@ class GrpcBackend(Backend):
         return GrpcClient(self.experiment.layout, self.addresses, EVALUATOR, token=token_from_env(),
                           tls_ca=self.tls_ca, retry_seconds=retry_seconds, on_restart=on_restart)
 
+    def starting(self) -> str:
+        cluster = self.experiment.config.cluster
+        if self.external:
+            return f"waiting for {cluster.shards} shards at {', '.join(self.addresses)}"
+        return f"starting {cluster.shards} shard and {cluster.workers} worker processes"
+
     def start(self, fail) -> GrpcClient:
         if not self.external:
             self.servers = [self._serve(s) for s in range(len(self.addresses))]

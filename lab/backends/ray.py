@@ -113,6 +113,11 @@ class RayBackend(Backend):
         self.run_dir = metrics.path.parent.resolve()
         self.started = False
 
+    def starting(self) -> str:
+        cluster, where = self.experiment.config.cluster, self.experiment.config.ray.address
+        return (f"{'starting a local Ray' if not where else f'joining Ray at {where}'}: "
+                f"{cluster.shards} shard and {cluster.workers} worker actors")
+
     def start(self, fail) -> RayClient:
         # One torch thread for the evaluator here: its OpenMP threads would spin on the actors' cores.
         torch.set_num_threads(1)

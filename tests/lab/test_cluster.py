@@ -16,6 +16,7 @@ from typing import Callable
 import grpc
 
 from lab.backends.grpc import GrpcBackend
+from lab.cli.main import main
 from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
@@ -32,14 +33,17 @@ def records(run_dir, kind: str) -> list[dict]:
     return [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if m["kind"] == kind]
 
 
-def test_a_run_on_shards_that_want_a_token_sends_it_everywhere(tmp_path, monkeypatch):
+def test_a_run_on_shards_that_want_a_token_sends_it_everywhere_and_says_what_it_starts(tmp_path, monkeypatch,
+                                                                                          capsys):
     # The servers, the workers and this process's evaluator all read ASYNCPS_TOKEN.
     monkeypatch.setenv("ASYNCPS_TOKEN", "s3cret")
-    config = load_config(None, [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "train.epochs=1"])
-    run_dir = run(config, progress=False)
+    overrides = [f"out_dir={tmp_path}", "backend=grpc", "cluster.workers=2", "train.epochs=1"]
+    assert main(["run", *(a for o in overrides for a in ("--set", o))]) == 0
+    run_dir = tmp_path / "quickstart"
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["train_steps"] == 2 * Experiment.build(config).steps
+    assert summary["train_steps"] == 2 * Experiment.build(load_config(None, overrides)).steps
     assert (run_dir / "model.pt").exists()
+    assert "quickstart: starting 2 shard and 2 worker processes" in capsys.readouterr().err  # never silent
 
 
 @dataclass
