@@ -77,7 +77,8 @@ class Downpour(Protocol):
             accrued = g.dense if accrued is None else accrued.add_(g.dense)  # a gradient is the caller's own
             pending += 1
             if pending == self.n_push:
-                if (step + 1) % self.n_fetch == 0 and step + 1 < ctx.steps:  # the next step's fetch, in the same call
+                if client.combines_push_pull and (step + 1) % self.n_fetch == 0 and step + 1 < ctx.steps:
+                    # The next step's fetch, in the same call: a transport where that saves a round trip (gRPC).
                     _, read = await client.push_pull(accrued, read, parameters)
                     fetched = step + 1
                 else:

@@ -137,7 +137,11 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             _invalid(context, _malformed(err))
         return self._reply(push)
 
-    def Exchange(self, request, context):
+    def Exchange(self, raw: bytes, context):
+        try:
+            request = ps_pb2.ExchangeRequest.FromString(raw)
+        except DecodeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: not an ExchangeRequest ({len(raw)} bytes)")
         reply = ps_pb2.ExchangeReply()
         if request.HasField("push"):
             if self.shard.closed:
@@ -220,9 +224,8 @@ def handlers(servicer: ShardServicer) -> grpc.GenericRpcHandler:
     methods = {name: grpc.unary_unary_rpc_method_handler(
         getattr(servicer, name), request_deserializer=request.FromString,
         response_serializer=ps_pb2.StatusReply.SerializeToString) for name, request in small.items()}
-    methods["Exchange"] = grpc.unary_unary_rpc_method_handler(
-        servicer.Exchange, request_deserializer=ps_pb2.ExchangeRequest.FromString,
-        response_serializer=ps_pb2.ExchangeReply.SerializeToString)
+    methods["Exchange"] = grpc.unary_unary_rpc_method_handler(  # parsed by the servicer: garbage is INVALID_ARGUMENT
+        servicer.Exchange, response_serializer=ps_pb2.ExchangeReply.SerializeToString)
     for name, request in (("Pull", ps_pb2.PullRequest), ("PullRows", ps_pb2.PullRowsRequest)):
         methods[name] = grpc.unary_stream_rpc_method_handler(getattr(servicer, name),
                                                              request_deserializer=request.FromString)

@@ -44,6 +44,10 @@ class RecordingClient(ClientWrapper):
     async def push_rows(self, table, rows, grad_rows, versions):
         return self._report(await self.inner.push_rows(table, rows, grad_rows, versions))
 
+    @property
+    def combines_push_pull(self) -> bool:
+        return self.inner.combines_push_pull
+
     async def push_pull(self, grad, read, out, at_least=0):
         if not self.inner.combines_push_pull:  # recorded as a push, when it was one, then a pull
             return await super().push_pull(grad, read, out, at_least)

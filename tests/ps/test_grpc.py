@@ -158,6 +158,49 @@ def test_malformed_push_is_refused_with_invalid_argument_and_changes_nothing(clu
     assert raw_push(address, good, [np.zeros(size, np.float32).tobytes()]).applied  # still serving
 
 
+def exchange(address: str, request: bytes) -> ps_pb2.ExchangeReply:
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/asyncps.ParameterServer/Exchange", request_serializer=bytes,
+                                   response_deserializer=ps_pb2.ExchangeReply.FromString)
+        return call(request, timeout=30)
+
+
+# The one-message push (what a client sends for a small part) refuses what a push stream refuses.
+ONE_MESSAGE = [case for case, (header, datas, _) in malformed(4, 0).items()
+               if isinstance(header, ps_pb2.PushHeader) and not any(isinstance(d, Raw) for d in datas)]
+
+
+@pytest.mark.parametrize("case", ONE_MESSAGE)
+def test_a_malformed_exchange_is_refused_with_invalid_argument_and_changes_nothing(cluster, case):
+    experiment, addresses = cluster
+    address, size = addresses[0], experiment.layout.ranges[0].stop
+    before = shard_state(address)
+    header, datas, message = malformed(size, before[0])[case]
+    request = ps_pb2.ExchangeRequest(push=header, push_data=b"".join(datas), pull=ps_pb2.PullRequest())
+    with pytest.raises(grpc.RpcError) as refused:
+        exchange(address, request.SerializeToString())
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert __import__("re").search(message, refused.value.details()), refused.value.details()
+    assert shard_state(address) == before
+
+
+def test_an_exchange_pushes_then_pulls_and_garbage_is_invalid_argument(cluster):
+    experiment, addresses = cluster
+    address, size = addresses[0], experiment.layout.ranges[0].stop
+    version, data = shard_state(address)
+    grad = np.full(size, 0.5, np.float32)
+    request = ps_pb2.ExchangeRequest(push=ps_pb2.PushHeader(read_version=version, worker=1,
+                                                            meta=meta_of(torch.from_numpy(grad))),
+                                     push_data=grad.tobytes(), pull=ps_pb2.PullRequest(min_version=version + 1))
+    reply = exchange(address, request.SerializeToString())
+    assert (reply.push.version, reply.push.applied, reply.values.version) == (version, True, version + 1)
+    assert (reply.values.version, reply.values.data) == shard_state(address) and reply.values.data != data
+    with pytest.raises(grpc.RpcError) as refused:
+        exchange(address, b"\xff\xff\xff\xff")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "Malformed request: not an ExchangeRequest (4 bytes)"
+
+
 def test_rows_of_an_unknown_table_are_invalid_argument(cluster):
     _, addresses = cluster
     with grpc.insecure_channel(addresses[0]) as channel:
