@@ -21,7 +21,7 @@ from lab.backends.health import wait_until_serving
 from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from lab.metrics import Metrics
-from lab.runner import Run, finish, run
+from lab.runner import Run, finish
 from protos import ps_pb2, ps_pb2_grpc
 
 # Each gradient takes 20 ms: a worker trains for seconds, long enough to be killed in the middle.
