@@ -71,3 +71,5 @@ class Evaluator:
                     return
         except ShardClosed:
             return
+        finally:
+            await self.client.aclose()  # this loop's channels, before the loop goes

@@ -149,9 +149,15 @@ class Run:
 
     def _read_final(self, evaluator: Evaluator) -> None:
         """Score and read the final parameters; after a failure, as far as they can be read."""
+        async def score_and_read():
+            try:
+                await evaluator.evaluate()
+                return await evaluator.read()
+            finally:
+                await evaluator.client.aclose()
+
         try:
-            asyncio.run(evaluator.evaluate())
-            dense, tables, read = asyncio.run(evaluator.read())
+            dense, tables, read = asyncio.run(score_and_read())
         except Exception as err:
             if not self.failures:
                 raise

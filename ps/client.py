@@ -69,6 +69,9 @@ class Client(abc.ABC):
 
     combines_push_pull = False  # True: push_pull is one call per shard, not a push and then a pull
 
+    async def aclose(self) -> None:
+        """Close what this event loop's calls opened (a transport's channels); the client stays usable."""
+
     async def push_pull(self, grad: torch.Tensor, read: Versions, out: torch.Tensor,
                         at_least: AtLeast = 0) -> tuple[list[Push], Versions]:
         """``push(grad, read)``, then ``pull(out, at_least)``: a transport that
@@ -207,3 +210,6 @@ class ClientWrapper(Client):
 
     async def push_rows(self, table, rows, grad_rows, versions) -> list[Push]:
         return await self.inner.push_rows(table, rows, grad_rows, versions)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

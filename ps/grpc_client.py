@@ -252,6 +252,7 @@ class GrpcClient(Client):
             request, metadata=self.metadata, timeout=self.deadline)) for s in range(self.layout.num_shards)))
 
     async def aclose(self) -> None:
+        """Close this event loop's channels: gRPC would later deliver their events to a loop that is gone."""
         for channel in self._channels:
             await channel.close()
         self._loop, self._channels, self._stubs = None, [], []
