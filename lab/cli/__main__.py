@@ -1,5 +1,3 @@
-import sys
+from lab.cli.main import entry
 
-from lab.cli.main import main
-
-sys.exit(main())
+entry()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -250,3 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asyncps {args.command}: error: {err}", file=sys.stderr)
         return 2
 
+
+def entry() -> None:
+    """The ``asyncps`` program: ``main()``, then exit at once. Everything a
+    command writes is closed by then; what is left is the interpreter's
+    teardown of torch, numba and gRPC, which takes about a second here. Its
+    exit code is main's; an exception still ends the program as usual."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
