@@ -40,7 +40,13 @@ from lab.metrics import WORKER_PARTS, Metrics, finalize_metrics, summarize, writ
 
 def ray_backend(experiment: Experiment, metrics: Metrics) -> Backend:
     """The ``ray`` backend, imported when a run asks for it: importing Ray takes half a second."""
-    from lab.backends.ray import RayBackend
+    try:
+        from lab.backends.ray import RayBackend
+    except ModuleNotFoundError as err:
+        if err.name != "ray":
+            raise
+        raise ValueError("Invalid backend 'ray' here: Ray is not installed (pip install 'ray>=2.9'; the docker "
+                         "image leaves it out, as its programs run the grpc backend)") from None
 
     return RayBackend(experiment, metrics)
 

@@ -1,5 +1,6 @@
 """``asyncps`` end to end: the files ``visualize`` writes, and its usage errors."""
 
+import sys
 import json
 
 import pytest
@@ -62,3 +63,14 @@ def test_health_says_not_serving_where_nothing_listens(capsys):
     port = free_ports(1)[0]
     assert main(["health", f"127.0.0.1:{port}"]) == 1
     assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_a_ray_run_where_ray_is_not_installed_says_what_to_install(tmp_path, monkeypatch, capsys):
+    # The docker image leaves Ray out: its programs run the grpc backend.
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as it would without the package
+    for module in ("lab.backends.ray", "lab.backends.ray_worker"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    assert main(["run", "--backend", "ray", "--set", f"out_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err == ("asyncps run: error: Invalid backend 'ray' here: Ray is not installed (pip "
+                                       "install 'ray>=2.9'; the docker image leaves it out, as its programs run the "
+                                       "grpc backend)\n")
