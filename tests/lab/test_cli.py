@@ -1,7 +1,7 @@
 """``asyncps`` end to end: the files ``visualize`` writes, and its usage errors."""
 
-import sys
 import json
+import sys
 
 import pytest
 from PIL import Image
