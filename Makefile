@@ -27,6 +27,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/ps_local_bench.py
 	$(PY) benchmarks/sim_bench.py
 	$(PY) benchmarks/grpc_bench.py
+	$(PY) benchmarks/cluster_bench.py
 	$(PY) benchmarks/ray_bench.py
 	$(PY) benchmarks/hogwild_bench.py
 
