@@ -39,6 +39,11 @@ def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
             grpc.StatusCode.UNAUTHENTICATED: PermissionError}.get(err.code(), ConnectionError)(detail)
 
 
+def one_message(part: torch.Tensor) -> bool:
+    """Whether a shard's part of the float32 parameters travels in one Exchange message rather than a stream."""
+    return part.numel() * 4 <= CHUNK_BYTES
+
+
 async def each(*calls) -> list:
     """The calls' results, in order: concurrently, or directly for one (a task costs more than a small call)."""
     if len(calls) == 1:
@@ -109,8 +114,11 @@ class GrpcClient(Client):
     async def _seen(self, shard: int, life: str) -> None:
         known, self.lives[shard] = self.lives[shard], life
         if known and known != life and self.on_restart is not None:
-            self.on_restart(await self._call(shard, lambda stub: stub.Status(
-                ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline)))
+            self.on_restart(await self._status(shard))
+
+    async def _status(self, shard: int) -> ps_pb2.StatusReply:
+        return await self._call(shard, lambda stub: stub.Status(ps_pb2.StatusRequest(), metadata=self.metadata,
+                                                                timeout=self.deadline))
 
     async def _receive(self, shard: int, call, out: torch.Tensor | None) -> tuple[torch.Tensor, int]:
         assembler, version = None, 0
@@ -147,7 +155,7 @@ class GrpcClient(Client):
         self._check_out(out)
 
         async def one(shard: int, part: torch.Tensor, read_version: int, into: torch.Tensor, wanted: int):
-            if into.numel() * 4 > CHUNK_BYTES:  # streams, one after the other
+            if not one_message(into):  # streams, one after the other
                 return await self._push_one(shard, part, read_version), await self._pull_one(shard, into, wanted)
             return await self._exchange(shard, self._header(shard, part, read_version), part, into, wanted)
 
@@ -161,7 +169,7 @@ class GrpcClient(Client):
                                  life=self.lives[shard])
 
     async def _pull_one(self, shard: int, part: torch.Tensor, wanted: int) -> int:
-        if part.numel() * 4 <= CHUNK_BYTES:
+        if one_message(part):
             return (await self._exchange(shard, None, None, part, wanted))[1]
         values, version = await self._call(shard, lambda stub: self._receive(shard, stub.Pull(
             ps_pb2.PullRequest(min_version=wanted, life=self.lives[shard]),
@@ -171,7 +179,7 @@ class GrpcClient(Client):
 
     async def _push_one(self, shard: int, part: torch.Tensor, read_version: int) -> Push:
         header = self._header(shard, part, read_version)
-        if part.numel() * 4 <= CHUNK_BYTES:
+        if one_message(part):
             return (await self._exchange(shard, header, part, None, 0))[0]
         reply = await self._call(shard, lambda stub: stub.Push(self._push_stream(header, part),
                                                                metadata=self.metadata, timeout=self.deadline))
@@ -241,8 +249,7 @@ class GrpcClient(Client):
 
     async def status(self) -> list[ps_pb2.StatusReply]:
         """Every shard's status; their life tokens are known from here on (a restart after this is told)."""
-        replies = await asyncio.gather(*(self._call(s, lambda stub: stub.Status(
-            ps_pb2.StatusRequest(), metadata=self.metadata, timeout=self.deadline)) for s in range(len(self.lives))))
+        replies = await asyncio.gather(*(self._status(s) for s in range(self.layout.num_shards)))
         for s, reply in enumerate(replies):
             await self._seen(s, reply.life)
         return list(replies)

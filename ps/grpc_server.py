@@ -17,7 +17,6 @@ from __future__ import annotations
 import hmac
 import math
 import threading
-import uuid
 from concurrent import futures
 
 import grpc
@@ -27,7 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protos import ps_pb2, ps_pb2_grpc
 from ps.flat import Flat
 from ps.publication import ShardClosed
-from ps.recovery import Recovery, Resumed
+from ps.recovery import Life, Recovery, Resumed
 from ps.shard import Shard
 from ps.wire import check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
 
@@ -53,15 +52,11 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         self.num_workers = num_workers
         self.recovery = recovery
         self.resumed = recovery.resume() if recovery else Resumed(None, 0)
-        self.life = uuid.uuid4().hex
+        self.life = Life(shard)
         self.workers_done: set[int] = set(recovery.extra.get("workers_done", ())) if recovery else set()
         self._lock = threading.Lock()
         if len(self.workers_done) >= num_workers:
             shard.close()
-
-    def _current(self, version: int, life: str) -> int:
-        """``version``, read in ``life`` (empty: this one), as a version of this life."""
-        return min(version, self.shard.version) if life and life != self.life else version
 
     def Pull(self, request, context):
         buffer, version = self._acquire(request, context)
@@ -79,7 +74,8 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             _invalid(context, ValueError(f"Invalid pull timeout: {request.timeout!r} (seconds, a finite number "
                                          f"from 0, no limit, to {threading.TIMEOUT_MAX:.0f})"))
         try:
-            return self._wait(self._current(request.min_version, request.life), request.timeout, context)
+            return self._wait(self.life.version(request.min_version, request.life), request.timeout,
+                              context)
         except TimeoutError as err:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(err))
         except ShardClosed as err:
@@ -103,14 +99,14 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
 
     def _stream(self, values, version: int):
         """A pull stream, already encoded: the metadata, then TensorChunk.data chunks."""
-        yield ps_pb2.TensorChunk(meta=meta_of(values), version=version, life=self.life).SerializeToString()
+        yield ps_pb2.TensorChunk(meta=meta_of(values), version=version,
+                                 life=self.life.token).SerializeToString()
         for data in chunks(values):
             yield encode_data(3, data)
 
     def _header_and_data(self, request_iterator, context):
         """A push stream's header and its data messages; a closed shard refuses the push before either."""
-        if self.shard.closed:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
+        self._refuse_if_closed(context)
         raw = next(request_iterator, None)
         try:
             first = ps_pb2.PushChunk.FromString(raw) if raw is not None else None
@@ -130,22 +126,22 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             check_meta(header.meta, (self.shard.size,), "gradient", f"shard {self.shard.index}")
             self.shard.check_worker(header.worker)
             grad = receive(header.meta, datas)
-            read_version = self._current(header.read_version, header.life)
+            read_version = self.life.version(header.read_version, header.life)
             self.shard.check_push(grad, read_version, header.worker)
             push = self.shard.push(Flat.of(grad), read_version, header.worker)
         except (ValueError, DecodeError) as err:
             _invalid(context, _malformed(err))
-        return self._reply(push)
+        return self._acknowledge(push)
 
     def Exchange(self, raw: bytes, context):
         try:
             request = ps_pb2.ExchangeRequest.FromString(raw)
         except DecodeError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: not an ExchangeRequest ({len(raw)} bytes)")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"Malformed request: not an ExchangeRequest ({len(raw)} bytes)")
         reply = ps_pb2.ExchangeReply()
         if request.HasField("push"):
-            if self.shard.closed:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
+            self._refuse_if_closed(context)
             reply.push.CopyFrom(self._push(request.push, (request.push_data,), context))
         if request.HasField("pull"):
             buffer, version = self._acquire(request.pull, context)
@@ -153,16 +149,22 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
                 return reply  # nobody to answer
             try:
                 values = buffer.flat.tensor
-                reply.values.CopyFrom(ps_pb2.TensorChunk(meta=meta_of(values), version=version, life=self.life,
-                                                         data=buffer.flat.array.tobytes()))
+                reply.values.CopyFrom(ps_pb2.TensorChunk(meta=meta_of(values), version=version,
+                                                         life=self.life.token, data=buffer.flat.array.tobytes()))
             finally:
                 self.shard.dense.release(buffer)
         return reply
 
-    def _reply(self, push) -> ps_pb2.PushReply:
+    def _refuse_if_closed(self, context) -> None:
+        if self.shard.closed:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"shard {self.shard.index}: the run is over")
+
+    def _acknowledge(self, push) -> ps_pb2.PushReply:
+        """The reply to an applied push, once a checkpoint that is due has been saved."""
         if self.recovery is not None:
             self.recovery.after(push.applied)
-        return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied, life=self.life)
+        return ps_pb2.PushReply(version=push.version, staleness=push.staleness, applied=push.applied,
+                                life=self.life.token)
 
     def PullRows(self, request, context):
         try:
@@ -182,12 +184,12 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             check_meta(header.meta, (ids.numel(), self.shard.tables[header.table].shape[1]), "row gradients",
                        f"shard {self.shard.index}")
             grad_rows = receive(header.meta, datas)
-            read_version = self._current(header.read_version, header.life)
+            read_version = self.life.version(header.read_version, header.life)
             self.shard.check_push_rows(header.table, ids, grad_rows, read_version, header.worker)
             push = self.shard.push_rows(header.table, ids, grad_rows, read_version, header.worker)
         except (ValueError, DecodeError) as err:
             _invalid(context, _malformed(err))
-        return self._reply(push)
+        return self._acknowledge(push)
 
     def Status(self, request, context):
         with self._lock:
@@ -195,8 +197,8 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         return ps_pb2.StatusReply(shard=self.shard.index, version=self.shard.version, size=self.shard.size,
                                   closed=self.shard.closed, workers_done=done,
                                   table_rows={name: t.shape[0] for name, t in self.shard.tables.items()},
-                                  life=self.life, restored=-1 if self.resumed.restored is None else self.resumed.restored,
-                                  replayed=self.resumed.replayed)
+                                  life=self.life.token, replayed=self.resumed.replayed,
+                                  restored=-1 if self.resumed.restored is None else self.resumed.restored)
 
     def WorkerDone(self, request, context):
         if not 0 <= request.worker < self.num_workers:

@@ -15,18 +15,15 @@ ends the loan; it comes only after the reader has received the result.
 Crashes. Ray restarts a shard actor that dies (``max_restarts``), by
 running ``__init__`` again, which resumes from the last checkpoint of this
 run (``ps.recovery``: with a journal, it then replays the pushes logged
-after it). Without a journal its version clock goes back to the checkpoint's. Each life of the
-actor has its own ``life`` token, returned with every answer. A caller
-passes back the token of the answer its versions came from, so a version
-read in an earlier life is known for what it is. Such a version may be
-ahead of this life's clock: a push counts it as a read of the current
-version, and a pull waits for no version of an earlier life.
+after it). Without a journal its version clock goes back to the
+checkpoint's. Each life of the actor has its own token, returned with every
+answer, and versions read in an earlier life count as this life's
+(``ps.recovery.Life``).
 """
 
 from __future__ import annotations
 
 import threading
-import uuid
 import warnings
 
 import numpy as np
@@ -34,7 +31,7 @@ import torch
 
 from ps.flat import Flat
 from ps.publication import Buffer, ShardClosed
-from ps.recovery import RecoveryPlan, Resumed
+from ps.recovery import Life, RecoveryPlan, Resumed
 from ps.rules import ServerRule
 from ps.shard import Shard
 
@@ -67,7 +64,7 @@ class ShardActor:
         count, which push ids are checked against."""
         torch.set_num_threads(1)
         self.shard = Shard(index, tensor(values), {name: tensor(t) for name, t in tables.items()}, rule, workers)
-        self.life = uuid.uuid4().hex
+        self.life = Life(self.shard)
         self.recovery = recovery.attach(self.shard, run) if recovery else None
         self.resumed = self.recovery.resume() if self.recovery else Resumed(None, 0)
         self._lent: dict = {}  # reader -> the buffer its last pull returned
@@ -75,20 +72,14 @@ class ShardActor:
 
     def status(self) -> dict:
         """This life's token, the version, and what it resumed from (``ps.recovery.Resumed``)."""
-        return {"shard": self.shard.index, "life": self.life, "version": self.shard.version,
+        return {"shard": self.shard.index, "life": self.life.token, "version": self.shard.version,
                 "resumed": tuple(self.resumed), "closed": self.shard.closed}
-
-    def _current(self, version: int, life: str | None) -> int:
-        """``version``, read in ``life``, as a version of this life."""
-        if life is not None and life != self.life:
-            return min(version, self.shard.version)
-        return version
 
     # -- the verbs ---------------------------------------------------------------
     def pull(self, reader, min_version: int, life: str | None) -> tuple[np.ndarray, int, str]:
-        buffer, version = self.shard.dense.acquire(self._current(min_version, life))
+        buffer, version = self.shard.dense.acquire(self.life.version(min_version, life))
         self._lend(reader, buffer)
-        return buffer.flat.array, version, self.life
+        return buffer.flat.array, version, self.life.token
 
     def push(self, grad: np.ndarray, span: tuple[int, int] | None, read_version: int, worker: int,
              life: str | None) -> tuple[int, int, bool, str]:
@@ -99,25 +90,25 @@ class ShardActor:
         self._refuse_if_closed()
         self._lend(worker, None)
         part = grad if span is None else grad[span[0]:span[1]]
-        read_version = self._current(read_version, life)
+        read_version = self.life.version(read_version, life)
         self.shard.check_push(tensor(part), read_version, worker)
         push = self.shard.push(Flat(tensor(part), part), read_version, worker)
         self._after(push.applied)
-        return push.read_version, push.version, push.applied, self.life
+        return push.read_version, push.version, push.applied, self.life.token
 
     def pull_rows(self, table: str, ids: np.ndarray) -> tuple[np.ndarray, int, str]:
         self.shard.check_ids(table, tensor(ids))
         rows, version = self.shard.pull_rows(table, tensor(ids))
-        return rows.numpy(), version, self.life
+        return rows.numpy(), version, self.life.token
 
     def push_rows(self, table: str, ids: np.ndarray, grad_rows: np.ndarray, read_version: int, worker: int,
                   life: str | None) -> tuple[int, int, bool, str]:
         self._refuse_if_closed()
-        ids, grad_rows, read_version = tensor(ids), tensor(grad_rows), self._current(read_version, life)
+        ids, grad_rows, read_version = tensor(ids), tensor(grad_rows), self.life.version(read_version, life)
         self.shard.check_push_rows(table, ids, grad_rows, read_version, worker)
         push = self.shard.push_rows(table, ids, grad_rows, read_version, worker)
         self._after(push.applied)
-        return push.read_version, push.version, push.applied, self.life
+        return push.read_version, push.version, push.applied, self.life.token
 
     def release(self, reader) -> None:
         """End ``reader``'s loan (a worker that died will not call again)."""

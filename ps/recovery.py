@@ -18,6 +18,7 @@ checkpoint are lost, and the version clock goes back to the checkpoint's.
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +37,25 @@ class Resumed(NamedTuple):
         start = (f"it resumed from its checkpoint at version {self.restored}" if self.restored is not None else
                  "it had no checkpoint and started over from the initial parameters at version 0")
         return start + (f", then replayed {self.replayed} logged pushes" if self.replayed else "")
+
+
+class Life:
+    """One life of a shard's process (a Ray actor, an ``asyncps serve``).
+
+    Its token goes with every answer, and a caller sends back the token of
+    the answer its versions came from. A restart may set the version clock
+    back, so a version read in another life counts as at most this life's
+    version: a push takes it as a read of the current version, and a pull
+    waits for no version of an earlier life.
+    """
+
+    def __init__(self, shard: Shard):
+        self.shard = shard
+        self.token = uuid.uuid4().hex
+
+    def version(self, version: int, read_in: str | None) -> int:
+        """``version``, read in the life ``read_in`` (None or empty: this one), as a version of this life."""
+        return min(version, self.shard.version) if read_in and read_in != self.token else version
 
 
 class RecoveryPlan(NamedTuple):

@@ -31,7 +31,7 @@ import torch
 
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics
-from ps import DelayedClient, RealClock, make_shards
+from ps import make_shards
 from ps.grpc_client import GrpcClient
 from ps.grpc_server import serve
 from workers.runtime import WorkerRuntime
@@ -75,12 +75,10 @@ def work(experiment: Experiment, worker: int, addresses: list[str], run_dir: str
         raise ValueError(f"Invalid worker: {worker} (the config has {workers} workers: 0..{workers - 1})")
     torch.set_num_threads(1)
     client = GrpcClient(experiment.layout, addresses, worker, token=token, tls_ca=tls_ca)
-    delays = experiment.delays
-    delayed = DelayedClient(client, delays.samplers(worker), RealClock()) if delays.active else None
     part = Path(run_dir) / WORKER_PARTS / f"worker-{worker}.jsonl"
     with Metrics(part, start=0.0) as metrics:  # absolute wall times, merged by the evaluator
-        runtime = WorkerRuntime(worker, workers, delayed or client, experiment.model, experiment.data_shards[worker],
-                                experiment.steps, metrics.record, after_compute=delayed.compute if delayed else None)
+        runtime = WorkerRuntime(worker, workers, client, experiment.model, experiment.data_shards[worker],
+                                experiment.steps, metrics.record, delays=experiment.delays)
 
         async def main():
             await runtime.work(experiment.protocol)

@@ -225,16 +225,16 @@ def test_a_restarted_shard_counts_versions_of_its_earlier_life_as_current(tmp_pa
         _, _, _, life = first.push(grad, None, v, worker=0, life=None)
     assert first.status()["version"] == 3  # saved at version 2
     again = start()  # what Ray does after a crash
-    assert again.status()["resumed"] == (2, 0) and again.life != life
+    assert again.status()["resumed"] == (2, 0) and again.life.token != life
     read, version, applied, _ = again.push(grad, None, 3, worker=0, life=life)  # read at 3, in the earlier life
     assert (read, version, applied) == (2, 2, True)
     values, version, _ = again.pull(reader=0, min_version=9, life=life)  # waits for no version of the earlier life
     assert version == 3 and values.tolist() == [-3.0] * 4
     with pytest.raises(ValueError, match="Invalid read_version"):  # a version of this life is still checked
-        again.push(grad, None, 9, worker=0, life=again.life)
+        again.push(grad, None, 9, worker=0, life=again.life.token)
     again.close()
     with pytest.raises(ShardClosed, match="the run is over"):
-        again.push(grad, None, 3, worker=0, life=again.life)
+        again.push(grad, None, 3, worker=0, life=again.life.token)
 
 
 def test_with_a_journal_a_killed_shard_actor_loses_no_acknowledged_update(tmp_path, ray_session):
