@@ -7,7 +7,6 @@ Run it as ``python -m lab.backends.health HOST:PORT``, or ``asyncps health HOST:
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
@@ -35,9 +34,9 @@ def health_main(address: str, timeout: float = 3.0, tls_ca: bytes | None = None)
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def wait_until_serving(address: str, timeout: float, process: subprocess.Popen | None = None,
-                       tls_ca: bytes | None = None) -> None:
-    """Return once ``address`` is serving; fail if ``process`` (its server) exits first."""
+def wait_until_serving(address: str, timeout: float, process=None, tls_ca: bytes | None = None) -> None:
+    """Return once ``address`` is serving; fail if ``process`` (its server: a
+    ``subprocess.Popen``, or anything with its ``poll``) exits first."""
     give_up = time.monotonic() + timeout
     with channel(address, tls_ca) as to_shard:
         stub = health_pb2_grpc.HealthStub(to_shard)
