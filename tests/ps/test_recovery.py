@@ -24,10 +24,8 @@ LAG = {"sync": 0}
 
 
 def new_shard(name, options, optimizer) -> Shard:
-    shard = Shard(0, torch.zeros(5), {"emb": torch.zeros(8, 2)}, protocols.create(name, **options).server_rule(
+    return Shard(0, torch.zeros(5), {"emb": torch.zeros(8, 2)}, protocols.create(name, **options).server_rule(
         optimizer, 2), workers=2)
-    shard.lag = LAG.get(name, 2)
-    return shard
 
 
 def history(n: int) -> list:
@@ -35,14 +33,14 @@ def history(n: int) -> list:
     return [(w, torch.randn(5), torch.randint(0, 8, (3,)), torch.randn(3, 2)) for w in (0, 1) * (n // 2)]
 
 
-def push_all(shard: Shard, recovery: Recovery | None, part) -> None:
+def push_all(shard: Shard, recovery: Recovery | None, part, lag: int = 2) -> None:
     for w, grad, ids, rows in part:
         try:
-            push = shard.push_rows("emb", ids, rows, max(0, shard.version - shard.lag), worker=w)
+            push = shard.push_rows("emb", ids, rows, max(0, shard.version - lag), worker=w)
             recovery and recovery.after(push.applied)
         except ValueError as err:  # synchronous SGD takes no rows: a refusal is logged, and replayed as one
             assert "dense gradients only" in str(err)
-        push = shard.push(Flat.of(grad), max(0, shard.version - shard.lag), worker=w)
+        push = shard.push(Flat.of(grad), max(0, shard.version - lag), worker=w)
         recovery and recovery.after(push.applied)
 
 
@@ -56,14 +54,15 @@ def test_a_shard_resumed_from_its_checkpoint_and_journal_is_the_shard_that_died(
     died = new_shard(name, options, optimizer)
     keeper = RecoveryPlan(str(tmp_path), checkpoint_every=5, durability="log").attach(died, "run-a")
     assert keeper.resume() == Resumed(None, 0)
-    push_all(died, keeper, history(12))  # checkpoints along the way, and a journal since the last one
+    lag = LAG.get(name, 2)
+    push_all(died, keeper, history(12), lag)  # checkpoints along the way, and a journal since the last one
     resumed = new_shard(name, options, optimizer)
     again = RecoveryPlan(str(tmp_path), checkpoint_every=5, durability="log").attach(resumed, "run-a")
     restored, replayed = again.resume()
     assert restored is not None and replayed > 0
     assert same(resumed, died)
-    push_all(died, None, history(4))  # and both go on alike, the resumed one journaling
-    push_all(resumed, again, history(4))
+    push_all(died, None, history(4), lag)  # and both go on alike, the resumed one journaling
+    push_all(resumed, again, history(4), lag)
     assert same(resumed, died)
 
 
