@@ -131,9 +131,9 @@ class ParameterServerServicer:
 
     def Exchange(self, request, context):
         """A push, a pull, or a push then a pull, in one message each way: what the
-        client sends for tensors of at most 2 MiB (one chunk). A stream costs
-        more per call than a message, and a step that pushes and then pulls
-        makes one call rather than two.
+        client sends for tensors of at most 8 MiB (shards and clients accept
+        messages of 8 MiB + 64 KiB). A stream costs more per call than a
+        message, and a step that pushes and then pulls makes one call, not two.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

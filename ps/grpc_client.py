@@ -21,6 +21,7 @@ from typing import Callable
 
 import grpc
 import torch
+from google.protobuf.message import DecodeError
 
 from protos import CHANNEL_OPTIONS, ps_pb2, ps_pb2_grpc
 from ps.client import Client, Versions
@@ -28,7 +29,8 @@ from ps.layout import Layout
 from ps.publication import ShardClosed
 from ps.shard import Push
 from ps.grpc_server import SERVICE
-from ps.wire import CHUNK_BYTES, Assembler, chunks, decode_data, encode_data, ids_to_bytes, meta_of, receive
+from ps.wire import (UNARY_BYTES, Assembler, chunks, decode_data, encode_data, field_prefix, ids_to_bytes, meta_of,
+                     raw_bytes, receive, without_data)
 
 
 def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
@@ -41,7 +43,7 @@ def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
 
 def one_message(part: torch.Tensor) -> bool:
     """Whether a shard's part of the float32 parameters travels in one Exchange message rather than a stream."""
-    return part.numel() * 4 <= CHUNK_BYTES
+    return part.numel() * 4 <= UNARY_BYTES
 
 
 async def each(*calls) -> list:
@@ -62,6 +64,7 @@ class TensorStub(ps_pb2_grpc.ParameterServerStub):
         self.Push = channel.stream_unary(f"/{SERVICE}/Push", response_deserializer=ps_pb2.PushReply.FromString)
         self.PushRows = channel.stream_unary(f"/{SERVICE}/PushRows",
                                              response_deserializer=ps_pb2.PushReply.FromString)
+        self.Exchange = channel.unary_unary(f"/{SERVICE}/Exchange")  # bytes both ways
 
 
 class GrpcClient(Client):
@@ -188,20 +191,24 @@ class GrpcClient(Client):
     async def _exchange(self, shard: int, header: ps_pb2.PushHeader | None, grad: torch.Tensor | None,
                         out: torch.Tensor | None, wanted: int) -> tuple[Push | None, int | None]:
         """One Exchange call: push ``grad`` (with ``header``) if given, then pull into ``out`` if given."""
-        request = ps_pb2.ExchangeRequest()
-        if header is not None:
-            request.push.CopyFrom(header)
-            request.push_data = grad.numpy().tobytes()
-        if out is not None:
-            request.pull.CopyFrom(ps_pb2.PullRequest(min_version=wanted, life=self.lives[shard]))
-        reply = await self._call(shard, lambda stub: stub.Exchange(request, metadata=self.metadata,
-                                                                   timeout=self.deadline))
+        request = ps_pb2.ExchangeRequest(push=header, pull=None if out is None else ps_pb2.PullRequest(
+            min_version=wanted, life=self.lives[shard])).SerializeToString()
+        if header is not None:  # the gradient's bytes, copied once (see ps.wire)
+            data = raw_bytes(grad)
+            request = b"".join((request, field_prefix(2, len(data)), data))
+        raw = await self._call(shard, lambda stub: stub.Exchange(request, metadata=self.metadata,
+                                                                 timeout=self.deadline))
+        try:
+            rest, inner, data = without_data(raw, 2, 3)
+            reply, values = ps_pb2.ExchangeReply.FromString(rest), ps_pb2.TensorChunk.FromString(inner or b"")
+        except (ValueError, DecodeError) as err:
+            raise ConnectionError(f"{self.addresses[shard]}: a malformed Exchange reply ({err})") from None
         push = await self._pushed(shard, reply.push) if header is not None else None
         if out is None:
             return push, None
-        await self._seen(shard, reply.values.life)
-        self._check_values(shard, receive(reply.values.meta, (reply.values.data,), out), out)
-        return push, reply.values.version
+        await self._seen(shard, values.life)
+        self._check_values(shard, receive(values.meta, (data,), out), out)
+        return push, values.version
 
     def _check_values(self, shard: int, values: torch.Tensor, part: torch.Tensor) -> None:
         if values is not part:

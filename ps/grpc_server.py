@@ -23,12 +23,13 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from protos import ps_pb2, ps_pb2_grpc
+from protos import MESSAGE_OPTIONS, ps_pb2, ps_pb2_grpc
 from ps.flat import Flat
 from ps.publication import ShardClosed
 from ps.recovery import Life, Recovery, Resumed
 from ps.shard import Shard
-from ps.wire import check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of, receive
+from ps.wire import (check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of,
+                     raw_bytes, receive, take_field, with_data)
 
 
 SERVICE = "asyncps.ParameterServer"
@@ -37,12 +38,6 @@ WAIT_SLICE_SECONDS = 1.0  # a waiting pull asks this often whether its client is
 
 def _invalid(context, err: Exception):
     context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-
-
-def _malformed(err: Exception) -> Exception:
-    """A data message protobuf cannot parse says so, as every other refusal does."""
-    return ValueError(f"Malformed chunks: a data message is not a PushChunk ({err})") if isinstance(err, DecodeError) \
-        else err
 
 
 class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
@@ -129,31 +124,33 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             read_version = self.life.version(header.read_version, header.life)
             self.shard.check_push(grad, read_version, header.worker)
             push = self.shard.push(Flat.of(grad), read_version, header.worker)
-        except (ValueError, DecodeError) as err:
-            _invalid(context, _malformed(err))
+        except ValueError as err:
+            _invalid(context, err)
         return self._acknowledge(push)
 
-    def Exchange(self, raw: bytes, context):
+    def Exchange(self, raw: bytes, context) -> bytes:
+        """A push, a pull or both in one message each way, encoded by hand (see
+        ps.wire): the tensors' bytes are views of the request and of the held
+        values, copied once each."""
         try:
-            request = ps_pb2.ExchangeRequest.FromString(raw)
-        except DecodeError:
+            rest, push_data = take_field(raw, 2)
+            request = ps_pb2.ExchangeRequest.FromString(rest)
+        except (ValueError, DecodeError):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"Malformed request: not an ExchangeRequest ({len(raw)} bytes)")
-        reply = ps_pb2.ExchangeReply()
+        head = ps_pb2.ExchangeReply()
         if request.HasField("push"):
             self._refuse_if_closed(context)
-            reply.push.CopyFrom(self._push(request.push, (request.push_data,), context))
-        if request.HasField("pull"):
-            buffer, version = self._acquire(request.pull, context)
-            if buffer is None:
-                return reply  # nobody to answer
-            try:
-                values = buffer.flat.tensor
-                reply.values.CopyFrom(ps_pb2.TensorChunk(meta=meta_of(values), version=version,
-                                                         life=self.life.token, data=buffer.flat.array.tobytes()))
-            finally:
-                self.shard.dense.release(buffer)
-        return reply
+            head.push.CopyFrom(self._push(request.push, (push_data if push_data is not None else b"",), context))
+        buffer, version = self._acquire(request.pull, context) if request.HasField("pull") else (None, None)
+        if buffer is None:  # no pull, or nobody to answer
+            return head.SerializeToString()
+        try:
+            values = buffer.flat.tensor
+            inner = ps_pb2.TensorChunk(meta=meta_of(values), version=version, life=self.life.token)
+            return with_data(head.SerializeToString(), 2, inner.SerializeToString(), 3, raw_bytes(values))
+        finally:
+            self.shard.dense.release(buffer)
 
     def _refuse_if_closed(self, context) -> None:
         if self.shard.closed:
@@ -187,8 +184,8 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
             read_version = self.life.version(header.read_version, header.life)
             self.shard.check_push_rows(header.table, ids, grad_rows, read_version, header.worker)
             push = self.shard.push_rows(header.table, ids, grad_rows, read_version, header.worker)
-        except (ValueError, DecodeError) as err:
-            _invalid(context, _malformed(err))
+        except ValueError as err:
+            _invalid(context, err)
         return self._acknowledge(push)
 
     def Status(self, request, context):
@@ -226,8 +223,7 @@ def handlers(servicer: ShardServicer) -> grpc.GenericRpcHandler:
     methods = {name: grpc.unary_unary_rpc_method_handler(
         getattr(servicer, name), request_deserializer=request.FromString,
         response_serializer=ps_pb2.StatusReply.SerializeToString) for name, request in small.items()}
-    methods["Exchange"] = grpc.unary_unary_rpc_method_handler(  # parsed by the servicer: garbage is INVALID_ARGUMENT
-        servicer.Exchange, response_serializer=ps_pb2.ExchangeReply.SerializeToString)
+    methods["Exchange"] = grpc.unary_unary_rpc_method_handler(servicer.Exchange)  # bytes both ways
     for name, request in (("Pull", ps_pb2.PullRequest), ("PullRows", ps_pb2.PullRowsRequest)):
         methods[name] = grpc.unary_stream_rpc_method_handler(getattr(servicer, name),
                                                              request_deserializer=request.FromString)
@@ -269,7 +265,7 @@ def serve(shard: Shard, num_workers: int, port: int, host: str = "127.0.0.1", to
     interceptors = [TokenInterceptor(token)] if token else []
     # Synchronous workers all wait in a pull at once: one thread each, and more.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(16, 4 * num_workers)),
-                         interceptors=interceptors)
+                         interceptors=interceptors, options=MESSAGE_OPTIONS)
     server.add_generic_rpc_handlers([handlers(ShardServicer(shard, num_workers, recovery))])
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -22,9 +22,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from protos import ps_pb2
+from protos import MAX_MESSAGE_BYTES, ps_pb2
 
 CHUNK_BYTES = 2 << 20  # 2 MiB: well under the 4 MB default, large enough that per-message costs vanish
+# A shard's part up to UNARY_BYTES moves in one Exchange message each way
+# rather than in streams: a stream's every message is one more trip through
+# gRPC's Python layer.
+UNARY_BYTES = MAX_MESSAGE_BYTES - (64 << 10)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64}
 
 assert sys.byteorder == "little", "asyncps sends raw little-endian bytes"
@@ -46,9 +50,14 @@ def meta_of(t: torch.Tensor) -> ps_pb2.TensorMeta:
                              nbytes=t.numel() * t.element_size())
 
 
+def raw_bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes (a view, no copy, for a contiguous tensor)."""
+    return memoryview(t.detach().contiguous().view(-1).numpy()).cast("B")
+
+
 def chunks(t: torch.Tensor) -> Iterator[memoryview]:
     """The tensor's bytes, CHUNK_BYTES at a time (views, no copy)."""
-    raw = memoryview(t.detach().contiguous().view(-1).numpy()).cast("B")
+    raw = raw_bytes(t)
     for start in range(0, len(raw), CHUNK_BYTES):
         yield raw[start:start + CHUNK_BYTES]
 
@@ -62,31 +71,85 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def field_prefix(field: int, length: int) -> bytes:
+    """The tag and length of a length-delimited field (bytes or a message) of ``length`` bytes."""
+    return bytes([field << 3 | 2]) + _varint(length)
+
+
 def encode_data(field: int, chunk: memoryview) -> bytes:
     """A message holding only ``bytes <field> = chunk``, in protobuf wire format."""
-    return b"".join((bytes([field << 3 | 2]), _varint(len(chunk)), chunk))
+    return b"".join((field_prefix(field, len(chunk)), chunk))
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while pos < len(view) and shift < 64:
+        byte = view[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("a varint is cut off or longer than 10 bytes")
+
+
+def take_field(raw, field: int) -> tuple[bytes, memoryview | None]:
+    """Split a message's top-level field ``field`` (length-delimited: bytes or a
+    message) from the rest: the field as a view of ``raw``, the rest as a
+    message protobuf can parse. A message repeated or given twice keeps the
+    last occurrence (protobuf merges messages; a difference only a hostile
+    sender makes). ValueError if ``raw`` is not protobuf's wire format."""
+    view, rest, found, pos = memoryview(raw), [], None, 0
+    while pos < len(view):
+        start = pos
+        tag, pos = _read_varint(view, pos)
+        kind = tag & 7
+        if kind == 0:
+            _, pos = _read_varint(view, pos)
+        elif kind in (1, 5):
+            pos += 8 if kind == 1 else 4
+        elif kind == 2:
+            length, pos = _read_varint(view, pos)
+            pos += length
+        else:
+            raise ValueError(f"field {tag >> 3} has wire type {kind}, which ps.proto never uses")
+        if pos > len(view):
+            raise ValueError(f"field {tag >> 3} runs past the end of the message")
+        if kind == 2 and tag >> 3 == field:
+            found = view[pos - length:pos]
+        else:
+            rest.append(view[start:pos])
+    return b"".join(rest), found
 
 
 def decode_data(field: int, raw: bytes, message_type) -> memoryview:
     """The ``bytes <field>`` of a data message, as a view of ``raw``. Anything
-    other than a lone data field (say, a second header) goes to protobuf,
-    which then says what it is."""
-    view = memoryview(raw)
-    if view and view[0] == field << 3 | 2:
-        length, shift, pos = 0, 0, 1
-        while pos < len(view):
-            byte = view[pos]
-            length |= (byte & 0x7F) << shift
-            pos += 1
-            if byte < 0x80:
-                break
-            shift += 7
-        if pos + length == len(view):
-            return view[pos:]
-    message = message_type.FromString(raw)
-    if any(fd.number != field for fd, _ in message.ListFields()):
+    other than a lone data field (say, a second header) is refused."""
+    try:
+        rest, data = take_field(raw, field)
+    except ValueError as err:
+        raise ValueError(f"Malformed chunks: a data message is not a {message_type.__name__} ({err})") from None
+    if rest:
         raise ValueError(f"Malformed chunks: a {message_type.__name__} after the first carries more than data")
-    return memoryview(message.data if hasattr(message, "data") else b"")
+    return data if data is not None else memoryview(b"")
+
+
+def with_data(head: bytes, field: int, inner: bytes, data_field: int, data) -> bytes:
+    """``head`` (a serialized message) with its message field ``field`` set to
+    ``inner`` (a serialized message) plus ``bytes <data_field> = data``: the
+    one copy of ``data`` is this join."""
+    data_prefix = field_prefix(data_field, len(data))
+    return b"".join((head, field_prefix(field, len(inner) + len(data_prefix) + len(data)), inner, data_prefix, data))
+
+
+def without_data(raw, field: int, data_field: int) -> tuple[bytes, bytes | None, memoryview]:
+    """The inverse of ``with_data``: the rest of the message, the message field
+    ``field`` without its data (None if absent), and the data (a view)."""
+    rest, inner = take_field(raw, field)
+    if inner is None:
+        return rest, None, memoryview(b"")
+    inner, data = take_field(inner, data_field)
+    return rest, inner, data if data is not None else memoryview(b"")
 
 
 def ids_to_bytes(ids: torch.Tensor) -> bytes:

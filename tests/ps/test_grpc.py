@@ -21,7 +21,7 @@ from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from protos import ps_pb2, ps_pb2_grpc
 from ps.grpc_client import GrpcClient
-from ps.wire import meta_of
+from ps.wire import UNARY_BYTES, meta_of
 
 ROOT = Path(__file__).parents[2]
 
@@ -195,10 +195,13 @@ def test_an_exchange_pushes_then_pulls_and_garbage_is_invalid_argument(cluster):
     reply = exchange(address, request.SerializeToString())
     assert (reply.push.version, reply.push.applied, reply.values.version) == (version, True, version + 1)
     assert (reply.values.version, reply.values.data) == shard_state(address) and reply.values.data != data
-    with pytest.raises(grpc.RpcError) as refused:
-        exchange(address, b"\xff\xff\xff\xff")
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refused.value.details() == "Malformed request: not an ExchangeRequest (4 bytes)"
+    # a cut-off varint, data longer than the message, a wire type ps.proto never uses
+    for garbage in (b"\xff\xff\xff\xff", b"\x12\x80\x80\x04abc", b"\x0b\x00\x00\x00"):
+        with pytest.raises(grpc.RpcError) as refused:
+            exchange(address, garbage)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == f"Malformed request: not an ExchangeRequest ({len(garbage)} bytes)"
+    assert shard_state(address) == (version + 1, reply.values.data)
 
 
 def test_rows_of_an_unknown_table_are_invalid_argument(cluster):
@@ -226,10 +229,12 @@ def test_client_maps_a_refusal_to_value_error(cluster):
     asyncio.run(go())
 
 
-def test_model_larger_than_the_4mb_message_limit_streams_in_chunks(tmp_path):
-    config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=1", "model.options={hidden = [20000]}")
+# 6 MB: one Exchange message, above gRPC's default 4 MB limit; 9 MB: streams of chunks.
+@pytest.mark.parametrize("hidden, streams", [(20_000, False), (30_000, True)])
+def test_a_model_larger_than_grpcs_default_message_limit_moves_in_one_message_or_in_chunks(tmp_path, hidden, streams):
+    config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=1", f"model.options={{hidden = [{hidden}]}}")
     experiment = Experiment.build(load_config(config_path))
-    assert experiment.layout.size * 4 > 4 * 2 ** 20
+    assert 4 * 2 ** 20 < experiment.layout.size * 4 and (experiment.layout.size * 4 > UNARY_BYTES) == streams
     process, address = start_server(config_path, 0)
     try:
         wait_until_serving(address, timeout=120, process=process)
@@ -242,6 +247,8 @@ def test_model_larger_than_the_4mb_message_limit_streams_in_chunks(tmp_path):
             grad = torch.randn(experiment.layout.size)
             await client.push(grad, read)
             await client.pull(after, 1)
+            pushes, read = await client.push_pull(grad, read, after, 2)
+            assert [p.version for p in pushes] == [1] and read.of_shard == (2,)
             await client.aclose()
             return after
 
