@@ -75,6 +75,8 @@ def run(config: Config, progress: bool = True) -> Path:
     return run_dir
 
 
+INTERRUPTED = "interrupted (Ctrl-C)"
+
 RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "model.pt", "trace.jsonl", "*.png", "*.partial",
              WORKER_PARTS, "checkpoints")  # what a run writes in its directory
 
@@ -104,7 +106,8 @@ def finish(config: Config, run_dir: Path, start: float, dense: dict | None, tabl
     else:
         (run_dir / "model.pt").unlink(missing_ok=True)  # an earlier run's under this name is not this one's
     summary = summarize(run_dir, config.train.target_accuracy)
-    summary["failed"] = None if failure is None else f"{type(failure).__name__}: {failure}"
+    summary["failed"] = None if failure is None else INTERRUPTED if isinstance(failure, KeyboardInterrupt) \
+        else f"{type(failure).__name__}: {failure}"
     summary["started_at"] = start  # the clock reading of the run's time 0: Unix time, or 0 in virtual time
     write_whole(run_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
     from lab.reports.plots import plot_run  # matplotlib: not imported by the processes that only train
@@ -140,10 +143,15 @@ class Run:
             if starting:
                 bar.set_description_str(name)
             evaluator = Evaluator(self.experiment, client, self.metrics, self.end)
-            for w in range(self.workers):
-                self.backend.start_worker(w, self.worker_ended, self.stopped)
-            self.backend.spawn("evaluator", self._guarded("the evaluator", evaluator.run()))
-            self.backend.wait()
+            try:
+                for w in range(self.workers):
+                    self.backend.start_worker(w, self.worker_ended, self.stopped)
+                self.backend.spawn("evaluator", self._guarded("the evaluator", evaluator.run()))
+                self.backend.wait()
+            except KeyboardInterrupt:  # Ctrl-C: the shards close, so the workers and the evaluator stop
+                self.metrics.record("event", message=f"the run was {INTERRUPTED}")
+                self.end()
+                raise
             self.end()
             self._read_final(evaluator)
         finally:

@@ -22,11 +22,13 @@ import socket
 import threading
 import uuid
 
+import grpc
+
 from lab.backends.base import Backend, Threads, WorkerDied
 from lab.backends.grpc_processes import Forked, serve_shard, token_from_env, work
-from lab.backends.health import wait_until_serving
+from lab.backends.health import channel, wait_until_serving
 from lab.evaluator import EVALUATOR
-from protos import ps_pb2
+from protos import ps_pb2, ps_pb2_grpc
 from ps.grpc_client import GrpcClient
 from ps.recovery import Resumed
 
@@ -150,16 +152,17 @@ class GrpcBackend(Backend):
         self.threads.join()
 
     def end(self) -> None:
-        async def close_run():
-            client = self.client(retry_seconds=1.0)
+        # Blocking calls, on no event loop: the evaluator's loop may still be
+        # running in its thread (after a Ctrl-C), and gRPC's poller can wake a
+        # loop of this thread after it has closed.
+        metadata = (("authorization", f"Bearer {token}"),) if (token := token_from_env()) else ()
+        for address in self.addresses:
             try:
-                await client.close_run()
-            except ConnectionError:
-                pass  # a shard that is gone serves nobody; the live ones were closed all the same
-            finally:
-                await client.aclose()
-
-        asyncio.run(close_run())
+                with channel(address, self.tls_ca) as to_shard:
+                    ps_pb2_grpc.ParameterServerStub(to_shard).Close(ps_pb2.StatusRequest(), metadata=metadata,
+                                                                    timeout=1.0)
+            except grpc.RpcError:
+                pass  # a shard that is gone serves nobody; the live ones are closed all the same
         # The workers stop at their next call to a closed shard; one stuck on a dead shard is stopped.
         timer = threading.Timer(STOP_SECONDS, self._stop_workers)
         timer.daemon = True
@@ -178,5 +181,5 @@ class GrpcBackend(Backend):
                 process.kill()
         for server in self.servers:
             server.send_signal(signal.SIGTERM)
-        for server in self.servers:
-            server.wait(timeout=30)
+        for process in self.workers + self.servers:
+            process.wait(timeout=30)

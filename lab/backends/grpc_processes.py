@@ -120,6 +120,10 @@ def start_fork_server() -> None:
 
 
 def _child(target: Callable[..., int], args: tuple) -> None:
+    # A process group of its own: a Ctrl-C at the terminal reaches only the
+    # run's own process, which stops the shards and workers in order (a shard
+    # that stopped by itself would be restarted as one that died).
+    os.setpgrp()
     reuse_freed_memory()
     sys.exit(target(*args))
 

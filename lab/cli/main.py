@@ -20,7 +20,7 @@ from lab.reports.compare import compare, default_out, describe, parse_sweep, pla
 from lab.config import BACKENDS, load_config
 from lab.backends.health import health_main
 from lab.cli.hogwild import add_hogwild
-from lab.runner import run
+from lab.runner import INTERRUPTED, run
 from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
 
 
@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"asyncps {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the command has stopped what it started; a run directory says so too
+        print(f"\nasyncps {args.command}: {INTERRUPTED}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report it
 
 
 def entry() -> None:
