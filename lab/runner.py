@@ -78,7 +78,7 @@ def run(config: Config, progress: bool = True) -> Path:
 INTERRUPTED = "interrupted (Ctrl-C)"
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "model.pt", "trace.jsonl", "*.png", "*.partial",
-             WORKER_PARTS, "checkpoints")  # what a run writes in its directory
+             WORKER_PARTS, "checkpoints", "report.html")  # what a run (or `asyncps report` of it) writes there
 
 
 def fresh_run_dir(run_dir: Path) -> Path:

@@ -107,9 +107,11 @@ def test_a_rerun_under_the_same_name_replaces_the_earlier_run_whole(tmp_path):
     run_dir = config.run_dir
     (run_dir / "workers").mkdir(parents=True)  # an earlier gRPC run's records, and its files
     (run_dir / "workers" / "worker-9.jsonl").write_text('{"time": 1.0, "kind": "train", "worker": 9, "step": 1}\n')
-    for name in ("trace.jsonl", "model.pt.partial", "notes.txt"):
+    for name in ("trace.jsonl", "model.pt.partial", "notes.txt", "report.html", "progress.png"):
         (run_dir / name).write_text("earlier")
     run(config, progress=False)
+    # what `asyncps report` made of the earlier run
+    assert not (run_dir / "report.html").exists() and not (run_dir / "progress.png").exists()
     assert {m["worker"] for m in records(run_dir, "train")} == {0, 1, 2, 3}  # nothing of the earlier run mixed in
     assert not (run_dir / "workers").exists() and not (run_dir / "trace.jsonl").exists()
     assert not list(run_dir.glob("*.partial"))
