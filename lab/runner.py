@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -155,8 +156,10 @@ class Run:
             self.end()
             self._read_final(evaluator)
         finally:
-            bar.close()
-            self.backend.stop()
+            try:
+                self.backend.stop()  # the last of the records reach the bar as the backend stops
+            finally:
+                bar.close()
         if self.failures:
             raise self.failures[0]
         return self.final
@@ -234,11 +237,9 @@ class Run:
             self.fail(f"{name} failed: {err!r}", err)
 
     def _progress_bar(self) -> tqdm:
+        """The steps done of all the workers' steps, the last test accuracy, and
+        each event (a worker died, early stopping ended the run) as a line."""
         name = self.experiment.config.name
-        if not self.backend.records_steps:  # the workers record elsewhere: count the updates evaluated
-            bar = tqdm(unit="update", desc=name, disable=not self.progress, mininterval=0.5)
-            self.metrics.listeners.append(lambda kind, fields: kind == "eval" and bar.update(fields["updates"] - bar.n))
-            return bar
         bar = tqdm(total=self.experiment.steps * self.workers, unit="step", disable=not self.progress,
                    mininterval=0.5, desc=name + (" (virtual time)" if self.backend.name == "sim" else ""))
 
@@ -247,6 +248,8 @@ class Run:
                 bar.update()
             elif kind == "eval" and "test_accuracy" in fields:
                 bar.set_postfix(test_acc=f"{fields['test_accuracy']:.3f}", refresh=False)
+            elif kind == "event":
+                bar.write(f"{name}: {fields['message']}", file=sys.stderr)
 
         if self.progress:
             self.metrics.listeners.append(move)

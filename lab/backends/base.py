@@ -31,7 +31,6 @@ class Backend(abc.ABC):
     """Where a run's shards, workers and evaluator live."""
 
     name: ClassVar[str]
-    records_steps: ClassVar[bool] = True  # the workers' "train" records reach this process's metrics
 
     def __init__(self, experiment: Experiment, metrics: Metrics):
         self.experiment = experiment

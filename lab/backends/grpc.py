@@ -17,10 +17,12 @@ evaluates until the shards close.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import threading
 import uuid
+from pathlib import Path
 
 import grpc
 
@@ -28,6 +30,7 @@ from lab.backends.base import Backend, Threads, WorkerDied
 from lab.backends.grpc_processes import Forked, serve_shard, token_from_env, work
 from lab.backends.health import channel, wait_until_serving
 from lab.evaluator import EVALUATOR
+from lab.metrics import WORKER_PARTS
 from protos import ps_pb2, ps_pb2_grpc
 from ps.grpc_client import GrpcClient
 from ps.recovery import Resumed
@@ -51,9 +54,33 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def follow(directory: Path, tell, stop: threading.Event, every: float = 0.5) -> None:
+    """Tell ``tell`` of each "train" record the worker processes write into
+    ``directory`` (as a progress bar would hear of a thread's), reading what
+    each file has gained every ``every`` seconds, and once more when ``stop``
+    is set."""
+    read: dict[Path, int] = {}  # bytes of each file already read (whole lines)
+    while True:
+        stopping = stop.wait(every)  # then one last read: what the workers wrote as they finished
+        for path in directory.glob("worker-*.jsonl"):
+            with path.open("rb") as part:
+                part.seek(read.get(path, 0))
+                new = part.read()
+            whole = new.rfind(b"\n") + 1
+            read[path] = read.get(path, 0) + whole
+            for line in new[:whole].splitlines():
+                record = json.loads(line)
+                if record["kind"] == "train":
+                    tell("train", record)
+        if stopping:
+            return
+
+
 class GrpcBackend(Backend):
+    """Each worker process writes its own records (merged at the end); the
+    progress bar hears of its steps as ``follow`` reads them."""
+
     name = "grpc"
-    records_steps = False  # each worker process writes its own records; they are merged at the end
 
     def __init__(self, experiment, metrics, addresses: list[str] | None = None, tls_ca: bytes | None = None):
         super().__init__(experiment, metrics)
@@ -67,6 +94,8 @@ class GrpcBackend(Backend):
         self.stopping = False
         self.lock = threading.Lock()  # between a shard's restart and the end of the run
         self.run_id = uuid.uuid4().hex  # a restarted shard takes only this run's checkpoint and journal
+        self.following = threading.Event()  # set: stop following the workers' records
+        self.follower: threading.Thread | None = None
 
     def client(self, retry_seconds: float = RETRY_SECONDS, on_restart=None) -> GrpcClient:
         return GrpcClient(self.experiment.layout, self.addresses, EVALUATOR, token=token_from_env(),
@@ -88,6 +117,9 @@ class GrpcBackend(Backend):
                             for w in range(self.experiment.config.cluster.workers)]
             for s in range(len(self.servers)):  # not joined by wait(): a shard serves to the end
                 threading.Thread(target=self._watch_shard, args=(s, fail), daemon=True).start()
+        self.follower = threading.Thread(target=follow, daemon=True,
+                                         args=(self.run_dir / WORKER_PARTS, self.metrics.tell, self.following))
+        self.follower.start()
         client = self.client(on_restart=self.shard_restarted)
 
         async def know_the_shards():  # their lives: a restart from here on is an event
@@ -183,3 +215,6 @@ class GrpcBackend(Backend):
             server.send_signal(signal.SIGTERM)
         for process in self.workers + self.servers:
             process.wait(timeout=30)
+        self.following.set()
+        if self.follower is not None:
+            self.follower.join(timeout=30)

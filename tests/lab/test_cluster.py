@@ -43,7 +43,10 @@ def test_a_run_on_shards_that_want_a_token_sends_it_everywhere_and_says_what_it_
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["train_steps"] == 2 * Experiment.build(load_config(None, overrides)).steps
     assert (run_dir / "model.pt").exists()
-    assert "quickstart: starting 2 shard and 2 worker processes" in capsys.readouterr().err  # never silent
+    err = capsys.readouterr().err
+    assert "quickstart: starting 2 shard and 2 worker processes" in err  # never silent
+    total = summary["train_steps"]
+    assert f"| {total}/{total} [" in err  # the workers' steps, read from their processes' records
 
 
 @dataclass

@@ -102,6 +102,16 @@ def test_bad_config_is_a_usage_error_naming_the_key(tmp_path, capsys):
     assert "cluster.workers = 0" in capsys.readouterr().err
 
 
+def test_the_console_says_when_and_why_early_stopping_ended_the_run(tmp_path, capsys):
+    # No improvement counts (min_delta): the run stops at the second evaluation.
+    overrides = [f"out_dir={tmp_path}", "train.early_stopping=true", "train.patience=1", "train.min_delta=1e9",
+                 "train.eval_every=10"]
+    assert main(["run", *(a for o in overrides for a in ("--set", o))]) == 0
+    stopped = [e["message"] for e in records(tmp_path / "quickstart", "event")]
+    assert len(stopped) == 1 and stopped[0].startswith("early stopping after ")
+    assert f"quickstart: {stopped[0]}\n" in capsys.readouterr().err
+
+
 def test_a_rerun_under_the_same_name_replaces_the_earlier_run_whole(tmp_path):
     config = load_config(None, [f"out_dir={tmp_path}", "train.epochs=1", "name=again"])
     run_dir = config.run_dir
