@@ -58,6 +58,7 @@ table.runs th:first-child, table.runs td:first-child, table.runs th.text, table.
 table.runs tbody tr:nth-child(even) { background: #fafbfc; }
 table.runs td.best { font-weight: 700; }
 table.runs td.name, table.runs td.text { white-space: nowrap; }
+table.runs .spread { display: block; color: #59636e; font-size: 12px; white-space: nowrap; }
 table.runs .muted { color: #8c959f; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 7px;
           vertical-align: -1px; }
@@ -67,7 +68,7 @@ figure img { box-sizing: border-box; max-width: 100%; height: auto; border: 1px 
 figcaption { color: #59636e; font-size: 13px; margin-top: 4px; }
 article { border-top: 1px solid #e3e6ea; }
 .tag { background: #ffebe9; color: #a40e26; border-radius: 4px; padding: 0 6px; margin-left: 6px; font-size: 12px;
-       font-weight: 600; }
+       font-weight: 600; white-space: nowrap; }
 .failures { border-left: 4px solid #cf222e; background: #fff8f7; padding: 4px 14px; margin: 8px 0 16px; }
 .failures li { margin: 4px 0; }
 """
@@ -218,13 +219,15 @@ def _configurations_section(runs: list[Entry], groups: list[Configuration], diff
                      + "</td>")
         for header, _, text, _ in columns:
             if stats[header][g] is None:
-                cells.append(f'<td class="muted">{"not reached" if header.startswith("time to") else "—"}</td>')
+                reached = "not reached" if header.startswith("time to") and finished[g] else "—"
+                cells.append(f'<td class="muted">{reached}</td>')
                 continue
             mean, std, n = stats[header][g]
-            shown = text(mean) + (f" ± {text(std)}" if std is not None else "") + (
-                f" ({n} of {len(finished[g])})" if n < len(finished[g]) else "")
+            spread_text = " ".join(([f"± {text(std)}"] if std is not None else [])
+                                   + ([f"({n} of {len(finished[g])})"] if n < len(finished[g]) else []))
             bold = ' class="best"' if header in best and mean == best[header] else ""
-            cells.append(f"<td{bold}>{_e(shown)}</td>")
+            cells.append(f"<td{bold}>{_e(text(mean))}"
+                         + (f' <span class="spread">{_e(spread_text)}</span>' if spread_text else "") + "</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     notes = ["Each figure: the mean ± the sample standard deviation (n − 1 in the denominator) over the "
              "configuration's runs that finished; a failed run is left out.",
