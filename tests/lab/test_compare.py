@@ -69,7 +69,7 @@ class Tables(HTMLParser):
 
 
 # -- a run that fails ----------------------------------------------------------------
-def test_a_failed_run_is_marked_in_the_report_and_the_others_still_run(tmp_path, capsys):
+def test_a_failed_run_is_marked_in_the_report_and_the_others_still_run(tmp_path, capsys, recwarn):
     """lr = 1e30 diverges (its gradients overflow), lr = -1 fails before it starts, lr = 0.1 runs."""
     out = tmp_path / "lr"
     names = [f"quickstart-server.options.lr={lr}" for lr in ("1e30", "-1", "0.1")]
@@ -94,6 +94,8 @@ def test_a_failed_run_is_marked_in_the_report_and_the_others_still_run(tmp_path,
                             f"{100 * good['final']['test_accuracy']:.2f}%", "not reached"]
     assert rows[1][2:] == ["—", "—", "not reached", "—", "—", "—", "—", "—"]  # nothing recorded
     assert "Failed runs are left out." in page.captions[0]  # the sweep's figure: lr is a number
+    # The failure's long event label is cut to fit its run's panels, which keep their layout.
+    assert [str(w.message) for w in recwarn if "constrained_layout" in str(w.message)] == []
 
 
 # -- several seeds ---------------------------------------------------------------------
