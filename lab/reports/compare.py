@@ -1,7 +1,9 @@
 """``asyncps compare``: several configurations, each on one seed or several, then one report.
 
 ``plan(configs, sweeps, overrides, backend, out, seeds)`` turns the command
-line into the list of run configs, all validated before anything runs:
+line into the list of run configs, all loaded and checked before anything
+runs (what only building a run's experiment finds, such as an optimizer's
+negative learning rate, fails that run):
 
 - each CONFIG file (none: the defaults) is a base;
 - each ``--sweep key=v1,v2`` multiplies the runs: one per value, the value
