@@ -127,11 +127,12 @@ def run_report(args: argparse.Namespace) -> int:
 
 def add_compare(commands) -> None:
     command = commands.add_parser(
-        "compare", help="run several configs on one seed and report them side by side",
+        "compare", help="run several configs, on one seed or several, and report them side by side",
         description="Run each CONFIG (or, with --sweep, one run per value of a key on the base CONFIG, or on "
                     "the defaults when none is given; several --sweep flags make the cross product), each in "
-                    "its own directory under --out, and write one report.html comparing them.",
-        epilog="e.g. asyncps compare --sweep protocol.name=downpour,sync --set train.epochs=5")
+                    "its own directory under --out, and write one report.html comparing them. A run that fails "
+                    "does not stop the others: the report marks it with its error, and the exit code is 1.",
+        epilog="e.g. asyncps compare --sweep protocol.name=downpour,sync --set train.epochs=5 --seeds 3")
 
     def sweep(text: str) -> tuple[str, list[str]]:
         try:
@@ -146,6 +147,9 @@ def add_compare(commands) -> None:
     command.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override a config value in every run (repeatable)")
     command.add_argument("--backend", choices=BACKENDS, help="where shards and workers run, for every run")
+    command.add_argument("--seeds", type=positive_int, default=1, metavar="N",
+                         help="run each configuration on N seeds: its config's seed S, S+1, ..., S+N-1; the report "
+                              "gives each configuration's mean ± standard deviation over them (default: 1)")
     command.add_argument("--out", type=Path, metavar="DIR",
                          help="the comparison's directory (default: runs/compare-<YYYYmmdd-HHMMSS>)")
     command.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -154,11 +158,17 @@ def add_compare(commands) -> None:
 
 def run_compare(args: argparse.Namespace) -> int:
     out = args.out or default_out()
-    configs = plan(args.configs, args.sweeps, args.overrides, args.backend, out)
-    if len({config.seed for config in configs}) > 1 and "seed" not in dict(args.sweeps):
+    configs = plan(args.configs, args.sweeps, args.overrides, args.backend, out, args.seeds)
+    first_seeds = {config.seed for config in configs[::args.seeds]}  # each configuration's first run's
+    if len(first_seeds) > 1 and "seed" not in dict(args.sweeps):
         print("asyncps compare: note: the configs set different seeds, so data order, initial parameters "
               "and delays differ too; --set seed=N gives them one", file=sys.stderr)
-    print(f"report: {compare(configs, out, progress=args.progress)}")
+    report_file, failures = compare(configs, out, progress=args.progress)
+    print(f"report: {report_file}")
+    if failures:
+        print(f"asyncps compare: error: {len(failures)} of {len(configs)} runs failed; the report marks them:",
+              *(f"  {failure}" for failure in failures), sep="\n", file=sys.stderr)
+        return 1
     return 0
 
 

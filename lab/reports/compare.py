@@ -1,21 +1,31 @@
-"""``asyncps compare``: several configurations on one seed, then one report.
+"""``asyncps compare``: several configurations, each on one seed or several, then one report.
 
-``plan(configs, sweeps, overrides, backend, out)`` turns the command line into
-the list of run configs, all validated before anything runs:
+``plan(configs, sweeps, overrides, backend, out, seeds)`` turns the command
+line into the list of run configs, all loaded and checked before anything
+runs (what only building a run's experiment finds, such as an optimizer's
+negative learning rate, fails that run):
 
 - each CONFIG file (none: the defaults) is a base;
 - each ``--sweep key=v1,v2`` multiplies the runs: one per value, the value
   overriding ``key`` on every base (several sweeps make the cross product);
   ``--sweep a+b=v1,v2`` sets both keys to each value together (Downpour's
   ``n_fetch`` and ``n_push`` as one communication period);
-- ``--set`` overrides and ``--backend`` apply to every run, before the sweep.
+- ``--set`` overrides and ``--backend`` apply to every run, before the sweep;
+- ``--seeds N`` runs each configuration N times, on its config's seed ``s``
+  and on ``s + 1`` ... ``s + N - 1`` (so ``--set seed=10 --seeds 3`` runs seeds
+  10, 11 and 12), and adds ``-seed=<seed>`` to each run's name.
 
 Each run is named ``<base name>-<key>=<value>...`` (or keeps its config's name
-when nothing is swept) and lands in ``out/<name>``. The seed is whatever the
-configs say: the defaults and a swept base give every run the same one, and
-so the same data order, initial parameters and delay schedule.
-``compare(configs, out)`` runs them one after another and writes
-``out/report.html`` with :func:`lab.reports.report.report`.
+when nothing is swept) and lands in ``out/<name>``. The seed is otherwise
+whatever the configs say: the defaults and a swept base give every run the
+same one, and so the same data order, initial parameters and delay schedule.
+
+``compare(configs, out)`` runs them one after another. A run that fails
+(diverges, say) does not end the comparison: its error is said at once, and
+the report marks the run with it. Then it writes ``out/report.html`` with
+:func:`lab.reports.report.write_report`, which gives each configuration run
+on several seeds its mean and standard deviation
+(:mod:`lab.reports.configurations`).
 """
 
 from __future__ import annotations
@@ -27,9 +37,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 from lab.config import Config, load_config
-from lab.reports.rundir import read_summary
-from lab.runner import run
+from lab.reports.rundir import Run, failed_run, load_run, read_summary
+from lab.runner import fresh_run_dir, run
 
 __all__ = ["parse_sweep", "plan", "compare", "default_out", "SWEEP_FORM"]
 
@@ -75,13 +87,16 @@ def _split_top_level(text: str) -> list[str]:
 
 
 def plan(configs: list[str | Path], sweeps: list[tuple[str, list[str]]], overrides: list[str] = (),
-         backend: str | None = None, out: str | Path = "runs/compare") -> list[Config]:
-    """The configs of a comparison, each named and placed under ``out``; ``ValueError`` for a bad one."""
+         backend: str | None = None, out: str | Path = "runs/compare", seeds: int = 1) -> list[Config]:
+    """The configs of a comparison, each named and placed under ``out``, each
+    configuration's ``seeds`` runs together; ``ValueError`` for a bad one."""
     keys = [key for key, _ in sweeps]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
         raise ValueError(f"--sweep {repeated[0]} is given twice; put all its values in one --sweep "
                          f"{repeated[0]}=v1,v2,...")
+    if seeds > 1 and any("seed" in key.split("+") for key in keys):
+        raise ValueError(f"--seeds {seeds} and --sweep seed both choose the seeds; give one of them")
     shared = list(overrides) + ([f"backend={backend}"] if backend else [])
     combinations = list(itertools.product(*([(key, value) for value in values] for key, values in sweeps)))
     planned = []  # (config, base path or None)
@@ -92,11 +107,15 @@ def plan(configs: list[str | Path], sweeps: list[tuple[str, list[str]]], overrid
                                                  for joint in key.split("+")])
             label = "-".join(f"{key}={value}" for key, value in combination)
             planned.append((dataclasses.replace(config, name=_directory_name(base_name, label)), base))
-    if len(planned) < 2:
-        raise ValueError("nothing to compare: give two or more CONFIG files, or a --sweep with two or more "
-                         f"values ({SWEEP_FORM})")
+    if len(planned) * seeds < 2:
+        raise ValueError("nothing to compare: give two or more CONFIG files, a --sweep with two or more values "
+                         f"({SWEEP_FORM}), or --seeds 2 or more")
     names = _distinct([config.name for config, _ in planned], [base for _, base in planned])
-    return [dataclasses.replace(config, name=name, out_dir=str(out)) for (config, _), name in zip(planned, names)]
+    named = [dataclasses.replace(config, name=name, out_dir=str(out)) for (config, _), name in zip(planned, names)]
+    if seeds == 1:
+        return named
+    return [dataclasses.replace(config, seed=seed, name=f"{config.name}-seed={seed}")
+            for config in named for seed in range(config.seed, config.seed + seeds)]
 
 
 def _directory_name(base: str, label: str) -> str:
@@ -133,14 +152,29 @@ def describe(run_dir: Path) -> str:
 
 
 def compare(configs: list[Config], out: str | Path, progress: bool = True,
-            echo: Callable[[str], None] = print) -> Path:
-    """Run ``configs`` one after another, then write ``out/report.html``; return its path."""
-    from lab.reports.report import report  # matplotlib: only when there is something to draw
+            echo: Callable[[str], None] = tqdm.write) -> tuple[Path, list[str]]:
+    """Run ``configs`` one after another, going on past a run that fails, then
+    write ``out/report.html``. Return its path and, for each failed run, a line
+    naming it and its error. ``echo`` says how each run ended."""
+    from lab.reports.report import write_report  # matplotlib: only when there is something to draw
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run_dirs = []
-    for i, config in enumerate(configs, start=1):
-        run_dirs.append(run(config, progress=progress))
-        echo(f"[{i}/{len(configs)}] {describe(run_dirs[-1])}")
-    return report(run_dirs, out)
+    runs: list[Run] = []
+    failures = []
+    with tqdm(total=len(configs), unit="run", desc="compare", disable=not progress) as bar:
+        for i, config in enumerate(configs, start=1):
+            try:
+                fresh_run_dir(config.run_dir)  # a run that fails at its start leaves no earlier run's files to read
+                run(config, progress=progress)
+            except Exception as err:  # the others still run; the report and the exit code say this one failed
+                error = f"{type(err).__name__}: {err}"
+                failures.append(f"{config.name}: {error}")
+                runs.append(failed_run(config, error))
+                echo(f"[{i}/{len(configs)}] {config.name}: failed: {error}")
+                bar.set_postfix(failed=len(failures), refresh=False)
+            else:
+                runs.append(load_run(config.run_dir))
+                echo(f"[{i}/{len(configs)}] {describe(config.run_dir)}")
+            bar.update()
+    return write_report(runs, out), failures

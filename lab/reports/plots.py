@@ -31,6 +31,7 @@ __all__ = ["plot_run", "draw_run"]
 # Held-out curves in black and grey, so no worker's colour is mistaken for one.
 VAL, TEST, TARGET, EVENT = "black", "#6e6e6e", "#2e8b57", "#7f7f7f"
 MAX_WORKER_COLOURS = 10  # beyond this, per-worker curves share one grey: 64 colours read as noise
+EVENT_LABEL = 40  # characters of an event's label along its line: about the height of a panel
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -65,13 +66,17 @@ def _smooth(y: np.ndarray) -> np.ndarray:
 
 
 def _mark_events(ax, run: Run, at: str = "top") -> None:
-    """A dotted vertical line per event, labelled along it at the ``top`` or ``bottom`` (where the curves are not)."""
+    """A dotted vertical line per event, labelled along it at the ``top`` or ``bottom`` (where the curves are not).
+    A long label (a failure's whole error) is cut to fit the panel, not laid out around it: the report
+    gives each event in full."""
     y, align = (0.98, "top") if at == "top" else (0.02, "bottom")
     for event in run.events:
         ax.axvline(event["time"], color=EVENT, linestyle=":", linewidth=1.2, zorder=1)
-        ax.text(event["time"], y, str(event.get("message", "event")), rotation=90, ha="right", va=align,
-                fontsize=8, color="#333333", transform=ax.get_xaxis_transform(),
-                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1})
+        label = str(event.get("message", "event"))
+        ax.text(event["time"], y, label if len(label) <= EVENT_LABEL else label[:EVENT_LABEL - 1] + "\u2026",
+                rotation=90, ha="right", va=align, fontsize=8, color="#333333", transform=ax.get_xaxis_transform(),
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.75, "pad": 1}, clip_on=True,
+                in_layout=False)
 
 
 def _legend_under(ax) -> None:

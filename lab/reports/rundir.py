@@ -5,11 +5,13 @@
 :func:`load_run` reads all three into a :class:`Run`. Only ``metrics.jsonl``
 is required: a picture or a table must not depend on the rest, so a missing
 or unreadable config is empty, and a run killed before its summary was
-written is summarized from what it recorded.
+written is summarized from what it recorded. :func:`failed_run` is a run
+that ``asyncps compare`` saw fail: what it recorded, if anything, and why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from dataclasses import dataclass
@@ -17,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.config import TrainConfig
+from lab.config import Config, TrainConfig, to_toml
 from lab.metrics import read_metrics, summarize
 from optim.validation import is_number
 
-__all__ = ["Run", "load_run", "read_summary", "ids", "differing", "SKIPPED_KEYS"]
+__all__ = ["Run", "load_run", "failed_run", "read_summary", "ids", "differing", "SKIPPED_KEYS"]
 
 SKIPPED_KEYS = ("name", "out_dir")  # differ between runs by construction; a report names each run anyway
 
@@ -33,7 +35,8 @@ class Run:
     dir: Path
     name: str
     settings: dict      # config.toml flattened to dotted keys: {"server.options.lr": 0.1, ...}
-    summary: dict       # summary.json (computed from metrics.jsonl when absent; {} when even that fails)
+    summary: dict       # summary.json (computed from metrics.jsonl when absent; {} when even that fails);
+                        # its "failed" says why the run failed (None or absent: it did not)
     train: list[dict]   # the records of each kind, in file order, each with a number for its time
     pushes: list[dict]
     evals: list[dict]   # in time order
@@ -79,6 +82,16 @@ def load_run(run_dir: str | Path) -> Run:
     name = config.get("name") if isinstance(config.get("name"), str) else run_dir.name
     return Run(run_dir, name, settings, summary, by_kind["train"], by_kind["push"],
                sorted(by_kind["eval"], key=lambda r: r["time"]), by_kind["event"])
+
+
+def failed_run(config: Config, error: str) -> Run:
+    """The run of ``config`` that failed with ``error``: what its directory
+    holds, or, when it failed before it recorded anything, its settings alone."""
+    if (config.run_dir / "metrics.jsonl").is_file():
+        run = load_run(config.run_dir)
+        return dataclasses.replace(run, summary={**run.summary, "failed": error})
+    settings = _flatten(tomllib.loads(to_toml(config)))  # as its config.toml would read
+    return Run(config.run_dir, config.name, settings, {"failed": error}, [], [], [], [])
 
 
 def read_summary(run_dir: str | Path) -> dict:

@@ -277,7 +277,8 @@ def test_bad_sweep_syntax_is_a_usage_error_showing_the_expected_form(sweep, mess
     (["--sweep", "protocol.name=downpour,nope"], "Invalid config value protocol.name = 'nope' (choose one of:"),
     (["--sweep", "protocol.name=downpour,sync", "--sweep", "protocol.name=sync"],
      "--sweep protocol.name is given twice"),
-    ([str(QUICKSTART)], "nothing to compare: give two or more CONFIG files, or a --sweep with two or more values"),
+    ([str(QUICKSTART)], "nothing to compare: give two or more CONFIG files, a --sweep with two or more values "
+                        "(KEY=V1,V2,..., e.g. --sweep protocol.name=downpour,sync), or --seeds 2 or more\n"),
     (["--sweep", "cluster.workers=2,4", "--set", "cluster.nodes=3"], "Invalid config key 'cluster.nodes'"),
 ])
 def test_a_bad_comparison_is_refused_before_anything_runs(argv, message, tmp_path, capsys):
