@@ -43,7 +43,9 @@ def run_comparison(configs: list[str], sweep: str, out: Path) -> dict[str, list[
     """Per config name, the summaries of its runs in sweep order."""
     print(f"  asyncps compare {' '.join(configs)} --sweep {sweep} --out {out}")
     planned = plan(configs, [parse_sweep(sweep)], out=out)
-    compare(planned, out, progress=False, echo=lambda line: print(f"    {line}"))
+    _, failures = compare(planned, out, progress=False, echo=lambda line: print(f"    {line}"))
+    if failures:  # a reproduction's every run is part of its claim
+        raise RuntimeError("runs of the reproduction failed:\n" + "\n".join(failures))
     by_name: dict[str, list[dict]] = {}
     for config in planned:
         summary = json.loads((out / config.name / "summary.json").read_text())
