@@ -197,7 +197,7 @@ def summarize(run_dir: Path, target_accuracy: float) -> dict:
     evals = [m for m in lines if m["kind"] == "eval"]
     pushes = [m for m in lines if m["kind"] == "push"]
     trains = [m for m in lines if m["kind"] == "train"]
-    wall = max((m["time"] for m in lines), default=0.0)
+    seconds = max((m["time"] for m in lines), default=0.0)
     final = {k: v for k, v in evals[-1].items() if k not in ("kind", "staleness")} if evals else {}
     reached = [m for m in evals if m.get("test_accuracy", -1) >= target_accuracy]
     per_worker = {}
@@ -207,8 +207,8 @@ def summarize(run_dir: Path, target_accuracy: float) -> dict:
     return {"shards": shard_accounts(pushes, next((m for m in lines if m["kind"] == "final"), None)), "final": final,
             "best_test_accuracy": max((m.get("test_accuracy", float("nan")) for m in evals), default=None),
             "target_accuracy": target_accuracy, "time_to_target": reached[0]["time"] if reached else None,
-            "wall_time": wall, "train_steps": len(trains), "pushes": len(pushes), "updates": updates,
-            "updates_per_second": updates / wall if wall else None,
+            "run_time": seconds, "train_steps": len(trains), "pushes": len(pushes), "updates": updates,
+            "updates_per_second": updates / seconds if seconds else None,
             "staleness": staleness_summary([m["staleness"] for m in pushes]),
             "staleness_per_worker": {str(w): staleness_summary(v) for w, v in sorted(per_worker.items())},
             "events": [m["message"] for m in lines if m["kind"] == "event"]}

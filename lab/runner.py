@@ -110,6 +110,7 @@ def finish(config: Config, run_dir: Path, start: float, dense: dict | None, tabl
     summary["failed"] = None if failure is None else INTERRUPTED if isinstance(failure, KeyboardInterrupt) \
         else f"{type(failure).__name__}: {failure}"
     summary["started_at"] = start  # the clock reading of the run's time 0: Unix time, or 0 in virtual time
+    summary["clock"] = "virtual" if config.backend == "sim" else "wall"  # what run_time and every time count
     write_whole(run_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
     from lab.reports.plots import plot_run  # matplotlib: not imported by the processes that only train
 

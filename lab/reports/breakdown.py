@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from lab.reports.figures import figure, histograms, note, save, staleness_bins
-from lab.reports.rundir import Run, ids
+from lab.reports.figures import figure, histograms, id_ticks, note, save, staleness_bins
+from lab.reports.rundir import Run, ids, seconds
 
 __all__ = ["plot_progress", "plot_staleness_breakdown"]
 
@@ -52,7 +52,7 @@ def plot_progress(run: Run) -> Path:
         else:
             lines.step(x, y, where="post", color="#b0b0b0", linewidth=0.8,
                        label=f"the other {len(workers) - 2} workers")
-    lines.set(title="steps completed", xlabel="time (s)", ylabel="steps")
+    lines.set(title="steps completed", xlabel=seconds([run]), ylabel="steps")
     handles, labels = lines.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     lines.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", ncol=1 if len(unique) < 6 else 2)
@@ -64,8 +64,7 @@ def plot_progress(run: Run) -> Path:
     rates.axvline(median, color="black", linestyle="--", linewidth=1.2, label=f"median {median:.3g}")
     rates.axvline(STRAGGLER * median, color="#c0392b", linestyle=":", linewidth=1.2,
                   label=f"{STRAGGLER:.0%} of median: slower is a straggler")
-    step = max(1, len(workers) // 24)
-    rates.set_yticks(positions[::step], [str(w) for w in workers][::step])
+    id_ticks(rates.set_yticks, workers, most=12)
     rates.invert_yaxis()
     rates.set(title="steps per second (steps / time of the last step)", xlabel="steps per second", ylabel="worker")
     rates.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
@@ -98,8 +97,7 @@ def plot_staleness_breakdown(run: Run) -> Path:
             heat = np.array([np.histogram(values, bins=bins)[0] / len(values) for values in groups])
             image = ax.imshow(heat, aspect="auto", cmap="viridis", interpolation="nearest", vmin=0,
                               extent=(bins[0], bins[-1], len(members) - 0.5, -0.5))
-            step = max(1, len(members) // 24)
-            ax.set_yticks(np.arange(len(members))[::step], [str(i) for i in members][::step])
+            id_ticks(ax.set_yticks, members, most=12)
             ax.set(ylabel=who, title=f"per {who} (colour: fraction of its pushes)")
             fig.colorbar(image, ax=ax, format=matplotlib.ticker.PercentFormatter(1.0, decimals=0))
     return save(fig, run.dir / "staleness_breakdown.png")

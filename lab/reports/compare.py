@@ -147,7 +147,8 @@ def describe(run_dir: Path) -> str:
     """One line: what a finished run reached."""
     summary = read_summary(run_dir)
     scores = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items() if k.startswith("test_"))
-    return (f"{Path(run_dir).name}: {summary['updates']} updates in {summary['wall_time']:.1f} s; {scores}; "
+    clock = " of virtual time" if summary.get("clock") == "virtual" else ""
+    return (f"{Path(run_dir).name}: {summary['updates']} updates in {summary['run_time']:.1f} s{clock}; {scores}; "
             f"mean staleness {summary['staleness']['mean'] or 0:.2f}")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 matplotlib.use("Agg")  # headless: files only, never a window (pyplot switches to it even when imported first)
 
-__all__ = ["figure", "note", "save", "legend_below", "log_if_positive", "staleness_bins", "histograms"]
+__all__ = ["figure", "note", "save", "id_ticks", "legend_below", "log_if_positive", "staleness_bins", "histograms"]
 
 DPI = 110
 DODGE = 6  # up to this many distributions side by side as bars; more as outlines
@@ -24,6 +24,14 @@ def figure(title: str, panels: int, width: float = 6.0):
     fig, axes = plt.subplots(1, panels, figsize=(width * panels, 4.6), dpi=DPI, layout="constrained")
     fig.suptitle(title, fontsize=12)
     return fig, np.atleast_1d(axes)
+
+
+def id_ticks(set_ticks, ids: list, most: int) -> None:
+    """Label positions 0, 1, ... with ``ids`` through ``set_ticks`` (an axes'
+    ``set_xticks`` or ``set_yticks``), every k-th one so that at most ``most``
+    show: on a 4.6-inch figure, a dozen fit down a panel and 16 across one."""
+    step = -(-len(ids) // most)
+    set_ticks(np.arange(len(ids))[::step], [str(i) for i in ids][::step])
 
 
 def note(ax, text: str) -> None:

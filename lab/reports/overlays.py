@@ -25,7 +25,7 @@ import numpy as np
 
 from lab.reports.configurations import Configuration, failed, spread
 from lab.reports.figures import figure, histograms, legend_below, log_if_positive, note, save
-from lab.reports.rundir import Run, differing
+from lab.reports.rundir import Run, differing, seconds
 from optim.validation import is_number
 
 __all__ = ["plot_overlays", "run_colour"]
@@ -131,7 +131,7 @@ def _overlay_quality(runs: list[Run], looks: list[dict], out: Path) -> tuple[Pat
     what = "test RMSE" if metric == "rmse" else "test accuracy"
     fig, axes = figure(what, 2)
     targets = {run.summary.get("target_accuracy") for run in runs} - {None}
-    for ax, x, xlabel in ((axes[0], "time", "time (s)"), (axes[1], "updates", "updates applied")):
+    for ax, x, xlabel in ((axes[0], "time", seconds(runs)), (axes[1], "updates", "updates applied")):
         for i, run in enumerate(runs):
             xs, ys = run.series(run.evals, x, f"test_{metric}")
             if len(xs):
@@ -166,8 +166,8 @@ def _overlay_loss(runs: list[Run], looks: list[dict], out: Path) -> tuple[Path, 
             note(ax, text)
     if loss.lines:
         log_if_positive(loss, *(line.get_ydata() for line in loss.lines))
-        loss.set(title="test loss against time", xlabel="time (s)", ylabel="test loss")
-    updates.set(title="updates applied against time (slope: updates per second)", xlabel="time (s)",
+        loss.set(title="test loss against time", xlabel=seconds(runs), ylabel="test loss")
+    updates.set(title="updates applied against time (slope: updates per second)", xlabel=seconds(runs),
                 ylabel="updates applied")
     for ax in (loss, updates):
         ax.grid(alpha=0.3)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.reports.configurations import Configuration, failed, spread
+from lab.reports.rundir import seconds
 from optim.validation import is_number
 
 __all__ = ["page", "Entry"]
@@ -178,7 +179,7 @@ def _columns(runs: list[Entry]) -> list[tuple[str, callable, callable, int]]:
                 ("p95 staleness", stale("p95"), lambda v: _number(v, 3), -1),
                 ("updates", lambda run: run.summary.get("updates"), lambda v: _number(v, 8), 0),
                 ("updates / s", lambda run: run.summary.get("updates_per_second"), lambda v: _number(v, 3), +1),
-                ("run time (s)", lambda run: run.summary.get("wall_time"), lambda v: _number(v, 3), 0)]
+                (f"run {seconds(runs)}", lambda run: run.summary.get("run_time"), lambda v: _number(v, 3), 0)]
     return columns
 
 

@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from lab.reports.figures import figure, legend_below, log_if_positive, note, save, staleness_bins
-from lab.reports.rundir import Run, ids, load_run
+from lab.reports.figures import figure, id_ticks, legend_below, log_if_positive, note, save, staleness_bins
+from lab.reports.rundir import Run, ids, load_run, seconds
 from optim.validation import is_number
 
 __all__ = ["plot_run", "draw_run"]
@@ -102,7 +102,7 @@ def _plot_loss(run: Run) -> Path:
     def updates_at(times: np.ndarray) -> np.ndarray:
         return np.interp(times, np.concatenate([[0.0], clock[0]]), np.concatenate([[0.0], clock[1]]))
 
-    panels = ((axes[0], "time", "time (s)", lambda t: t),
+    panels = ((axes[0], "time", seconds([run]), lambda t: t),
               (axes[1], "updates", "updates applied (train curves: interpolated from time)",
                updates_at if counted else None))
     for ax, x, xlabel, place in panels:
@@ -144,7 +144,7 @@ def _plot_quality(run: Run) -> Path:
         "val_rmse" in r or "test_rmse" in r for r in run.evals)
     metric, what = ("rmse", "RMSE") if regression else ("accuracy", "accuracy")
     fig, (by_time, by_updates) = _figure(run, f"{what} on held-out data", 2)
-    for ax, x, xlabel in ((by_time, "time", "time (s)"), (by_updates, "updates", "updates applied")):
+    for ax, x, xlabel in ((by_time, "time", seconds([run])), (by_updates, "updates", "updates applied")):
         ax.set_title(f"against {'time' if x == 'time' else 'updates applied'}")
         val = run.series(run.evals, x, f"val_{metric}")
         test = run.series(run.evals, x, f"test_{metric}")
@@ -205,8 +205,7 @@ def _plot_staleness(run: Run) -> Path:
         per_worker.scatter(x, [np.percentile(p, 95) for p in per], color="black", marker="_",
                            s=min(200, (150 / len(workers)) ** 2), zorder=3, label="p95")  # narrower than a bar
         per_worker.scatter(x, [p.max() for p in per], color="#c0392b", marker="x", s=14, zorder=3, label="max")
-        step = max(1, len(workers) // 16)
-        per_worker.set_xticks(x[::step], [str(w) for w in workers][::step])
+        id_ticks(per_worker.set_xticks, workers, most=16)
         per_worker.set(xlabel="worker", ylabel="staleness (updates)")
         _legend_under(per_worker)
     else:
@@ -220,7 +219,7 @@ def _plot_staleness(run: Run) -> Path:
             over_time.plot(t, y, linestyle=style, color="#4c72b0" if key != "max" else "#c0392b", marker=".",
                            label=key)
         _mark_events(over_time, run)
-        over_time.set(xlabel="time (s)", ylabel="staleness (updates)")
+        over_time.set(xlabel=seconds([run]), ylabel="staleness (updates)")
         _legend_under(over_time)
     else:
         note(over_time, "no staleness statistics in the eval records")

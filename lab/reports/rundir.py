@@ -66,6 +66,14 @@ class Run:
                          if is_number(r.get("staleness")) and all(r.get(k) == v for k, v in match.items())], float)
 
 
+def seconds(runs) -> str:
+    """What the runs' times are: seconds of virtual time for simulated runs
+    (backend sim), of wall time for the others."""
+    virtual = {run.settings.get("backend") == "sim" for run in runs}
+    return {frozenset({True}): "virtual time (s)", frozenset({False}): "time (s)"}.get(
+        frozenset(virtual), "time (s; virtual for sim runs)")
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read ``run_dir``; a ``ValueError`` naming it when it has no ``metrics.jsonl``."""
     run_dir = Path(run_dir)

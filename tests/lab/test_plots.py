@@ -135,3 +135,37 @@ def test_read_metrics_skips_a_cut_last_line_and_names_a_bad_one(tmp_path):
 def test_a_directory_without_metrics_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"^Invalid run directory: .* \(no metrics\.jsonl in it"):
         plot_run(tmp_path)
+
+
+def overlapping_tick_labels(fig) -> list[str]:
+    """The tick labels of ``fig`` that overlap a neighbour, drawn as saved."""
+    fig.canvas.draw()
+    renderer, clashes = fig.canvas.get_renderer(), []
+    for ax in fig.axes:
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            shown = [label for label in labels if label.get_visible() and label.get_text()]
+            boxes = [label.get_window_extent(renderer) for label in shown]
+            clashes += [f"{ax.get_title()!r}: {a.get_text()} and {b.get_text()}"
+                        for (a, box_a), (b, box_b) in zip(zip(shown, boxes), zip(shown[1:], boxes[1:]))
+                        if box_a.overlaps(box_b)]
+    return clashes
+
+
+def test_with_64_workers_no_tick_labels_overlap(tmp_path, monkeypatch):
+    from lab.reports import breakdown, figures, plots
+    from lab.reports.report import report
+    from lab.runner import run
+    from lab.config import load_config
+
+    run_dir = run(load_config(None, [f"out_dir={tmp_path}", "backend=sim", "cluster.workers=64",
+                                     "train.epochs=2"]), progress=False)
+    clashes, real_save = [], figures.save
+
+    def save(fig, path):  # each figure as it is saved
+        clashes.extend(f"{path.name} {clash}" for clash in overlapping_tick_labels(fig))
+        return real_save(fig, path)
+
+    for module in (figures, plots, breakdown):
+        monkeypatch.setattr(module, "save", save, raising=False)
+    report([run_dir], tmp_path / "report")
+    assert clashes == []

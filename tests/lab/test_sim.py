@@ -115,3 +115,16 @@ def test_every_evaluation_carries_the_staleness_of_the_pushes_since_the_previous
             assert summary["max"] == max(window)
             assert summary["mean"] == pytest.approx(sum(window) / len(window))
         previous = i
+
+
+def test_virtual_time_is_called_virtual_time_on_the_console_in_the_summary_and_on_the_plots(tmp_path, capsys):
+    from lab.cli.main import main
+    from lab.reports.rundir import load_run, seconds
+
+    assert main(["run", "--no-progress", "--set", f"out_dir={tmp_path}", "--set", "backend=sim",
+                 "--set", "train.epochs=1"]) == 0
+    run_dir = tmp_path / "quickstart"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["clock"] == "virtual"
+    assert f"updates in {summary['run_time']:.1f} s of virtual time;" in capsys.readouterr().out
+    assert seconds([load_run(run_dir)]) == "virtual time (s)"  # every time axis of its plots
