@@ -16,7 +16,14 @@ $(VENV)/.installed: pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/asyncps run
 
+# The compare report's test opens the page in headless Chromium: Debian's
+# package, installed here if missing (apt-get: as root).
 test: $(VENV)/.installed
+	@command -v chromium >/dev/null 2>&1 || { \
+	    echo "installing chromium (apt-get) for the report's browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || { \
+	    echo "make test: could not install chromium; install Debian's chromium package (as root) and retry" >&2; \
+	    exit 1; }
 	$(PY) -m pytest
 
 protos: $(VENV)/.installed
