@@ -53,10 +53,9 @@ def wait_until_serving(address: str, timeout: float, process=None, tls_ca: bytes
             time.sleep(0.1)
 
 
-
 def unreachable(addresses: list[str], timeout: float, tls_ca: bytes | None = None) -> list[str]:
-    """The addresses not serving within ``timeout`` seconds, all waited for at once
-    (once the time is up, each of the others is asked once more)."""
+    """The addresses not serving within ``timeout`` seconds, one deadline for
+    them all (once it has passed, each address still to check is asked once)."""
     give_up = time.monotonic() + timeout
     missing = []
     for address in addresses:
