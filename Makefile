@@ -29,14 +29,13 @@ test: $(VENV)/.installed
 protos: $(VENV)/.installed
 	PYTHON=$(PY) protos/gen.sh
 
+# Every benchmark runs; then, if any missed a target (or failed), make fails naming them.
 bench: $(VENV)/.installed
-	$(PY) benchmarks/optim_bench.py
-	$(PY) benchmarks/ps_local_bench.py
-	$(PY) benchmarks/sim_bench.py
-	$(PY) benchmarks/grpc_bench.py
-	$(PY) benchmarks/cluster_bench.py
-	$(PY) benchmarks/ray_bench.py
-	$(PY) benchmarks/hogwild_bench.py
+	@missed=; for bench in optim_bench ps_local_bench sim_bench grpc_bench cluster_bench ray_bench hogwild_bench; do \
+		echo "$(PY) benchmarks/$$bench.py"; \
+		$(PY) benchmarks/$$bench.py || missed="$$missed $$bench"; \
+	done; \
+	if [ -n "$$missed" ]; then echo "make bench: targets MISSED (or the benchmark failed) in:$$missed"; exit 1; fi
 
 # The docker-compose cluster end to end: a Docker engine of its own (installed
 # if missing), images built offline, the run's accuracy checked (needs root).

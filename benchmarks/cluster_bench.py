@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import Targets
+
 BACKENDS = ("local", "grpc")
 
 
@@ -47,7 +49,7 @@ def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -62,12 +64,14 @@ def main() -> None:
               f"stop {f['stop']:.2f} s, wall {f['wall']:.2f} s")
     grpc, local = figures["grpc"], figures["local"]
     share = grpc["updates/s"] / local["updates/s"]
+    targets = Targets()
     for name, ok, text in (
             ("start", grpc["start"] <= 4, f"grpc {grpc['start']:.2f} s (target <= 4 s)"),
             ("training", share >= 0.5, f"grpc at {share:.0%} of local's updates/s (target >= 50%)"),
             ("stop", grpc["stop"] <= 2, f"grpc {grpc['stop']:.2f} s (target <= 2 s)")):
-        print(f"{name}: {text} {'OK' if ok else 'MISSED'}")
+        print(f"{name}: {text} {targets.verdict(ok)}")
+    return targets.report()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -43,6 +43,7 @@ from lab.config import load_config, to_toml
 from lab.experiment import Experiment
 from ps.grpc_client import GrpcClient
 from ps.journal import DURABILITIES
+from timing import Targets
 
 # gRPC's own ceiling: a server that answers each message with itself (Echo) or
 # with nothing (Sink), and that sends argv[2] bytes for any message (Source).
@@ -244,7 +245,7 @@ async def echo_rate(address: str, nbytes: int, seconds: float) -> float:
         return count / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=int, default=10_000_000, help="model size for push and pull")
     parser.add_argument("--reps", type=int, default=5)
@@ -252,6 +253,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     gb = 1e9
+    targets = Targets()
 
     tcp = tcp_bandwidth(2 << 30)
     print(f"raw loopback TCP: {tcp / gb:.2f} GB/s")
@@ -278,7 +280,7 @@ def main() -> None:
             for verb, seconds in (("push", push_s), ("pull", pull_s)):
                 share = nbytes / seconds / tcp
                 print(f"  {verb}: {seconds * 1e3:7.1f} ms, {nbytes / seconds / gb:.2f} GB/s = {share:.0%} of raw TCP "
-                      f"(target >= 45%) {'OK' if share >= 0.45 else 'MISSED'}")
+                      f"(target >= 45%) {targets.verdict(share >= 0.45)}")
 
             path, mid = model_config(Path(tmp), 586_000 // 75, shards=1)
             processes, addresses = start_shards(path, 1)
@@ -298,7 +300,7 @@ def main() -> None:
             peer.kill()
         both = both_s * 1e3
         print(f"model of {mid.layout.size:,} float32 on 1 shard: push + pull in one call {both:.1f} ms (target <= "
-              f"4 ms) {'OK' if both <= 4 else 'MISSED'}; as two calls {(push_s + pull_s) * 1e3:.1f} ms; the "
+              f"4 ms) {targets.verdict(both <= 4)}; as two calls {(push_s + pull_s) * 1e3:.1f} ms; the "
               f"torch.save-per-message peer {theirs * 1e3:.1f} ms ({theirs * 1e3 / both:.1f}x ours); gRPC's own "
               f"ceiling, a bare unary echo of the same bytes, {echo_s * 1e3:.1f} ms")
 
@@ -314,14 +316,15 @@ def main() -> None:
             stop_all(processes)
             echo.kill()
         print(f"small pushes of {small.layout.size * 4:,} bytes: {ours:,.0f}/s against a bare unary echo "
-              f"{bare:,.0f}/s = {ours / bare:.0%} (target >= 80%) {'OK' if ours / bare >= 0.8 else 'MISSED'}")
+              f"{bare:,.0f}/s = {ours / bare:.0%} (target >= 80%) {targets.verdict(ours / bare >= 0.8)}")
 
         for hidden in (14, 14_000):  # about 4 KB and 4 MB a push
             rates = durability_cost(Path(tmp), hidden, args.seconds)
             size = model_config(Path(tmp), hidden, 1)[1].layout.size * 4
             print(f"durability, pushes of {size:,} bytes to one shard (a checkpoint every 100): " + ", ".join(
                 f"{d} {rates[d]:,.0f}/s ({rates[d] / rates['none']:.0%})" for d in DURABILITIES))
+    return targets.report()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -32,11 +32,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
 from protocols import hogwild
+from timing import Targets
 
 SPEEDUP_TARGET = 1.5      # 2 threads lock-free / 1 thread, examples/s, at least
 LOCKED_TARGET = 1.0       # 2 threads lock-free / 2 threads locked, more than
@@ -67,7 +69,7 @@ def sparsity(examples: hogwild.SparseExamples, num_features: int) -> tuple[float
     return degree.max() / n, np.add.reduceat(degree[examples.indices], examples.offsets[:-1]).max() / n
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=1_000_000, help="training examples (default 1M)")
     parser.add_argument("--features", type=int, default=1_000_000, help="features (default 1M)")
@@ -126,18 +128,21 @@ def main() -> None:
          f"{error['1 thread']:.4f}, gap {gap:.4f} (<= {ERROR_TOLERANCE})", gap <= ERROR_TOLERANCE),
     ]
     print()
+    targets = Targets()
     for text, ok in verdicts:
-        print(f"{text} {'OK' if ok else 'MISSED'}")
+        print(f"{text} {targets.verdict(ok)}")
     share = median("2 threads lock-free", lambda r: r.cpu_share)
     if share < 0.9:  # the verdict stands; this says what it measured
         ratio = per_cpu["2 threads lock-free"] / per_cpu["1 thread"]
         print(f"note: the 2 lock-free threads got {share:.0%} of their 2 CPUs (other load on the machine); per "
               f"CPU-second they ran at {ratio:.2f}x one thread, so with 2 free CPUs expect about "
               f"{2 * ratio:.1f}x. Rerun on an idle machine to measure it.")
-    print(f"\n{sum(ok for _, ok in verdicts)}/{len(verdicts)} targets met")
+    print()
+    return targets.report()
 
 
 if __name__ == "__main__":
     started = time.perf_counter()
-    main()
+    code = main()
     print(f"({time.perf_counter() - started:.0f} s)")
+    sys.exit(code)

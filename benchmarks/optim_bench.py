@@ -17,12 +17,13 @@ rows/s of torch. Each line says whether its target holds.
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 
 import torch
 
 import optim
-from timing import medians_ms
+from timing import Targets, medians_ms
 
 DENSE = [
     # (label, our name, hparams, torch class, torch kwargs, target)
@@ -54,11 +55,10 @@ def torch_step(cls, kwargs, size, grad, **impl):
     return cls([param], **kwargs, **impl).step
 
 
-def dense(size: int, reps: int) -> list[bool]:
+def dense(size: int, reps: int, targets: Targets) -> None:
     grad = torch.randn(size)
     print(f"\nDense step, {size:,} float32 parameters, 1 thread (median of {reps})")
     print(f"{'optimizer':<27}{'asyncps':>10}{'torch fused':>13}{'torch default':>15}   target")
-    verdicts = []
     for label, name, hparams, cls, torch_kwargs, target in DENSE:
         opt = optim.create(name, **hparams)
         param = torch.randn(size)
@@ -70,18 +70,16 @@ def dense(size: int, reps: int) -> list[bool]:
         if target == "fused":
             fused = fused[0]
             ratio, ok = ours / fused, ours / fused <= FUSED_TARGET
-            verdict = f"{ratio:.2f}x fused time (<= {FUSED_TARGET}x) {'OK' if ok else 'MISSED'}"
+            verdict = f"{ratio:.2f}x fused time (<= {FUSED_TARGET}x) {targets.verdict(ok)}"
             fused_col = f"{fused:10.2f} ms"
         else:
             ratio, ok = default / ours, default / ours >= DEFAULT_TARGET
-            verdict = f"{ratio:.1f}x faster than default (>= {DEFAULT_TARGET}x) {'OK' if ok else 'MISSED'}"
+            verdict = f"{ratio:.1f}x faster than default (>= {DEFAULT_TARGET}x) {targets.verdict(ok)}"
             fused_col = f"{'-':>13}"
         print(f"{label:<27}{ours:7.2f} ms{fused_col}{default:12.2f} ms   {verdict}")
-        verdicts.append(ok)
-    return verdicts
 
 
-def sparse(rows: int, dim: int, touched: int, reps: int) -> list[bool]:
+def sparse(rows: int, dim: int, touched: int, reps: int, targets: Targets) -> None:
     gen = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(reps + 3):
@@ -91,15 +89,12 @@ def sparse(rows: int, dim: int, touched: int, reps: int) -> list[bool]:
 
     print(f"\nSparse rows, {rows:,} x {dim} float32 table, {touched:,} rows a step (10% duplicates), 1 thread")
     print(f"{'optimizer':<27}{'asyncps rows/s':>16}{'torch rows/s':>16}   target")
-    verdicts = []
     for label, ours_opt, torch_cls in [("Adagrad", optim.Adagrad(), torch.optim.Adagrad),
                                        ("Adam (lazy)", optim.Adam(), torch.optim.SparseAdam)]:
         ours, theirs = sparse_rows_per_s(ours_opt, torch_cls, batches, rows, dim, touched, reps)
         ok = ours / theirs >= SPARSE_TARGETS[label]
         print(f"{label:<27}{ours:16,.0f}{theirs:16,.0f}   {ours / theirs:.2f}x (>= {SPARSE_TARGETS[label]}x) "
-              f"{'OK' if ok else 'MISSED'}")
-        verdicts.append(ok)
-    return verdicts
+              f"{targets.verdict(ok)}")
 
 
 def sparse_rows_per_s(ours_opt, torch_cls, batches, rows, dim, touched, reps) -> tuple[float, float]:
@@ -124,7 +119,7 @@ def sparse_rows_per_s(ours_opt, torch_cls, batches, rows, dim, touched, reps) ->
     return touched / ours_ms * 1e3, touched / torch_ms * 1e3
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=10_000_000, help="dense parameters (default 10M)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="sparse table rows (default 1M)")
@@ -134,9 +129,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", "Sparse invariant checks are implicitly disabled")
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread")
-    verdicts = dense(args.size, args.reps) + sparse(args.rows, 64, 4096, max(args.reps, 30))
-    print(f"\n{sum(verdicts)}/{len(verdicts)} targets met")
+    targets = Targets()
+    dense(args.size, args.reps, targets)
+    sparse(args.rows, 64, 4096, max(args.reps, 30), targets)
+    print()
+    return targets.report()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,7 +4,7 @@ Each reproduction is an ``asyncps compare`` of configs in virtual time (the
 sim backend, deterministic: the same numbers every run). This script makes
 the same comparison as the command printed beside it, writes its report under
 ``--out``, and checks the paper's claim on the runs' summaries. A claim that
-fails is printed as MISSED with the numbers.
+fails is printed as MISSED with the numbers, and the script exits 1.
 
     python benchmarks/reproductions.py [--only 1,2,4] [--out runs/reproductions]
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from lab.reports.compare import compare, parse_sweep, plan
@@ -111,7 +112,7 @@ def workers(out: Path) -> bool:
 CHECKS = {1: delays, 2: periods, 4: workers}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="1,2,4", help="which reproductions, e.g. 1,4")
     parser.add_argument("--out", type=Path, default=Path("runs/reproductions"))
@@ -125,7 +126,8 @@ def main() -> None:
         print(f"Reproduction {n}: {CHECKS[n].__name__}")
         results[n] = CHECKS[n](args.out)
     print("claims held: " + ", ".join(f"{n} {'OK' if ok else 'MISSED'}" for n, ok in results.items()))
+    return 0 if all(results.values()) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

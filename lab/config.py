@@ -61,6 +61,11 @@ def _boolean(section, name: str) -> None:
     _require(section, name, isinstance(getattr(section, name), bool), "must be true or false")
 
 
+def _string(section, name: str) -> None:
+    value = getattr(section, name)
+    _require(section, name, isinstance(value, str), f'must be a string: quote it, {name} = "{value}"')
+
+
 def _one_of(section, name: str, choices) -> None:
     value = getattr(section, name)
     _require(section, name, isinstance(value, str) and value in choices, f"choose one of: {', '.join(sorted(choices))}")
@@ -108,7 +113,8 @@ class ClusterConfig:
 
     section: ClassVar[str] = "cluster"
     workers: int = 4             # workers computing gradients: an integer >= 1
-    shards: int = 2              # server shards the parameters are split over: an integer >= 1
+    shards: int = 2              # server shards the parameters are split over: an integer >= 1, at most one
+                                 # per 100 of the model's parameters (checked by lab.experiment)
 
     def __post_init__(self):
         _int(self, "workers")
@@ -169,7 +175,7 @@ class DelaysConfig:
 
     Each is a table: a kind and its parameters, and optionally a per-worker
     ``slowdown = {"3" = 10.0}``. Kinds: none, constant (seconds), uniform (low,
-    high), exponential (mean), lognormal (median, sigma), pareto (scale, alpha),
+    high), exponential (mean), lognormal (median, sigma), pareto (scale, alpha > 1),
     bandwidth (latency, bytes_per_second; pull and push only), trace (path).
     The same durations drive real sleeps (local) and virtual time (sim).
     ``Config`` checks the tables against the run's workers and seed.
@@ -238,9 +244,11 @@ class _Experiment:
 
     def __post_init__(self):
         name = self.name
-        _require(self, "name", isinstance(name, str) and name.strip(".") != "" and "/" not in name
-                 and "\\" not in name, "must be a directory name: not empty, no '/'")
-        _require(self, "out_dir", isinstance(self.out_dir, str) and self.out_dir != "", "must be a non-empty path")
+        _string(self, "name")
+        _require(self, "name", name.strip(".") != "" and "/" not in name and "\\" not in name,
+                 "must be a directory name: not empty, no '/'")
+        _string(self, "out_dir")
+        _require(self, "out_dir", self.out_dir != "", "must be a non-empty path")
         _int(self, "seed", low=0)
 
     @property

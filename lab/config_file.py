@@ -13,6 +13,8 @@ does not mention keeps its defaults; an open table, ``options`` or one of
 dotted key, and may add keys inside an open table
 (``server.options.momentum=0.9`` keeps the default lr;
 ``delays.push.kind=constant`` then ``delays.push.seconds=0.002`` builds a spec).
+An override's value is read as TOML, except that a key declared a string takes
+the text as written: ``--set name=2024`` names the run "2024".
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(file)
     except FileNotFoundError:
         raise ValueError(f"Invalid config file: '{path}' (no such file)") from None
+    except IsADirectoryError:
+        inside = sorted(path.glob("*.toml"))
+        hint = f"one of its files, e.g. {inside[0]}" if inside else "the path of a TOML file"
+        raise ValueError(f"Invalid config file: '{path}' (a directory: give {hint})") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"Invalid config file {path}: {err} (fix the TOML syntax there)") from None
 
@@ -105,12 +111,21 @@ def _apply_override(root: type, tree: dict, override: str) -> None:
                 raise ValueError(f"Invalid --set override: {override!r} ({path[0]}.{path[1]} is a value, not a table)")
             raise _unknown_key(root, path[0] if depth else "", key)
         if depth == len(path) - 1:
-            node[key] = parse_value(text)
+            value = parse_value(text)
+            node[key] = text if _holds_a_string(root, path) and not isinstance(value, str) else value
         else:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ValueError(f"Invalid --set override: {override!r} "
                                  f"({'.'.join(path[:depth + 1])} is a value, not a table)")
+
+
+def _holds_a_string(root: type, path: list[str]) -> bool:
+    """Whether the dotted key is a field declared ``str`` (a top-level key, or one of a section)."""
+    if len(path) > 2 or (len(path) == 2 and path[0] not in _sections(root)):
+        return False
+    cls = root if len(path) == 1 else _sections(root)[path[0]]
+    return any(f.name == path[-1] and f.type in ("str", str) for f in fields(cls))
 
 
 def _is_open_table(section: str, key: str) -> bool:

@@ -169,12 +169,21 @@ class ParetoDelay(DelayModel):
     """Heavy-tailed stragglers: the classical (type I) Pareto with minimum ``scale``,
     P(X > x) = (scale / x)^alpha for x >= scale, drawn as scale·(1 + Lomax), i.e.
     ``scale * (1 + numpy.random.Generator.pareto(alpha))``. The median is
-    scale·2^(1/alpha); the mean, alpha·scale/(alpha - 1), exists only for alpha > 1."""
+    scale·2^(1/alpha); the mean, alpha·scale/(alpha - 1), exists only for alpha > 1,
+    and so alpha must be: below it, a few draws are long enough to stall for hours a
+    run that sleeps them (local, grpc, ray)."""
 
     kind: ClassVar[str] = "pareto"
-    positive: ClassVar[dict[str, str]] = {"alpha": "the tail index (the mean exists only for alpha > 1)"}
     scale: float
     alpha: float
+
+    @classmethod
+    def build(cls, where, event, num_workers, **params):
+        alpha = params["alpha"]
+        check(is_number(alpha) and alpha > 1, f"{where}.alpha", alpha,
+              "must be a number > 1: at alpha <= 1 the mean delay is infinite, and a few delays are long enough "
+              "to stall a run; alpha = 1.5 is a heavy tail with a finite mean")
+        return super().build(where, event, num_workers, **params)
 
     def sample(self, rng, n):
         return [self.scale * (1.0 + x) for x in rng.pareto(self.alpha, n).tolist()]

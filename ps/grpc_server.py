@@ -5,6 +5,8 @@ status codes: ValueError -> INVALID_ARGUMENT, a closed shard ->
 FAILED_PRECONDITION, a pull's wait running out -> DEADLINE_EXCEEDED. The
 standard gRPC health service reports SERVING. An optional shared token
 (metadata ``authorization: Bearer <token>``) and optional TLS guard the port.
+A port something already listens on is refused (a ValueError saying so), not
+shared.
 
 A shard given a ``Recovery`` saves checkpoints (and journals pushes) as it
 goes, and a restarted one resumes from them; each life has its own token
@@ -14,8 +16,10 @@ are saved with each checkpoint, so a restarted shard still knows them.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import math
+import socket
 import threading
 from concurrent import futures
 
@@ -262,18 +266,46 @@ def serve(shard: Shard, num_workers: int, port: int, host: str = "127.0.0.1", to
     """Start a server for ``shard``, resumed first if ``recovery`` is given;
     returns it and the port it listens on (``port=0`` picks a free one).
     ``tls`` is ``(private key, certificate)`` in PEM."""
+    _check_free(host, port)
     interceptors = [TokenInterceptor(token)] if token else []
     # Synchronous workers all wait in a pull at once: one thread each, and more.
+    # Not SO_REUSEPORT: two shards on one port would each get some of the calls.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max(16, 4 * num_workers)),
-                         interceptors=interceptors, options=MESSAGE_OPTIONS)
+                         interceptors=interceptors, options=(*MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)))
     server.add_generic_rpc_handlers([handlers(ShardServicer(shard, num_workers, recovery))])
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{host}:{port}"
-    bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls])) if tls \
-        else server.add_insecure_port(address)
+    try:
+        bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls])) if tls \
+            else server.add_insecure_port(address)
+    except RuntimeError:  # taken since _check_free (recent grpcio raises where older ones return 0)
+        bound = 0
     if not bound:
-        raise OSError(f"could not listen on {address}")
+        raise ValueError(f"could not listen on {address} (check the host and port)")
     server.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return server, bound
+
+
+def _check_free(host: str, port: int) -> None:
+    """Refuse a port that something listens on, before gRPC tries it (it
+    would log its failure in lines of its own); port 0 is any free one."""
+    if port == 0:
+        return
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ValueError(f"Invalid host: {host!r} (not an address of this machine; e.g. 127.0.0.1, or 0.0.0.0 "
+                         f"for every interface)") from None
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT does not count
+            try:
+                probe.bind(where)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    raise ValueError(f"port {port} on {host} is in use (stop what listens there, or choose "
+                                     f"another port)") from None
+                raise ValueError(f"could not listen on {host}:{port} ({err.strerror}; check the host and "
+                                 f"port)") from None

@@ -53,6 +53,19 @@ def wait_until_serving(address: str, timeout: float, process=None, tls_ca: bytes
             time.sleep(0.1)
 
 
+def unreachable(addresses: list[str], timeout: float, tls_ca: bytes | None = None) -> list[str]:
+    """The addresses not serving within ``timeout`` seconds, one deadline for
+    them all (once it has passed, each address still to check is asked once)."""
+    give_up = time.monotonic() + timeout
+    missing = []
+    for address in addresses:
+        try:
+            wait_until_serving(address, max(0.0, give_up - time.monotonic()), tls_ca=tls_ca)
+        except TimeoutError:
+            missing.append(address)
+    return missing
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m lab.backends.health HOST:PORT")

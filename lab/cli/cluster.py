@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lab.backends.grpc import GrpcBackend
 from lab.backends.grpc_processes import serve_shard, token_from_env, work
-from lab.backends.health import wait_until_serving
+from lab.backends.health import unreachable
 from lab.config import load_config
 from lab.experiment import Experiment
 from lab.metrics import Metrics
@@ -31,10 +31,21 @@ def serve_main(config_path: str, shard: int, port: int, host: str = "127.0.0.1",
                        checkpoints, run_id)
 
 
+def wait_for_shards(addresses: list[str], seconds: float, tls_ca: bytes | None = None) -> None:
+    """Return once every shard is serving; refuse, naming those that are not, after ``seconds``."""
+    missing = unreachable(addresses, seconds, tls_ca)
+    if missing:
+        raise ValueError(f"Invalid --shards: no shard serving at {', '.join(missing)} (tried for {seconds:g} s; "
+                         f"start each with asyncps serve, or fix the address)")
+
+
 def work_main(config_path: str, worker: int, addresses: list[str], run_dir: str,
-              tls_ca: bytes | None = None) -> int:
-    """Run one worker's loop to the end (``lab.backends.grpc_processes.work``)."""
-    return work(Experiment.build(load_config(config_path)), worker, addresses, run_dir, token_from_env(), tls_ca)
+              tls_ca: bytes | None = None, wait: float = 30.0) -> int:
+    """Run one worker's loop to the end (``lab.backends.grpc_processes.work``),
+    once every shard is serving (waiting up to ``wait`` seconds)."""
+    experiment = Experiment.build(load_config(config_path))
+    wait_for_shards(addresses, wait, tls_ca)
+    return work(experiment, worker, addresses, run_dir, token_from_env(), tls_ca)
 
 
 def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = None,
@@ -46,8 +57,7 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     run_dir = Path(run_dir) if run_dir else config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)  # the workers write their records here too: it is not emptied
     (run_dir / "config.toml").write_text(Path(config_path).read_text())
-    for address in addresses:
-        wait_until_serving(address, timeout=120.0, tls_ca=tls_ca)
+    wait_for_shards(addresses, 120.0, tls_ca)
     with Metrics(run_dir / "metrics.jsonl") as metrics:
         backend = GrpcBackend(experiment, metrics, addresses=addresses, tls_ca=tls_ca)
         dense, tables = Run(experiment, metrics, backend, progress=False).execute()

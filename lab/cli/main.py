@@ -35,6 +35,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
 def optimizer_names(text: str) -> list[str]:
     """An argparse type: comma-separated optimizer names, each a key of ``RECIPES``."""
     names = list(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
@@ -192,7 +214,8 @@ def add_serve(commands) -> None:
                                   "A shared token is read from ASYNCPS_TOKEN.")
     command.add_argument("config")
     command.add_argument("--shard", type=int, required=True)
-    command.add_argument("--port", type=int, default=50051)
+    command.add_argument("--port", type=port_number, default=50051,
+                         help="port to listen on, 0 to 65535 (0: any free one) (default: %(default)s)")
     command.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     command.add_argument("--tls-cert", help="PEM certificate; with --tls-key, serve TLS only")
     command.add_argument("--tls-key", help="PEM private key")
@@ -219,8 +242,10 @@ def add_work(commands) -> None:
     command.add_argument("--shards", type=addresses, required=True, metavar="HOST:PORT,...")
     command.add_argument("--run-dir", required=True, help="where the worker records its metrics")
     command.add_argument("--tls-ca", help="PEM certificate authority of the shards' TLS certificates")
+    command.add_argument("--wait", type=positive_seconds, default=30.0, metavar="SECONDS",
+                         help="how long to wait for every shard to serve before giving up (default: %(default)g)")
     command.set_defaults(run=lambda a: cluster.work_main(a.config, a.worker, a.shards, a.run_dir,
-                                                         read_file(a.tls_ca)))
+                                                         read_file(a.tls_ca), a.wait))
 
 
 def add_evaluate(commands) -> None:

@@ -163,6 +163,9 @@ OVERRIDES = [
     ("data.options.path=data/a9a.txt", "data.options", {"path": "data/a9a.txt"}),  # not TOML: the plain string
     ("seed=3", "seed", 3),
     (" name = sweep-1 ", "name", "sweep-1"),                      # spaces around key and value are dropped
+    ("name=2024", "name", "2024"),                                # a key that holds a string takes the text
+    ("name=true", "name", "true"),
+    ('name="2024"', "name", "2024"),
     ("backend=sim", "backend", "sim"),
     ("delays.push={kind = 'constant', seconds = 0.002}", "delays.push", {"kind": "constant", "seconds": 0.002}),
     ("delays.compute={kind = 'none'}", "delays.compute", {"kind": "none"}),
@@ -222,7 +225,7 @@ ERRORS = [
     (None, ["cluster.workers=true"], "Invalid config value cluster.workers = True (must be an integer >= 1)"),
     (None, ["data.dataset=mnist"], "Invalid config value data.dataset = 'mnist' "
                                    "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
-    (None, ["data.dataset=[1]"], "Invalid config value data.dataset = [1] "
+    ("[data]\ndataset = [1]\n", [], "Invalid config value data.dataset = [1] "
                                  "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
     (None, ["data.batch_size=0"], "Invalid config value data.batch_size = 0 (must be an integer >= 1 or 'full')"),
     (None, ["data.batch_size=all"],

@@ -283,6 +283,8 @@ def test_a_local_run_sleeps_its_delays_and_still_trains(tmp_path):
 # -- refusals --------------------------------------------------------------------------------
 KIND_LIST = "['bandwidth', 'constant', 'exponential', 'lognormal', 'none', 'pareto', 'trace', 'uniform']"
 TABLE_EXAMPLE = '{kind = "constant", seconds = 0.001}'
+PARETO_ALPHA = ("must be a number > 1: at alpha <= 1 the mean delay is infinite, and a few delays are long enough "
+                "to stall a run; alpha = 1.5 is a heavy tail with a finite mean")
 ERRORS = [
     # (specs, num_workers, the whole message)
     ([1], 1, "Invalid delays: [1] (must be a table of event -> spec, e.g. "
@@ -323,7 +325,9 @@ ERRORS = [
     ({"compute": {"kind": "pareto", "scale": -1, "alpha": 2}}, 1,
      "Invalid delays.compute.scale: -1 (must be a number >= 0)"),
     ({"compute": {"kind": "pareto", "scale": 0.01, "alpha": 0}}, 1,
-     "Invalid delays.compute.alpha: 0 (must be a number > 0: the tail index (the mean exists only for alpha > 1))"),
+     f"Invalid delays.compute.alpha: 0 ({PARETO_ALPHA})"),
+    ({"pull": {"kind": "pareto", "scale": 0.01, "alpha": 1}}, 1,  # an infinite mean
+     f"Invalid delays.pull.alpha: 1 ({PARETO_ALPHA})"),
     ({"push": {"kind": "bandwidth", "latency": -0.001, "bytes_per_second": 1e8}}, 1,
      "Invalid delays.push.latency: -0.001 (must be a number >= 0)"),
     ({"push": {"kind": "bandwidth", "latency": 0.001, "bytes_per_second": 0}}, 1,
