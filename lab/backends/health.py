@@ -48,8 +48,9 @@ def wait_until_serving(address: str, timeout: float, process=None, tls_ca: bytes
                         health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
-                if time.monotonic() > give_up:
-                    raise TimeoutError(f"no shard server answered at {address} within {timeout} s") from None
+                pass  # not up yet
+            if time.monotonic() > give_up:  # whether nothing answered, or something not serving did
+                raise TimeoutError(f"no shard server answered at {address} within {timeout} s")
             time.sleep(0.1)
 
 
