@@ -50,7 +50,7 @@ def wait_until_serving(address: str, timeout: float, process=None, tls_ca: bytes
             except grpc.RpcError:
                 pass  # not up yet
             if time.monotonic() > give_up:  # whether nothing answered, or something not serving did
-                raise TimeoutError(f"no shard server answered at {address} within {timeout} s")
+                raise TimeoutError(f"no shard server was serving at {address} within {timeout} s")
             time.sleep(0.1)
 
 
