@@ -115,8 +115,7 @@ if /opt/venv/bin/pip list 2>/dev/null | grep -i "^nvidia"; then
 fi
 # torch'"'"'s C++ test programs and headers (for compiling extensions): ~190 MB nothing here runs
 torch=$(/opt/venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
-rm -rf "$torch/test" "$torch/include" "$torch"/bin/test_* "$torch"/bin/*Test "$torch"/bin/protoc*
-find /opt/venv -name __pycache__ -prune -exec rm -rf {} +'
+rm -rf "$torch/test" "$torch/include" "$torch"/bin/test_* "$torch"/bin/*Test "$torch"/bin/protoc*'
 
 deps_image() {
     local reqs stamp old cid log
