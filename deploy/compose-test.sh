@@ -482,7 +482,12 @@ sys.exit(1 if problems else 0)'
 # engine's data root) and the wheelhouse. Dangling images (an earlier build
 # of asyncps:latest or asyncps-deps) go.
 report_kept() {
-    local reclaimed
+    local reclaimed root
+    root=$(docker info -f '{{.DockerRootDir}}')
+    if [[ $root != "$DATA_ROOT" ]]; then  # another engine on the socket: its images are not the test's
+        echo "the engine on $SOCK keeps its images in $root, not $DATA_ROOT: they are left as they are"
+        return 0
+    fi
     reclaimed=$(docker image prune -f 2>/dev/null | awk '/reclaimed/ {print $NF}')
     [[ -z $reclaimed || $reclaimed == 0B ]] || echo "removed dangling images: $reclaimed"
     echo "--- kept for the next run (it reuses them; rm -rf $DATA_ROOT $PWD/deploy/.wheelhouse removes them):"
@@ -514,7 +519,8 @@ finish() {
     fi
     stop_engine
     check_host_network "after the test" || code=1
-    ((MADE_DOCKER0)) && ip link del docker0
+    # Ours only: the very link made at the start.
+    ((MADE_DOCKER0)) && [[ $(cat /sys/class/net/docker0/ifindex 2>/dev/null) == "$DOCKER0_INDEX" ]] && ip link del docker0
     ((${#TEMPS[@]})) && rm -rf "${TEMPS[@]}"
     print_timings
     # The closing line, in the plain form CI reads as a test count.
