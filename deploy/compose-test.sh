@@ -59,7 +59,8 @@ EXEC_ROOT=/run/asyncps-docker
 DOCKERD_LOG=/var/log/asyncps-dockerd.log
 export DOCKER_HOST=unix://$SOCK
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0  # the classic builder: no buildx plugin needed
-unset COMPOSE_FILE COMPOSE_PROFILES  # docker-compose.yml, as the README's commands run it
+# docker-compose.yml and the images as the README's commands make them.
+unset COMPOSE_FILE COMPOSE_PROFILES ASYNCPS_IMAGE ASYNCPS_DEPS_IMAGE ASYNCPS_USER BASE_IMAGE DEPS_IMAGE
 # The README's commands read these: a project and a run directory of the
 # test's own, so that a cluster of the user's (quickstart) is left alone.
 export COMPOSE_PROJECT_NAME=asyncpstest ASYNCPS_RUN_NAME=compose-test
@@ -114,7 +115,7 @@ install_engine() {
 }
 
 # This machine's links that a Docker engine makes or removes.
-docker_links() { ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -E '^(docker|br-|veth)' | sort; }
+docker_links() { ip -o link show | awk -F': ' '$2 ~ /^(docker|br-|veth)/ {sub(/@.*/, "", $2); print $2}' | sort; }
 
 # A Docker engine started with --bridge=none deletes the docker0 it finds at
 # start-up (moby's removeDefaultBridgeInterface), and one with a bridge takes
@@ -210,10 +211,12 @@ print(f"build context: {len(files)} files, {total:.2f} MB (at most {limit:g} MB)
 sys.exit(0 if total <= limit else 1)'
 
 measure_context() {
-    local python
-    python=$(sed -n '1s/^#! *//p' "$(command -v docker-compose)")
-    "${python:-$PYTHON}" -c 'import docker' 2>/dev/null || python=$PYTHON
-    "${python:-$PYTHON}" -c "$CONTEXT_SIZE" . deploy/Dockerfile "$CONTEXT_LIMIT_MB" \
+    local python=()
+    read -r -a python < <(sed -n '1s/^#! *//p' "$(command -v docker-compose)")  # docker-compose's interpreter
+    "${python[@]}" -c 'import docker' 2>/dev/null || python=("$PYTHON")
+    "${python[@]}" -c 'import docker' 2>/dev/null \
+        || fail "no docker-py (Debian's python3-docker) to measure the build context with"
+    "${python[@]}" -c "$CONTEXT_SIZE" . deploy/Dockerfile "$CONTEXT_LIMIT_MB" \
         || fail "the build context is over $CONTEXT_LIMIT_MB MB: what is it sending (.dockerignore)?"
 }
 
@@ -490,11 +493,12 @@ report_kept() {
     fi
     reclaimed=$(docker image prune -f 2>/dev/null | awk '/reclaimed/ {print $NF}')
     [[ -z $reclaimed || $reclaimed == 0B ]] || echo "removed dangling images: $reclaimed"
-    echo "--- kept for the next run (it reuses them; rm -rf $DATA_ROOT $PWD/deploy/.wheelhouse removes them):"
+    echo "--- kept for the next run (it reuses them; rm -rf $DATA_ROOT $PWD/deploy/.wheelhouse removes them)"
     docker images --format '  {{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' || true
     echo "  images on disk (shared layers once): $(docker system df --format '{{if eq .Type "Images"}}{{.Size}}{{end}}' | tr -d '\n')," \
          "$DATA_ROOT $(du -sh "$DATA_ROOT" 2>/dev/null | cut -f1)"
-    echo "  deploy/.wheelhouse $(du -sh deploy/.wheelhouse 2>/dev/null | cut -f1)"
+    echo "  deploy/.wheelhouse $(du -sh deploy/.wheelhouse 2>/dev/null | cut -f1)," \
+         "and the run's directory runs/$RUN_NAME $(du -sh "runs/$RUN_NAME" 2>/dev/null | cut -f1)"
     local dangling
     dangling=$(docker images -q --filter dangling=true | wc -l)
     ((dangling == 0)) || { echo "compose-test: $dangling dangling images left behind" >&2; return 1; }
