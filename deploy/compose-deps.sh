@@ -68,6 +68,7 @@ wheelhouse() {
     local py glibc arch
     read -r py glibc arch < <(docker run --rm --network none "$BASE_IMAGE" python3 -c \
         'import platform, sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}", platform.libc_ver()[1].replace(".", "_"), platform.machine())')
+    [[ -n ${arch:-} ]] || fail "cannot run python3 in $BASE_IMAGE"
     echo "downloading wheels for Python $py, manylinux_${glibc}_$arch"
     # pip matches a --platform exactly: name every manylinux the C library runs.
     local platforms=() minor
