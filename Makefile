@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench protos compose-test clean
+.PHONY: run test bench protos compose-deps compose-test clean
 
 # torch is pinned here, before the project, so that the package's own range
 # (torch>=2.3) is already satisfied and pip never fetches a CUDA build.
@@ -37,8 +37,15 @@ bench: $(VENV)/.installed
 	done; \
 	if [ -n "$$missed" ]; then echo "make bench: targets MISSED (or the benchmark failed) in:$$missed"; exit 1; fi
 
-# The docker-compose cluster end to end: a Docker engine of its own (installed
-# if missing), images built offline, the run's accuracy checked (needs root).
+# What `docker-compose build` starts from, made once (needs root, on Debian):
+# the base image from Debian's packages, deploy/.wheelhouse, and the image of
+# the dependencies installed from it with no network.
+compose-deps:
+	bash deploy/compose-deps.sh
+
+# README.md's docker-compose commands end to end, on a Docker engine of its
+# own in a network namespace of its own (installed if missing): the build
+# offline, a shard crashed, the run's accuracy checked (needs root).
 compose-test:
 	bash deploy/compose-test.sh
 

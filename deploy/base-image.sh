@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the base image asyncps-base:bookworm from Debian's packages alone, for
 # a Docker engine that reaches no image registry: debootstrap a minimal
-# bookworm with Python 3.11 into a folder and `docker import` it. The
-# Dockerfile takes it with --build-arg BASE_IMAGE=asyncps-base:bookworm (with
-# a registry, its default python:3.11-slim needs none of this).
+# bookworm with Python 3.11 into a folder and `docker import` it.
+# deploy/compose-deps.sh (make compose-deps) runs this first, and installs
+# the project's dependencies on it.
 #
 # Skips everything when the image already exists (FORCE=1 rebuilds it).
 # MIRROR names a Debian mirror (default: debootstrap's).

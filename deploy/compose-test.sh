@@ -1,70 +1,78 @@
 #!/usr/bin/env bash
-# make compose-test: the docker-compose cluster, end to end, on this machine.
+# make compose-test: README.md's docker-compose commands, as written there,
+# end to end on a Docker engine of the test's own that leaves this machine's
+# network, and any other engine, as it found them.
 #
-#   1. engine     install Docker's engine and docker-compose from Debian's
-#                 packages if missing; start a dockerd of our own (own socket,
-#                 data root and exec root; no bridge, no iptables) unless one
-#                 already answers on that socket
-#   2. base       asyncps-base:bookworm from debootstrap (deploy/base-image.sh;
-#                 kept once built)
-#   3. wheelhouse deploy/.wheelhouse: the CPU build of torch from this disk and
-#                 every dependency in pyproject.toml, as wheels for the base
-#                 image's Python
-#   4. image      asyncps:latest from deploy/Dockerfile, built with no network
-#   5. cluster    docker-compose.yml + deploy/compose.host.yml: 2 shards,
-#                 4 workers and the evaluator on 127.0.0.1, until shard 1 has
-#                 applied KILL_AT updates; then SIGKILL to its asyncps process,
-#                 as a crash would (a worker or shard that fails ends this
-#                 wait and the next two at once)
-#   6. crash      until Docker's restart policy has brought shard 1 back and
-#                 it serves again
-#   7. finish     until the evaluator exits, and then the workers (0 wanted)
-#   8. check      runs/compose-test/summary.json: final.test_accuracy >= 0.90;
-#                 the run did not fail; one event "shard 1 was restarted; it
-#                 resumed from its checkpoint at version V" (its checkpoints
-#                 outlived its process); per shard the pushes acknowledged,
-#                 applied and lost (printed; shard 0, never killed, lost none);
-#                 the time from the kill to that event (printed); Docker's
-#                 RestartCount is 1 for shard 1 and 0 for every other container
+#   1. engine   install Debian's docker.io and docker-compose if missing;
+#               start a dockerd of the test's own in a network namespace of
+#               its own (asyncps-docker: the engine's docker0, the project's
+#               network and every container's interfaces are there, not on
+#               this machine), with its own socket, data root, exec root,
+#               config file and containerd namespace; unless one already
+#               answers on that socket. A docker0 on this machine (one is
+#               made for the test when there is none, and removed after)
+#               must survive it, and no docker0, br-* or veth* link may come
+#               or go here: checked once the engine runs, and at the end
+#   2. deps     make compose-deps: the base image, the wheelhouse and the
+#               deps image (each skipped when up to date)
+#   3. context  what `docker-compose build` sends, measured by
+#               docker-compose's own docker-py with .dockerignore: at most
+#               CONTEXT_LIMIT_MB
+#   4. image    docker-compose build (offline: the engine's namespace has
+#               no route out)
+#   5. cluster  docker-compose up -d: experiments/quickstart.toml's 2 shards,
+#               4 workers and the evaluator; once shard 1 has applied KILL_AT
+#               updates, SIGKILL to its asyncps process, as a crash would (a
+#               worker or shard that fails ends this wait and the next two)
+#   6. crash    until Docker's restart policy has brought shard 1 back and
+#               it serves again
+#   7. finish   docker wait on the evaluator (0 wanted), then the workers;
+#               docker-compose logs evaluator: a line per evaluation and the
+#               final accuracy
+#   8. check    runs/compose-test/summary.json: final.test_accuracy >=
+#               MIN_ACCURACY; the run did not fail; one event "shard 1 was
+#               restarted; it resumed from its checkpoint at version V"; per
+#               shard the pushes acknowledged, applied and lost (shard 0,
+#               never killed, lost none); the time from the kill to that
+#               event; Docker's RestartCount is 1 for shard 1, 0 elsewhere
 #
-# Then `down -v`, and the dockerd stops if this script started it
-# (KEEP_ENGINE=1 leaves it running). Every service's log is printed on a
-# failure; the exit code is non-zero on any failure. Safe to re-run: leftovers
-# of an earlier run are removed first. Needs root: apt-get, dockerd and
-# debootstrap, unless an engine already answers on the socket; and always the
-# SIGKILL to a shard's process from this host (/proc of a container's init).
+# Then docker-compose down, the engine's dangling images removed, what is
+# kept said with its size (the images and the wheelhouse: the next run
+# reuses them), the dockerd stopped and its namespace removed if this script
+# started them (KEEP_ENGINE=1 leaves them), and the timings of every phase.
+# Every service's log is printed on a failure; the exit code is non-zero on
+# any failure. Needs root: apt-get, ip netns, dockerd and debootstrap.
 #
 # Settings: ASYNCPS_DOCKER_SOCK (/run/asyncps-docker.sock),
 # COMPOSE_TEST_TIMEOUT (seconds for the cluster, 600), MIN_ACCURACY (0.90),
 # KILL_AT (the version shard 1 reaches before the kill, 450: every worker is
 # training, the shard has checkpoints, and ~1200 updates come in all),
-# KEEP_ENGINE (0).
+# CONTEXT_LIMIT_MB (5), KEEP_ENGINE (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # dockerd, debootstrap
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # dockerd, debootstrap, ip
 
 SOCK=${ASYNCPS_DOCKER_SOCK:-/run/asyncps-docker.sock}
+NETNS=asyncps-docker
 DATA_ROOT=/var/lib/asyncps-docker
 EXEC_ROOT=/run/asyncps-docker
 DOCKERD_LOG=/var/log/asyncps-dockerd.log
 export DOCKER_HOST=unix://$SOCK
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0  # the classic builder: no buildx plugin needed
-export BASE_IMAGE=asyncps-base:bookworm
-IMAGE=asyncps:latest
-TORCH_VERSION=2.13.0
-WHEELHOUSE=deploy/.wheelhouse
-PROJECT=asyncpstest
-RUN_NAME=compose-test
+# docker-compose.yml and the images as the README's commands make them.
+unset COMPOSE_FILE COMPOSE_PROFILES ASYNCPS_IMAGE ASYNCPS_DEPS_IMAGE ASYNCPS_USER BASE_IMAGE DEPS_IMAGE
+# The README's commands read these: a project and a run directory of the
+# test's own, so that a cluster of the user's (quickstart) is left alone.
+export COMPOSE_PROJECT_NAME=asyncpstest ASYNCPS_RUN_NAME=compose-test
+RUN_NAME=$ASYNCPS_RUN_NAME
 TIMEOUT=${COMPOSE_TEST_TIMEOUT:-600}
 MIN_ACCURACY=${MIN_ACCURACY:-0.90}
+CONTEXT_LIMIT_MB=${CONTEXT_LIMIT_MB:-5}
 KILL_SHARD=1  # the shard that crashes
-SHARD_PORTS=(50051 50052)  # deploy/compose.host.yml's
+VICTIM=shard$KILL_SHARD
 KILL_AT=${KILL_AT:-450}  # between two checkpoints (every 100): some updates are lost, and counted
 PYTHON=${PYTHON:-python3}
-
-# The cluster's settings (docker-compose.yml reads them).
-export ASYNCPS_IMAGE=$IMAGE ASYNCPS_RUN_NAME=$RUN_NAME ASYNCPS_BASE_IMAGE=$BASE_IMAGE
-export ASYNCPS_CONFIG=./experiments/quickstart.toml ASYNCPS_USER=0:0
+export MAKEFLAGS="${MAKEFLAGS:-} --no-print-directory"  # `make compose-deps` below, under `make compose-test`
 
 # -- phases and their timings --------------------------------------------------------
 TIMINGS=()
@@ -83,7 +91,7 @@ phase() {  # phase NAME COMMAND...: run it, time it, remember the time
 }
 print_timings() {
     echo "--- timings"
-    printf '  %s\n' "${TIMINGS[@]}"
+    ((${#TIMINGS[@]} == 0)) || printf '  %s\n' "${TIMINGS[@]}"
     [[ -z $PHASE ]] || printf '  %-10s %6s s (failed)\n' "$PHASE" "$(since "$PHASE_T0")"
     printf '  %-10s %6s s\n' total "$(since "$started_at")"
 }
@@ -91,15 +99,14 @@ fail() { echo "compose-test: FAILED: $*" >&2; exit 1; }
 TEMPS=()  # temporary files and folders, removed at exit
 
 # -- 1. engine -----------------------------------------------------------------------
-STARTED_ENGINE=0
-compose_cmd=()
+STARTED_ENGINE=0 MADE_NETNS=0 MADE_DOCKER0=0 DOCKER0_INDEX="" HOST_LINKS=""
 engine_answers() { docker info >/dev/null 2>&1; }
 
 install_engine() {
     local need=()
     command -v dockerd >/dev/null || need+=(docker.io)
     command -v docker >/dev/null || need+=(docker.io)
-    docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || need+=(docker-compose)
+    command -v docker-compose >/dev/null || need+=(docker-compose)
     if ((${#need[@]})); then
         echo "installing ${need[*]} (apt-get)"
         apt-get update -q >/dev/null
@@ -107,136 +114,140 @@ install_engine() {
     fi
 }
 
-start_engine() {
-    if engine_answers; then
-        echo "a Docker engine answers on $SOCK: used as it is"
-        return
+# This machine's links that a Docker engine makes or removes.
+docker_links() { ip -o link show | awk -F': ' '$2 ~ /^(docker|br-|veth)/ {sub(/@.*/, "", $2); print $2}' | sort; }
+
+# A Docker engine started with --bridge=none deletes the docker0 it finds at
+# start-up (moby's removeDefaultBridgeInterface), and one with a bridge takes
+# docker0 over: both would break the engine that docker0 is this machine's
+# for. So the test's engine has a network namespace of its own, and this
+# checks that this machine's docker0 outlives it.
+guard_docker0() {
+    if ! ip link show docker0 >/dev/null 2>&1; then
+        ip link add docker0 type bridge
+        MADE_DOCKER0=1
+        echo "made a docker0 bridge here, as a machine with Docker has one (removed at the end): it must survive the test"
     fi
-    install_engine
-    mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
-    echo "starting dockerd on $SOCK (data root $DATA_ROOT, log $DOCKERD_LOG)"
-    # setsid: its own session, so that nothing aimed at this script's process
-    # group reaches it; we stop it by its pid file.
-    setsid dockerd --host "$DOCKER_HOST" --data-root "$DATA_ROOT" --exec-root "$EXEC_ROOT" \
-        --pidfile "$EXEC_ROOT/dockerd.pid" --bridge=none --iptables=false --ip6tables=false \
-        >>"$DOCKERD_LOG" 2>&1 </dev/null &
-    STARTED_ENGINE=1
-    for _ in $(seq 60); do
-        engine_answers && break
-        kill -0 $! 2>/dev/null || { tail -n 30 "$DOCKERD_LOG" >&2; fail "dockerd exited"; }
-        sleep 1
-    done
-    engine_answers || { tail -n 30 "$DOCKERD_LOG" >&2; fail "dockerd did not answer on $SOCK within 60 s"; }
+    DOCKER0_INDEX=$(cat /sys/class/net/docker0/ifindex)
+    HOST_LINKS=$(docker_links)
+}
+check_host_network() {  # check_host_network WHEN: docker0 is the same link, and no Docker link came or went
+    [[ -n $DOCKER0_INDEX ]] || return 0
+    local index links
+    index=$(cat /sys/class/net/docker0/ifindex 2>/dev/null || true)
+    links=$(docker_links)
+    if [[ $index != "$DOCKER0_INDEX" ]]; then
+        echo "compose-test: this machine's docker0 (link $DOCKER0_INDEX) is ${index:+replaced by link $index}${index:-gone} $1" >&2
+        return 1
+    fi
+    if [[ $links != "$HOST_LINKS" ]]; then
+        echo "compose-test: this machine's Docker links changed $1 (< before, > now):" >&2
+        diff <(echo "$HOST_LINKS") <(echo "$links") | grep '^[<>]' >&2
+        return 1
+    fi
+    echo "this machine's docker0 and Docker links are as they were $1"
 }
 
-choose_compose() {
-    if docker compose version >/dev/null 2>&1; then
-        compose_cmd=(docker compose)
+start_engine() {
+    guard_docker0
+    if engine_answers; then
+        echo "a Docker engine answers on $SOCK: used as it is"
     else
-        command -v docker-compose >/dev/null || install_engine
-        compose_cmd=(docker-compose)
+        install_engine
+        if [[ ! -e /run/netns/$NETNS ]]; then
+            ip netns add "$NETNS"
+            MADE_NETNS=1
+        fi
+        ip -n "$NETNS" link set lo up
+        mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
+        # Not /etc/docker/daemon.json: that file is this machine's engine's.
+        echo '{}' >"$EXEC_ROOT/daemon.json"
+        echo "starting dockerd on $SOCK in network namespace $NETNS (data root $DATA_ROOT, log $DOCKERD_LOG)"
+        # setsid: its own session, so that nothing aimed at this script's
+        # process group reaches it; we stop it by its pid file. Its own
+        # containerd namespace, should it share this machine's containerd.
+        setsid nsenter --net="/run/netns/$NETNS" dockerd --host "$DOCKER_HOST" --data-root "$DATA_ROOT" \
+            --exec-root "$EXEC_ROOT" --pidfile "$EXEC_ROOT/dockerd.pid" --config-file "$EXEC_ROOT/daemon.json" \
+            --containerd-namespace asyncps --containerd-plugins-namespace asyncps-plugins \
+            --iptables=false --ip6tables=false >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        STARTED_ENGINE=1
+        for _ in $(seq 60); do
+            engine_answers && break
+            kill -0 $! 2>/dev/null || { tail -n 30 "$DOCKERD_LOG" >&2; fail "dockerd exited"; }
+            sleep 0.5
+        done
+        engine_answers || { tail -n 30 "$DOCKERD_LOG" >&2; fail "dockerd did not answer on $SOCK within 30 s"; }
     fi
-    echo "engine $(docker version -f '{{.Server.Version}}'); compose: ${compose_cmd[*]}" \
-         "$("${compose_cmd[@]}" version --short 2>/dev/null || true)"
+    install_engine  # docker-compose, with an engine that was there already
+    echo "engine $(docker version -f '{{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+    check_host_network "once the engine runs" || fail "the test's engine changed this machine's network (above)"
 }
 
 stop_engine() {
     [[ $STARTED_ENGINE == 1 && ${KEEP_ENGINE:-0} != 1 ]] || return 0
-    local pid
-    pid=$(cat "$EXEC_ROOT/dockerd.pid" 2>/dev/null) || return 0
-    kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
-    echo "dockerd ($pid) still running after 30 s" >&2
+    local pid=""
+    if pid=$(cat "$EXEC_ROOT/dockerd.pid" 2>/dev/null) && kill "$pid" 2>/dev/null; then
+        for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -0 "$pid" 2>/dev/null && echo "dockerd ($pid) still running after 30 s" >&2
+    fi
+    if ((MADE_NETNS)) && ! kill -0 "$pid" 2>/dev/null; then
+        ip netns del "$NETNS"
+    fi
 }
 
-# -- 3. wheelhouse --------------------------------------------------------------------
-build_wheelhouse() {
-    # The target: the base image's Python and C library, so that the wheels
-    # install there whatever Python this host has.
-    local target py glibc arch new
-    target=$(docker run --rm --network none "$BASE_IMAGE" python3 -c \
-        'import platform, sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}", platform.libc_ver()[1].replace(".", "_"), platform.machine())')
-    read -r py glibc arch <<<"$target"
-    echo "wheels for Python $py, manylinux_${glibc}_$arch"
-    # pip matches a --platform exactly: name every manylinux the C library runs.
-    local platforms=() minor
-    for ((minor = 5; minor <= ${glibc#2_}; minor++)); do platforms+=(--platform "manylinux_2_${minor}_$arch"); done
-    platforms+=(--platform "manylinux1_$arch" --platform "manylinux2010_$arch" --platform "manylinux2014_$arch")
-    # Kept while what it was made for is unchanged: the target, torch and
-    # pyproject.toml's requirements (delete deploy/.wheelhouse/.stamp to refresh).
-    mapfile -t reqs < <("$PYTHON" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"] + d["build-system"]["requires"]))')
-    local stamp
-    stamp=$(printf '%s\n' "$target" "torch==$TORCH_VERSION" "${reqs[@]}" | sha256sum | cut -c1-16)
-    if [[ -f $WHEELHOUSE/.stamp && $(cat "$WHEELHOUSE/.stamp") == "$stamp" ]] \
-            && compgen -G "$WHEELHOUSE/torch-$TORCH_VERSION+cpu-*.whl" >/dev/null; then
-        echo "wheelhouse up to date: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
-        return
-    fi
-    local pip=("$PYTHON" -m pip download --quiet --disable-pip-version-check --only-binary=:all:
-               --python-version "$py" "${platforms[@]}")
-    pip_download() {  # pip download, less its notes on configured index folders that do not exist
-        local out rc=0
-        out=$("${pip[@]}" "$@" 2>&1) || rc=$?
-        grep -v 'is ignored: it is neither a file nor a directory' <<<"$out" || true
-        return "$rc"
-    }
-    new=$(mktemp -d "${TMPDIR:-/tmp}/asyncps-wheels.XXXXXX")
-    TEMPS+=("$new")
-    mkdir -p "$WHEELHOUSE"
-    # torch first, pinned and alone: pip's configured find-links hold its CPU
-    # build; the wheels already here are reused.
-    pip_download --no-deps --find-links "$WHEELHOUSE" -d "$new" "torch==$TORCH_VERSION"
-    ls "$new"/torch-*+cpu-*.whl >/dev/null 2>&1 || fail "no CPU build of torch==$TORCH_VERSION found (pip config: $("$PYTHON" -m pip config list | tr '\n' ' '))"
-    # Then the project's dependencies and build requirements, as read from
-    # pyproject.toml above, with torch pinned to the wheel above.
-    pip_download --find-links "$new" --find-links "$WHEELHOUSE" -d "$new" "torch==$TORCH_VERSION" "${reqs[@]}"
-    if find "$new" -maxdepth 1 \( -iname 'nvidia*' -o -iname 'triton*' -o -name '*+cu[0-9]*' \) | grep .; then
-        fail "CUDA wheels in the wheelhouse (above): torch must resolve to the local CPU build"
-    fi
-    # Replace the wheels only when they changed, so that the image's
-    # dependency layer stays cached (the folder is gitignored).
-    if ! diff -q <(cd "$new" && ls -- *.whl) <(cd "$WHEELHOUSE" && ls -- *.whl 2>/dev/null) >/dev/null; then
-        rm -f "$WHEELHOUSE"/*.whl
-        mv "$new"/*.whl "$WHEELHOUSE"/
-    fi
-    rm -rf "$new"
-    echo "$stamp" >"$WHEELHOUSE/.stamp"
-    echo "$(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
+# -- 3. context -----------------------------------------------------------------------
+# The context `docker-compose build` sends, as its docker-py makes it
+# (.dockerignore applied; the Dockerfile always in): size, and the largest.
+CONTEXT_SIZE='import os, sys
+from docker.utils.build import exclude_paths
+root, dockerfile, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with open(os.path.join(root, ".dockerignore")) as f:
+    patterns = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+files = [p for p in exclude_paths(root, patterns, dockerfile=dockerfile) if os.path.isfile(os.path.join(root, p))]
+sizes = sorted(((os.path.getsize(os.path.join(root, p)), p) for p in files), reverse=True)
+total = sum(size for size, _ in sizes) / 1e6
+print(f"build context: {len(files)} files, {total:.2f} MB (at most {limit:g} MB); the largest:",
+      ", ".join(f"{p} {size / 1e3:.0f} kB" for size, p in sizes[:3]))
+sys.exit(0 if total <= limit else 1)'
+
+measure_context() {
+    local python=()
+    read -r -a python < <(sed -n '1s/^#! *//p' "$(command -v docker-compose)")  # docker-compose's interpreter
+    "${python[@]}" -c 'import docker' 2>/dev/null || python=("$PYTHON")
+    "${python[@]}" -c 'import docker' 2>/dev/null \
+        || fail "no docker-py (Debian's python3-docker) to measure the build context with"
+    "${python[@]}" -c "$CONTEXT_SIZE" . deploy/Dockerfile "$CONTEXT_LIMIT_MB" \
+        || fail "the build context is over $CONTEXT_LIMIT_MB MB: what is it sending (.dockerignore)?"
 }
 
 # -- 4. image -------------------------------------------------------------------------
 build_image() {
     local log
     log=$(mktemp /tmp/asyncps-build.XXXXXX.log)
-    if ! docker build --network none --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-            -f deploy/Dockerfile -t "$IMAGE" . >"$log" 2>&1; then
+    TEMPS+=("$log")
+    if ! docker-compose build >"$log" 2>&1; then
         tail -n 40 "$log" >&2
-        fail "docker build (full log: $log)"
+        fail "docker-compose build (above)"
     fi
-    rm -f "$log"
-    docker run --rm --network none "$IMAGE" asyncps --help | grep -q -w serve \
-        || fail "the image's asyncps has no 'serve' command"
-    echo "image $IMAGE: $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
+    echo "$(grep -c '^Step ' "$log") build steps, $(grep -c 'Using cache' "$log") from the cache"
+    echo "image asyncps:latest: $(image_size asyncps:latest)"
 }
+image_size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1 / 1e6}'; }
 
 # -- 5. cluster, 6. crash, 7. finish ----------------------------------------------------
-compose() {
-    "${compose_cmd[@]}" -p "$PROJECT" -f docker-compose.yml -f deploy/compose.host.yml "$@"
-}
-
 CLUSTER_UP=0 CLUSTER_T0=0 NEXT_REPORT=30 EVALUATOR=""
-WAITER_PID="" WAIT_LOG="" REACHED="" KILLED_AT=""
+WAITER_PID="" WAIT_LOG="" REACHED="" KILLED_AT="" EVALUATOR_WAIT="" EVALUATOR_EXIT=""
 states() {  # one line per container: SERVICE STATUS EXITCODE RESTARTS
     local ids
-    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
     [[ -n $ids ]] || return 0
     # shellcheck disable=SC2086
     docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}' $ids | sort
 }
 container_of() {  # container_of SERVICE: its container's id
-    docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1"
+    docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+        --filter "label=com.docker.compose.service=$1"
 }
-VICTIM=shard$KILL_SHARD
 
 watch_cluster() {  # watch_cluster WHAT CONDITION...: poll until CONDITION succeeds; fail at once
     local what=$1 service status code restarts lines  # when a worker or shard fails, or at TIMEOUT
@@ -256,18 +267,27 @@ watch_cluster() {  # watch_cluster WHAT CONDITION...: poll until CONDITION succe
         if ((SECONDS - CLUSTER_T0 >= NEXT_REPORT)); then
             echo "  $((SECONDS - CLUSTER_T0)) s: $(awk '{printf "%s %s%s%s  ", $1, $2, ($2 == "exited" ? "(" $3 ")" : ""),
                                                     ($4 > 0 ? " restarts=" $4 : "")}' <<<"$lines")"
-            NEXT_REPORT=$((NEXT_REPORT + 30))
+            NEXT_REPORT=$((SECONDS - CLUSTER_T0 + 30))
         fi
-        sleep 1
+        sleep 0.5
     done
 }
 
 # Run inside the victim's container (its grpc and protos; no torch, so it
 # starts in a moment): wait, on the shard's own versioned pull (no polling),
 # until it has applied KILL_AT updates: every worker is training by then,
-# and the shard has checkpoints to resume from. A fresh container must have
-# started from nothing: a checkpoint there would be an earlier run's.
-WAIT_FOR_VERSION='import os, sys, grpc
+# and the shard has checkpoints to resume from. Then SIGKILL to the shard's
+# asyncps process, as a crash (or the OOM killer) would: tini exits 137, and
+# the restart policy applies. Not `docker kill`: Docker counts that as a
+# manual stop, to which restart policies do not apply (the container stays
+# exited; tried on Engine 20.10). The kill follows the pull at once, from
+# here: the whole run takes seconds of training, and any round trip (a
+# poll, docker inspect) lets the shard run on by hundreds of updates. A fresh
+# container must have started from nothing: a checkpoint there would be an
+# earlier run's. Prints the version, the time of the kill and the pid, and
+# is killed with the container.
+WAIT_AND_KILL='import os, signal, sys, time, grpc
+from pathlib import Path
 from protos import ps_pb2, ps_pb2_grpc
 address, at, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 token = os.environ.get("ASYNCPS_TOKEN")
@@ -275,7 +295,7 @@ metadata = [("authorization", f"Bearer {token}")] if token else None
 with grpc.insecure_channel(address) as channel:
     stub = ps_pb2_grpc.ParameterServerStub(channel)
     try:
-        status = stub.Status(ps_pb2.StatusRequest(), metadata=metadata, timeout=60, wait_for_ready=True)
+        status = stub.Status(ps_pb2.StatusRequest(), metadata=metadata, timeout=seconds, wait_for_ready=True)
         if status.restored != -1:
             sys.exit(f"shard {status.shard} in a new container resumed from a checkpoint at version {status.restored}: "
                      "the state of an earlier run outlived `down`")
@@ -286,76 +306,56 @@ with grpc.insecure_channel(address) as channel:
 if status.closed or status.workers_done:
     sys.exit(f"shard {status.shard} reached version {at} only at the end of the run (at version {status.version}, "
              f"workers {list(status.workers_done)} have finished): a kill now is not in the middle of training")
-print(status.version)'
+# The shard: the child of the container'"'"'s init (tini, init: true) running `asyncps serve`.
+serve = []
+for process in filter(lambda p: p.name.isdigit(), Path("/proc").iterdir()):
+    try:
+        if (process / "stat").read_text().rsplit(")", 1)[1].split()[1] == "1" \
+                and b"asyncps\0serve\0" in (process / "cmdline").read_bytes():
+            serve.append(int(process.name))
+    except OSError:  # a process that ended meanwhile (a health check)
+        continue
+if len(serve) != 1:
+    sys.exit(f"expected one asyncps serve process under the container'"'"'s init, found {serve}")
+# Said first: the kill ends the container, and this process with it.
+print(status.version, time.time(), serve[0], sep="\n", flush=True)
+os.kill(serve[0], signal.SIGKILL)'
 
-# The victim's asyncps process, as a pid on this host: the child of its
-# container's init (tini, init: true) whose command is `asyncps serve`.
-serve_pid() {  # serve_pid CONTAINER
-    local tini pid cmdline found=()
-    tini=$(docker inspect -f '{{.State.Pid}}' "$1")
-    [[ -r /proc/$tini/task/$tini/children ]] \
-        || fail "cannot see $VICTIM's processes (/proc/$tini): the Docker engine must run on this machine"
-    for pid in $(cat "/proc/$tini/task/$tini/children"); do
-        cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-        [[ $cmdline == *"asyncps serve "* ]] && found+=("$pid")
-    done
-    ((${#found[@]} == 1)) \
-        || fail "expected one 'asyncps serve' process under $VICTIM's init (pid $tini), found ${#found[@]}"
-    echo "${found[0]}"
-}
-
-# SIGKILL, from this host, to the shard's asyncps process as a crash (or the
-# OOM killer) would: tini exits 137, and the restart policy applies. Not
-# `docker kill`: Docker counts that as a manual stop, to which restart
-# policies do not apply (the container stays exited; tried on Engine 20.10).
-# The kill follows the waiting pull at once, in the background job itself:
-# the whole run takes seconds of training, and a poll's delay would let the
-# shard run on by hundreds of updates.
+# The job waits for the victim's container first: `up -d` starts the shards,
+# waits for them to be healthy (3 s at least), and only then starts the
+# workers, so the wait is in place long before any training.
 start_cluster() {
-    compose down -v --remove-orphans >/dev/null 2>&1 || true
-    # Host networking: the shards' ports must be free. gRPC servers bind with
-    # SO_REUSEPORT, so a shard left over from another cluster would not make
-    # ours fail to start: it would silently take a share of the connections.
-    local port
-    for port in "${SHARD_PORTS[@]}"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            fail "something already listens on 127.0.0.1:$port (another asyncps cluster?); stop it first"
-        fi
-    done
+    docker-compose down --remove-orphans >/dev/null 2>&1 || true  # an earlier run's, if any
     rm -rf "runs/$RUN_NAME"
-    mkdir -p runs
     CLUSTER_UP=1
-    # The shards first, and the wait for KILL_AT on them, so that the wait is
-    # in place before any worker starts: training takes seconds.
-    compose up -d --no-build shard0 shard1
     CLUSTER_T0=$SECONDS NEXT_REPORT=30
     WAIT_LOG=$(mktemp /tmp/asyncps-wait.XXXXXX.log)
     TEMPS+=("$WAIT_LOG")
-    local cid
-    cid=$(container_of "$VICTIM")
     (
-        # shellcheck disable=SC2016  # $ASYNCPS_PORT is the container's
-        docker exec "$cid" sh -c 'exec python -c "$1" "127.0.0.1:$ASYNCPS_PORT" "$2" "$3"' \
-            sh "$WAIT_FOR_VERSION" "$KILL_AT" "$TIMEOUT" || exit
-        pid=$(serve_pid "$cid") || exit
-        kill -KILL "$pid"
-        now
-        echo "$pid"
+        cid=""
+        until [[ -n $cid ]] && [[ $(docker inspect -f '{{.State.Running}}' "$cid") == true ]]; do
+            ((SECONDS - CLUSTER_T0 < 120)) || { echo "no running $VICTIM container within 120 s"; exit 1; }
+            sleep 0.2
+            cid=$(container_of "$VICTIM")
+        done
+        exec docker exec "$cid" python -c "$WAIT_AND_KILL" "127.0.0.1:50051" "$KILL_AT" "$TIMEOUT"
     ) >"$WAIT_LOG" 2>&1 &
     WAITER_PID=$!
-    compose up -d --no-build  # the workers and the evaluator, once the shards are healthy
+    docker-compose up -d
     watch_cluster "shard $KILL_SHARD did not reach version $KILL_AT" killed
 }
 killed() {  # the background job above has seen KILL_AT and sent SIGKILL
     kill -0 "$WAITER_PID" 2>/dev/null && return 1
-    local rc=0 pid
-    wait "$WAITER_PID" || rc=$?
+    local pid
+    wait "$WAITER_PID" || true  # killed with the container: its lines say whether it did its job
     WAITER_PID=""
-    ((rc == 0)) || fail "waiting for shard $KILL_SHARD to reach version $KILL_AT: $(cat "$WAIT_LOG")"
-    # The job's last three lines (anything the engine or grpc logged comes before).
-    { read -r REACHED && read -r KILLED_AT && read -r pid; } < <(tail -n 3 "$WAIT_LOG")
-    echo "shard $KILL_SHARD at version $REACHED $((SECONDS - CLUSTER_T0)) s after it started:" \
-         "SIGKILL to its asyncps serve (pid $pid on this host)"
+    # The job's three lines (anything grpc logged comes before, the exec's end after).
+    { read -r REACHED && read -r KILLED_AT && read -r pid; } \
+        < <(grep -E -A2 '^[0-9]+$' "$WAIT_LOG" | tail -n 3) || true
+    [[ $REACHED =~ ^[0-9]+$ && $KILLED_AT =~ ^[0-9.]+$ && $pid =~ ^[0-9]+$ ]] \
+        || fail "waiting for shard $KILL_SHARD to reach version $KILL_AT: $(cat "$WAIT_LOG")"
+    echo "shard $KILL_SHARD at version $REACHED $((SECONDS - CLUSTER_T0)) s after the cluster's start:" \
+         "SIGKILL to its asyncps serve (pid $pid in its container)"
 }
 
 crash_shard() {  # until Docker has restarted the victim and it serves again
@@ -370,25 +370,43 @@ shard_serving_again() {  # shard_serving_again CONTAINER: restarted, running, an
     local status restarts
     read -r status restarts <<<"$(docker inspect -f '{{.State.Status}} {{.RestartCount}}' "$1")"
     [[ $status == running ]] && ((restarts >= 1)) || return 1
-    # shellcheck disable=SC2016
-    docker exec "$1" sh -c 'exec python -m lab.backends.health "127.0.0.1:$ASYNCPS_PORT"' >/dev/null 2>&1
+    docker exec "$1" python -m lab.backends.health 127.0.0.1:50051 >/dev/null 2>&1
 }
 
+# The README's wait, in the background while the cluster is watched.
 finish_run() {
+    EVALUATOR_WAIT=$(mktemp /tmp/asyncps-evaluator.XXXXXX)
+    TEMPS+=("$EVALUATOR_WAIT")
+    docker wait "$(docker-compose ps -q evaluator)" >"$EVALUATOR_WAIT" 2>&1 &
+    EVALUATOR_EXIT=$!
     watch_cluster "the evaluator did not finish" evaluator_exited
     echo "evaluator exited with code $EVALUATOR after $((SECONDS - CLUSTER_T0)) s"
     [[ $EVALUATOR == 0 ]] || fail "evaluator exited with code $EVALUATOR"
     # Each worker exits once it has told every shard it is done.
-    for _ in $(seq 30); do
+    for _ in $(seq 60); do
         awk '$1 ~ /^worker/ && $2 != "exited" {found = 1} END {exit !found}' <<<"$(states)" || break
-        sleep 1
+        sleep 0.5
     done
     awk '$1 ~ /^worker/ && ($2 != "exited" || $3 != 0) {print; bad = 1} END {exit bad}' <<<"$(states)" \
         || fail "workers did not all exit 0"
+    show_progress
 }
 evaluator_exited() {
-    EVALUATOR=$(states | awk '$1 == "evaluator" && $2 == "exited" {print $3}')
-    [[ -n $EVALUATOR ]]
+    kill -0 "$EVALUATOR_EXIT" 2>/dev/null && return 1
+    wait "$EVALUATOR_EXIT" || fail "docker wait on the evaluator: $(cat "$EVALUATOR_WAIT")"
+    EVALUATOR=$(tail -n 1 "$EVALUATOR_WAIT")
+}
+
+# The evaluator's log, as the README shows it: a line per evaluation (its
+# progress, no terminal's bar) and the final accuracy.
+show_progress() {
+    local log evals
+    log=$(docker-compose logs evaluator)
+    evals=$(grep -c 'evaluator: .* updates: .*test_accuracy' <<<"$log" || true)
+    grep -E 'updates: |final: ' <<<"$log" | sed -n '1p;$p' | sed 's/^/  /'
+    ((evals >= 3)) || fail "docker-compose logs evaluator shows $evals lines of progress (3 or more wanted): $log"
+    grep -q 'final: .*test_accuracy' <<<"$log" || fail "docker-compose logs evaluator shows no final accuracy: $log"
+    echo "docker-compose logs evaluator: $evals lines of progress and the final accuracy"
 }
 
 # -- 8. check -------------------------------------------------------------------------
@@ -463,20 +481,50 @@ for problem in problems:
 sys.exit(1 if problems else 0)'
 
 # -- teardown, on every exit --------------------------------------------------------------
+# What stays for the next run, and how large: the images (in the test's
+# engine's data root) and the wheelhouse. Dangling images (an earlier build
+# of asyncps:latest or asyncps-deps) go.
+report_kept() {
+    local reclaimed root
+    root=$(docker info -f '{{.DockerRootDir}}')
+    if [[ $root != "$DATA_ROOT" ]]; then  # another engine on the socket: its images are not the test's
+        echo "the engine on $SOCK keeps its images in $root, not $DATA_ROOT: they are left as they are"
+        return 0
+    fi
+    reclaimed=$(docker image prune -f 2>/dev/null | awk '/reclaimed/ {print $NF}')
+    [[ -z $reclaimed || $reclaimed == 0B ]] || echo "removed dangling images: $reclaimed"
+    echo "--- kept for the next run (it reuses them; rm -rf $DATA_ROOT $PWD/deploy/.wheelhouse removes them)"
+    docker images --format '  {{.Repository}}:{{.Tag}} {{.Size}}' | grep -v '<none>' || true
+    echo "  images on disk (shared layers once): $(docker system df --format '{{if eq .Type "Images"}}{{.Size}}{{end}}' | tr -d '\n')," \
+         "$DATA_ROOT $(du -sh "$DATA_ROOT" 2>/dev/null | cut -f1)"
+    echo "  deploy/.wheelhouse $(du -sh deploy/.wheelhouse 2>/dev/null | cut -f1)," \
+         "and the run's directory runs/$RUN_NAME $(du -sh "runs/$RUN_NAME" 2>/dev/null | cut -f1)"
+    local dangling
+    dangling=$(docker images -q --filter dangling=true | wc -l)
+    ((dangling == 0)) || { echo "compose-test: $dangling dangling images left behind" >&2; return 1; }
+}
+
 finish() {
     local code=$?
     set +e
     [[ -n $WAITER_PID ]] && kill "$WAITER_PID" 2>/dev/null
+    [[ -n $EVALUATOR_EXIT ]] && kill "$EVALUATOR_EXIT" 2>/dev/null
     if ((CLUSTER_UP)); then
         if ((code != 0)); then
             echo "--- containers (service, status, exit code, restarts)"
             states
             echo "--- logs of every service"
-            compose logs --no-color --timestamps
+            docker-compose logs --no-color --timestamps
         fi
-        compose down -v --remove-orphans >/dev/null 2>&1 || echo "compose down failed" >&2
+        docker-compose down >/dev/null 2>&1 || { echo "docker-compose down failed" >&2; code=1; }
+    fi
+    if engine_answers; then
+        report_kept || code=1
     fi
     stop_engine
+    check_host_network "after the test" || code=1
+    # Ours only: the very link made at the start.
+    ((MADE_DOCKER0)) && [[ $(cat /sys/class/net/docker0/ifindex 2>/dev/null) == "$DOCKER0_INDEX" ]] && ip link del docker0
     ((${#TEMPS[@]})) && rm -rf "${TEMPS[@]}"
     print_timings
     # The closing line, in the plain form CI reads as a test count.
@@ -487,9 +535,8 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 phase engine start_engine
-choose_compose
-phase base deploy/base-image.sh
-phase wheelhouse build_wheelhouse
+phase deps make compose-deps
+phase context measure_context
 phase image build_image
 phase cluster start_cluster
 phase crash crash_shard

@@ -13,7 +13,10 @@ evaluator, and the workers stop at their next call.
 
 from __future__ import annotations
 
+import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from lab.backends.grpc import GrpcBackend
 from lab.backends.grpc_processes import serve_shard, token_from_env, work
@@ -21,7 +24,23 @@ from lab.backends.health import unreachable
 from lab.config import load_config
 from lab.experiment import Experiment
 from lab.metrics import Metrics
+from lab.reports.compare import describe
 from lab.runner import Run, finish
+
+
+def progress_lines(echo: Callable[[str], None] = partial(print, flush=True)) -> Callable[[str, dict], None]:
+    """A ``Metrics`` listener that says each evaluation and event in a line
+    of its own: a container's log is no terminal, for a progress bar."""
+    start = time.monotonic()
+
+    def tell(kind: str, fields: dict) -> None:
+        if kind == "eval":
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in fields.items() if k.startswith("test_"))
+            echo(f"evaluator: {time.monotonic() - start:.1f} s, {fields['updates']} updates: {scores}")
+        elif kind == "event":
+            echo(f"evaluator: {fields['message']}")
+
+    return tell
 
 
 def serve_main(config_path: str, shard: int, port: int, host: str = "127.0.0.1",
@@ -42,10 +61,15 @@ def wait_for_shards(addresses: list[str], seconds: float, tls_ca: bytes | None =
 def work_main(config_path: str, worker: int, addresses: list[str], run_dir: str,
               tls_ca: bytes | None = None, wait: float = 30.0) -> int:
     """Run one worker's loop to the end (``lab.backends.grpc_processes.work``),
-    once every shard is serving (waiting up to ``wait`` seconds)."""
+    once every shard is serving (waiting up to ``wait`` seconds), saying in a
+    line when it starts and when it is done."""
     experiment = Experiment.build(load_config(config_path))
     wait_for_shards(addresses, wait, tls_ca)
-    return work(experiment, worker, addresses, run_dir, token_from_env(), tls_ca)
+    print(f"worker {worker}: {experiment.steps} steps against {len(addresses)} shard(s)", flush=True)
+    start = time.monotonic()
+    code = work(experiment, worker, addresses, run_dir, token_from_env(), tls_ca)
+    print(f"worker {worker}: done in {time.monotonic() - start:.1f} s", flush=True)
+    return code
 
 
 def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = None,
@@ -58,9 +82,12 @@ def evaluate_main(config_path: str, addresses: list[str], run_dir: str | None = 
     run_dir.mkdir(parents=True, exist_ok=True)  # the workers write their records here too: it is not emptied
     (run_dir / "config.toml").write_text(Path(config_path).read_text())
     wait_for_shards(addresses, 120.0, tls_ca)
+    print(f"evaluator: every shard serves; evaluating every {config.train.eval_every} updates", flush=True)
     with Metrics(run_dir / "metrics.jsonl") as metrics:
+        metrics.listeners.append(progress_lines())
         backend = GrpcBackend(experiment, metrics, addresses=addresses, tls_ca=tls_ca)
         dense, tables = Run(experiment, metrics, backend, progress=False).execute()
     finish(config, run_dir, metrics.start, dense, tables)
+    print(f"final: {describe(run_dir)}", flush=True)
     print(f"run directory: {run_dir}/", flush=True)
     return 0
