@@ -103,13 +103,16 @@ class GrpcClient(Client):
                                        options=CHANNEL_OPTIONS)
 
     async def _call(self, shard: int, rpc):
-        """Run ``rpc(stub)``, retrying with back-off while the shard is unavailable."""
-        give_up, delay = time.monotonic() + self.retry_seconds, 0.05
+        """Run ``rpc(stub)``, retrying with back-off while the shard is unavailable
+        (for ``retry_seconds`` as it is at each retry: a shard known to be gone
+        for good is given up on by setting it to 0)."""
+        started, delay = time.monotonic(), 0.05
         while True:
             try:
                 return await rpc(self._stub(shard))
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > give_up:
+                retrying = time.monotonic() + delay <= started + self.retry_seconds
+                if err.code() != grpc.StatusCode.UNAVAILABLE or not retrying:
                     raise _error(err, self.addresses[shard]) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

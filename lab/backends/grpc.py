@@ -96,6 +96,7 @@ class GrpcBackend(Backend):
         self.run_id = uuid.uuid4().hex  # a restarted shard takes only this run's checkpoint and journal
         self.following = threading.Event()  # set: stop following the workers' records
         self.follower: threading.Thread | None = None
+        self.evaluator: GrpcClient | None = None  # the client start() returns
 
     def client(self, retry_seconds: float = RETRY_SECONDS, on_restart=None) -> GrpcClient:
         return GrpcClient(self.experiment.layout, self.addresses, EVALUATOR, token=token_from_env(),
@@ -120,7 +121,7 @@ class GrpcBackend(Backend):
         self.follower = threading.Thread(target=follow, daemon=True,
                                          args=(self.run_dir / WORKER_PARTS, self.metrics.tell, self.following))
         self.follower.start()
-        client = self.client(on_restart=self.shard_restarted)
+        client = self.evaluator = self.client(on_restart=self.shard_restarted)
 
         async def know_the_shards():  # their lives: a restart from here on is an event
             await client.status()
@@ -157,6 +158,7 @@ class GrpcBackend(Backend):
                 died = f"shard {shard} could not be restarted: {err}"
                 break
         if not self.stopping:
+            self.evaluator.retry_seconds = 0  # the shard is gone for good: its reads fail at once
             fail(died + (f" ({restarts} restarts used)" if restarts else ""))
 
     def shard_restarted(self, status: ps_pb2.StatusReply) -> None:
