@@ -87,6 +87,8 @@ class Experiment:
         # Shards differ in size by at most one example, so their epochs may differ by
         # a batch: every worker takes the smallest shard's count.
         steps = max(1, round(config.train.epochs * min(s.batches_per_epoch for s in shards)))
+        with section("protocol"):
+            protocol.check_steps(steps)
         layout = Layout(model.dense, model.tables, config.cluster.shards)
         dense, tables = model.init(config.seed)
         delays = Delays(config.delays.specs(), config.seed, workers)  # Config has checked them

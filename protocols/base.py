@@ -51,6 +51,10 @@ class Protocol:
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         raise NotImplementedError
 
+    def check_steps(self, steps: int) -> None:
+        """Refuse settings a run of ``steps`` steps a worker cannot honour
+        (ValueError naming the option and the most it allows)."""
+
     def min_workers(self, num_workers: int) -> int:
         """The workers that must stay alive for the run to go on; an
         asynchronous protocol goes on with any one."""

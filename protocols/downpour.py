@@ -60,6 +60,13 @@ class Downpour(Protocol):
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         return ApplyEach(optimizer, staleness_aware=self.staleness_lr)
 
+    def check_steps(self, steps: int) -> None:
+        # The others wait for worker 0's updates: one a push, one push every n_push steps.
+        updates = -(-steps // self.n_push)
+        check(self.warmstart_steps <= updates, "warmstart_steps", self.warmstart_steps,
+              f"worker 0 makes {updates} updates in this run, a push every {self.n_push} of its {steps} steps, and the "
+              f"other workers would wait for the rest until the run ends, never training: use at most {updates}")
+
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client
         parameters = torch.empty(client.layout.size)  # this replica's own copy

@@ -317,3 +317,16 @@ def test_malformed_toml_names_the_file_and_the_line(tmp_path):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"^Invalid config file: '.*nowhere\.toml' \(no such file\)$"):
         load_config(tmp_path / "nowhere.toml")
+
+
+def test_a_warm_start_longer_than_worker_0s_updates_is_refused_rather_than_a_one_worker_run():
+    from lab.experiment import Experiment
+
+    steps = Experiment.build(load_config(None, ["cluster.workers=32"])).steps  # worker 0 pushes every step
+    assert Experiment.build(load_config(None, ["cluster.workers=32", f"protocol.options.warmstart_steps={steps}"]))
+    with pytest.raises(ValueError) as refused:
+        Experiment.build(load_config(None, ["cluster.workers=32", f"protocol.options.warmstart_steps={steps + 1}"]))
+    assert str(refused.value) == (
+        f"Invalid config [protocol]: Invalid warmstart_steps: {steps + 1} (worker 0 makes {steps} updates in this run, "
+        f"a push every 1 of its {steps} steps, and the other workers would wait for the rest until the run ends, "
+        f"never training: use at most {steps})")
