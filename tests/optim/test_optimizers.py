@@ -67,7 +67,17 @@ def test_matches_torch(case, kernel, shape, dtype, default_dtype):
         if scheduler is not None:
             scheduler.step()
     assert state.step == STEPS
-    assert relative_error(ours, theirs.detach()) <= TOLERANCE[dtype]
+    if kernel == "reference" and (case.id, dtype) not in LAST_BITS_DIFFER:
+        assert torch.equal(ours, theirs.detach())  # torch's order of operations: bit for bit
+    else:
+        assert relative_error(ours, theirs.detach()) <= TOLERANCE[dtype]
+
+
+# Where the reference kernel rounds differently from torch in the last bits
+# (README: "what is bit for bit"): NAdam's momentum schedule in float32, and a
+# learning rate a schedule computes in Python floats, in float64.
+LAST_BITS_DIFFER = {("nadam(weight_decay=0.01,momentum_decay=0.008)", torch.float32),
+                    ("adam(ExponentialDecay)", torch.float64), ("adamw(CosineAnnealing)", torch.float64)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
