@@ -74,7 +74,7 @@ def test_matches_torch(case, kernel, shape, dtype, default_dtype):
 
 
 # Where the reference kernel rounds differently from torch in the last bits
-# (README: "what is bit for bit"): NAdam's momentum schedule in float32, and a
+# (as the README's optim section says): NAdam's momentum schedule in float32, and a
 # learning rate a schedule computes in Python floats, in float64.
 LAST_BITS_DIFFER = {("nadam(weight_decay=0.01,momentum_decay=0.008)", torch.float32),
                     ("adam(ExponentialDecay)", torch.float64), ("adamw(CosineAnnealing)", torch.float64)}
