@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 from lab.cli import cluster
 from lab.reports.compare import compare, default_out, describe, parse_sweep, plan
@@ -25,37 +26,24 @@ from lab.runner import INTERRUPTED, run
 from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def number_type(parse: Callable[[str], float], allowed: Callable[[float], bool], expected: str):
+    """An argparse type: ``parse(text)`` when ``allowed`` says yes, else an
+    error saying ``expected`` and what was given."""
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return convert
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 to 65535 (0: any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
-    return value
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
-    return value
+positive_int = number_type(int, lambda n: n >= 1, "a whole number >= 1")
+port_number = number_type(int, lambda n: 0 <= n <= 65535, "a port number from 0 to 65535")  # 0: any free port
+positive_seconds = number_type(float, lambda s: 0 < s < float("inf"), "a number of seconds > 0")
 
 
 def optimizer_names(text: str) -> list[str]:
