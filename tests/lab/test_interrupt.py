@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -47,13 +49,40 @@ def running(pid: int) -> bool:
     return state != "Z"
 
 
-def trained(metrics: Path) -> bool:
-    """Whether the run has recorded an evaluation after some updates."""
-    try:
-        lines = metrics.read_text().splitlines()
-    except FileNotFoundError:
-        return False
-    return any(r["kind"] == "eval" and r.get("updates", 0) > 0 for r in map(json.loads, lines[:-1]))
+def read_until(stream, pattern: bytes, timeout: float) -> bytes:
+    """What ``stream`` gives until it matches ``pattern``: each read waits for
+    the other process to write, so nothing polls."""
+    seen, give_up = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while not re.search(pattern, seen):
+            assert selector.select(give_up - time.monotonic()), seen
+            chunk = os.read(stream.fileno(), 1 << 16)
+            assert chunk, seen  # the program ended before it trained
+            seen += chunk
+    return seen
+
+
+def outlived(pids: set[int], timeout: float) -> list[int]:
+    """The processes of ``pids`` still running after ``timeout`` seconds: each
+    one's pidfd becomes readable when it exits, so this waits on events."""
+    fds = {}
+    for pid in pids:
+        if running(pid):
+            try:
+                fds[os.pidfd_open(pid)] = pid
+            except ProcessLookupError:
+                pass  # gone meanwhile
+    give_up = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        while selector.get_map() and (left := give_up - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                selector.unregister(key.fd)
+    for fd in fds:
+        os.close(fd)
+    return [pid for pid in fds.values() if running(pid)]
 
 
 @pytest.mark.parametrize("backend", ["local", "sim", "grpc", "ray"])
@@ -61,15 +90,13 @@ def test_ctrl_c_stops_the_run_with_one_line_and_leaves_no_process(tmp_path, back
     overrides = [f"out_dir={tmp_path}", f"backend={backend}", *SLOW]
     run_dir = load_config(None, overrides).run_dir
     program = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *(a for o in overrides for a in ("--set", o))],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # Ray's settings: conftest.py
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # Ray's settings: conftest.py
     try:
-        give_up = time.monotonic() + 180
-        while not trained(run_dir / "metrics.jsonl"):  # the other process's file: no event to wait on
-            assert program.poll() is None and time.monotonic() < give_up, program.communicate()
-            time.sleep(0.05)
+        # Training has begun once the progress bar counts a step: "| 12/1200 [".
+        seen = read_until(program.stderr, rb"\| *[1-9][0-9]*/[0-9]+ \[", timeout=180)
         processes = descendants(program.pid)
         os.killpg(program.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        out, err = program.communicate(timeout=60)
+        err = (seen + program.communicate(timeout=60)[1]).decode()
     finally:
         if program.poll() is None:
             os.killpg(program.pid, signal.SIGKILL)
@@ -77,7 +104,5 @@ def test_ctrl_c_stops_the_run_with_one_line_and_leaves_no_process(tmp_path, back
     assert "Traceback" not in err and err.splitlines()[-1] == "asyncps run: interrupted (Ctrl-C)", err
     assert json.loads((run_dir / "summary.json").read_text())["failed"] == "interrupted (Ctrl-C)"
     # A process whose parent has gone (multiprocessing's fork server) may take a moment to see it.
-    give_up = time.monotonic() + 10
-    while (left := [pid for pid in processes if running(pid)]) and time.monotonic() < give_up:
-        time.sleep(0.05)
+    left = outlived(processes, timeout=10)
     assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
