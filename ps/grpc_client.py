@@ -41,6 +41,11 @@ def _error(err: grpc.aio.AioRpcError, address: str) -> Exception:
             grpc.StatusCode.UNAUTHENTICATED: PermissionError}.get(err.code(), ConnectionError)(detail)
 
 
+def token_metadata(token: str | None) -> tuple:
+    """The call metadata that carries the shared token, if there is one."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 def one_message(part: torch.Tensor) -> bool:
     """Whether a shard's part of the float32 parameters travels in one Exchange message rather than a stream."""
     return part.numel() * 4 <= UNARY_BYTES
@@ -77,7 +82,7 @@ class GrpcClient(Client):
         if len(addresses) != layout.num_shards:
             raise ValueError(f"Invalid shard addresses: {len(addresses)} given for {layout.num_shards} shards")
         self.addresses = list(addresses)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata = token_metadata(token)
         self.tls_ca = tls_ca
         self.deadline = deadline
         self.retry_seconds = retry_seconds
@@ -203,7 +208,7 @@ class GrpcClient(Client):
                                                                  timeout=self.deadline))
         try:
             rest, inner, data = without_data(raw, 2, 3)
-            reply, values = ps_pb2.ExchangeReply.FromString(rest), ps_pb2.TensorChunk.FromString(inner or b"")
+            reply, values = ps_pb2.ExchangeReply.FromString(rest), ps_pb2.TensorChunk.FromString(inner)
         except (ValueError, DecodeError) as err:
             raise ConnectionError(f"{self.addresses[shard]}: a malformed Exchange reply ({err})") from None
         push = await self._pushed(shard, reply.push) if header is not None else None
@@ -253,9 +258,6 @@ class GrpcClient(Client):
     # -- the end of a run ------------------------------------------------------
     async def worker_done(self) -> None:
         await self._tell_every_shard("WorkerDone", ps_pb2.WorkerDoneRequest(worker=self.worker))
-
-    async def close_run(self) -> None:
-        await self._tell_every_shard("Close", ps_pb2.StatusRequest())
 
     async def status(self) -> list[ps_pb2.StatusReply]:
         """Every shard's status; their life tokens are known from here on (a restart after this is told)."""

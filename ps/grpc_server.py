@@ -145,7 +145,7 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         head = ps_pb2.ExchangeReply()
         if request.HasField("push"):
             self._refuse_if_closed(context)
-            head.push.CopyFrom(self._push(request.push, (push_data if push_data is not None else b"",), context))
+            head.push.CopyFrom(self._push(request.push, (push_data,), context))
         buffer, version = self._acquire(request.pull, context) if request.HasField("pull") else (None, None)
         if buffer is None:  # no pull, or nobody to answer
             return head.SerializeToString()

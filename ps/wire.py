@@ -93,13 +93,14 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
     raise ValueError("a varint is cut off or longer than 10 bytes")
 
 
-def take_field(raw, field: int) -> tuple[bytes, memoryview | None]:
+def take_field(raw, field: int) -> tuple[bytes, memoryview]:
     """Split a message's top-level field ``field`` (length-delimited: bytes or a
-    message) from the rest: the field as a view of ``raw``, the rest as a
-    message protobuf can parse. A message repeated or given twice keeps the
+    message) from the rest: the field as a view of ``raw`` (empty if absent,
+    as protobuf reads an absent field), the rest as a message protobuf can
+    parse. A message repeated or given twice keeps the
     last occurrence (protobuf merges messages; a difference only a hostile
     sender makes). ValueError if ``raw`` is not protobuf's wire format."""
-    view, rest, found, pos = memoryview(raw), [], None, 0
+    view, rest, found, pos = memoryview(raw), [], memoryview(b""), 0
     while pos < len(view):
         start = pos
         tag, pos = _read_varint(view, pos)
@@ -131,7 +132,7 @@ def decode_data(field: int, raw: bytes, message_type) -> memoryview:
         raise ValueError(f"Malformed chunks: a data message is not a {message_type.__name__} ({err})") from None
     if rest:
         raise ValueError(f"Malformed chunks: a {message_type.__name__} after the first carries more than data")
-    return data if data is not None else memoryview(b"")
+    return data
 
 
 def with_data(head: bytes, field: int, inner: bytes, data_field: int, data) -> bytes:
@@ -142,14 +143,11 @@ def with_data(head: bytes, field: int, inner: bytes, data_field: int, data) -> b
     return b"".join((head, field_prefix(field, len(inner) + len(data_prefix) + len(data)), inner, data_prefix, data))
 
 
-def without_data(raw, field: int, data_field: int) -> tuple[bytes, bytes | None, memoryview]:
+def without_data(raw, field: int, data_field: int) -> tuple[bytes, bytes, memoryview]:
     """The inverse of ``with_data``: the rest of the message, the message field
-    ``field`` without its data (None if absent), and the data (a view)."""
+    ``field`` without its data, and the data (a view); empty when absent."""
     rest, inner = take_field(raw, field)
-    if inner is None:
-        return rest, None, memoryview(b"")
-    inner, data = take_field(inner, data_field)
-    return rest, inner, data if data is not None else memoryview(b"")
+    return rest, *take_field(inner, data_field)
 
 
 def ids_to_bytes(ids: torch.Tensor) -> bytes:

@@ -32,7 +32,7 @@ from lab.backends.health import channel, wait_until_serving
 from lab.evaluator import EVALUATOR
 from lab.metrics import WORKER_PARTS
 from protos import ps_pb2, ps_pb2_grpc
-from ps.grpc_client import GrpcClient
+from ps.grpc_client import GrpcClient, token_metadata
 from ps.recovery import Resumed
 
 RETRY_SECONDS = 30.0  # how long this process's calls retry a shard that does not answer (a restart takes seconds)
@@ -189,7 +189,7 @@ class GrpcBackend(Backend):
         # Blocking calls, on no event loop: the evaluator's loop may still be
         # running in its thread (after a Ctrl-C), and gRPC's poller can wake a
         # loop of this thread after it has closed.
-        metadata = (("authorization", f"Bearer {token}"),) if (token := token_from_env()) else ()
+        metadata = token_metadata(token_from_env())
         for address in self.addresses:
             try:
                 with channel(address, self.tls_ca) as to_shard:
