@@ -92,8 +92,9 @@ def test_ctrl_c_stops_the_run_with_one_line_and_leaves_no_process(tmp_path, back
     program = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *(a for o in overrides for a in ("--set", o))],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # Ray's settings: conftest.py
     try:
-        # Training has begun once the progress bar counts a step: "| 12/1200 [".
-        seen = read_until(program.stderr, rb"\| *[1-9][0-9]*/[0-9]+ \[", timeout=180)
+        # Training is under way once the bar shows an evaluation's accuracy (the first comes after
+        # eval_every updates, once the backend has started everything).
+        seen = read_until(program.stderr, rb"test_acc=", timeout=180)
         processes = descendants(program.pid)
         os.killpg(program.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         err = (seen + program.communicate(timeout=60)[1]).decode()
