@@ -71,8 +71,21 @@ def _one_of(section, name: str, choices) -> None:
     _require(section, name, isinstance(value, str) and value in choices, f"choose one of: {', '.join(sorted(choices))}")
 
 
+def _is_toml(value) -> bool:
+    """A value TOML can write and read back as itself: what a run's config.toml must hold to re-run it."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_toml(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_toml(v) for v in value)
+    return isinstance(value, (bool, int, float, str))
+
+
 def _table(section, name: str, example: str) -> None:
     _require(section, name, isinstance(getattr(section, name), dict), f"must be a table, e.g. {example}")
+    _require(section, name, _is_toml(getattr(section, name)),
+             "must hold only numbers, strings, booleans, lists and tables, so that the run's config.toml "
+             "re-runs it: a learning-rate schedule is a table, e.g. server.schedule = {kind = \"step\", "
+             "step_size = 100}")
 
 
 # -- the sections ----------------------------------------------------------------
@@ -141,10 +154,13 @@ class ServerConfig:
     section: ClassVar[str] = "server"
     optimizer: str = "adagrad"   # the rule each shard applies to pushed gradients: any optim.create name
     options: dict = field(default_factory=lambda: {"lr": 0.1})  # its hyperparameters
+    schedule: dict = field(default_factory=dict)  # the lr's schedule, e.g. {kind = "sgdr", T_0 = 100}; {} = constant
+                                                  # (kinds and keys: optim.schedule_spec; the README's table)
 
     def __post_init__(self):
         _one_of(self, "optimizer", OPTIMIZERS)
         _table(self, "options", "{lr = 0.1}")
+        _table(self, "schedule", '{kind = "step", step_size = 100, gamma = 0.5}')
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,10 @@ class TrainConfig:
     early_stopping: bool = False  # stop when the validation loss stops improving
     patience: int = 5            # evaluations without improvement before stopping: an integer >= 0
     min_delta: float = 0.0       # a smaller improvement does not count: a number >= 0
+    clip_norm: float = 0.0       # workers rescale each gradient to at most this joint L2 norm: a number >= 0 (0: off)
+    clip_value: float = 0.0      # workers clamp each gradient element into [-v, v]: a number >= 0 (0: off)
+    noise_eta: float = 0.0       # workers add N(0, noise_eta / (1 + t)^noise_gamma) to each gradient (Neelakantan
+    noise_gamma: float = 0.55    # et al. 2015; t: the worker's step): numbers >= 0 (noise_eta 0: off)
 
     def __post_init__(self):
         _number(self, "epochs", positive=True)
@@ -166,7 +186,8 @@ class TrainConfig:
         _require(self, "target_accuracy", is_number(value) and 0 < value <= 1, "must be a number in (0, 1]")
         _boolean(self, "early_stopping")
         _int(self, "patience", low=0)
-        _number(self, "min_delta")
+        for name in ("min_delta", "clip_norm", "clip_value", "noise_eta", "noise_gamma"):
+            _number(self, name)
 
 
 @dataclass(frozen=True)

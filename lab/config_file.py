@@ -8,8 +8,8 @@ be one the dataclasses have; a refusal is a ``ValueError`` naming the dotted
 key and the keys there are.
 
 Layering: the file's keys replace the defaults key by key (a section the file
-does not mention keeps its defaults; an open table, ``options`` or one of
-``delays``, replaces the default table whole), then each override sets one
+does not mention keeps its defaults; an open table (a ``dict`` field: ``options``,
+a ``schedule``, one of ``delays``) replaces the default table whole), then each override sets one
 dotted key, and may add keys inside an open table
 (``server.options.momentum=0.9`` keeps the default lr;
 ``delays.push.kind=constant`` then ``delays.push.seconds=0.002`` builds a spec).
@@ -106,7 +106,7 @@ def _apply_override(root: type, tree: dict, override: str) -> None:
         raise ValueError(f"Invalid --set override: {override!r} (expected a dotted key, e.g. {dotted_key})")
     node = tree
     for depth, key in enumerate(path):
-        if key not in node and not (depth >= 2 and _is_open_table(path[0], path[1])):
+        if key not in node and not (depth >= 2 and _is_open_table(root, path[0], path[1])):
             if depth >= 2:
                 raise ValueError(f"Invalid --set override: {override!r} ({path[0]}.{path[1]} is a value, not a table)")
             raise _unknown_key(root, path[0] if depth else "", key)
@@ -128,9 +128,11 @@ def _holds_a_string(root: type, path: list[str]) -> bool:
     return any(f.name == path[-1] and f.type in ("str", str) for f in fields(cls))
 
 
-def _is_open_table(section: str, key: str) -> bool:
-    """Whose keys are the user's: the factories' ``options``, and the delay specs."""
-    return key == "options" or section == "delays"
+def _is_open_table(root: type, section: str, key: str) -> bool:
+    """Whose keys are the user's: a section's fields declared ``dict`` (the factories' ``options``,
+    the schedules, the delay specs)."""
+    cls = _sections(root).get(section)
+    return cls is not None and any(f.name == key and f.type in ("dict", dict) for f in fields(cls))
 
 
 def parse_value(text: str):

@@ -24,6 +24,7 @@ from ps import Layout, ServerRule
 from ps.delays import Delays
 from workers.data_shards import DataShard
 from workers.datasets import Dataset, load_dataset
+from workers.gradient_transforms import GradientTransform
 from workers.model_base import Model
 from workers.models import build_model
 
@@ -53,6 +54,12 @@ def _check_shards(shards: int, model: Model) -> None:
                          f"and each shard should hold at least {MIN_SHARD_PARAMETERS}: use at most {most} shards)")
 
 
+def server_optimizer(config: Config) -> optim.Optimizer:
+    """A fresh [server] optimizer, its lr on the [server] schedule."""
+    server = config.server
+    return optim.create(server.optimizer, schedule=server.schedule, **server.options)
+
+
 @dataclass
 class Experiment:
     config: Config
@@ -80,7 +87,7 @@ class Experiment:
                 raise ValueError(f"protocol {protocol.name!r} does not support sparse tables; model "
                                  f"{config.model.name!r} has {sorted(model.tables)} (use 'downpour')")
         with section("server"):
-            protocol.server_rule(optim.create(config.server.optimizer, **config.server.options), workers)
+            protocol.server_rule(server_optimizer(config), workers)
         with section("data"):
             shards = [DataShard(dataset.train, w, workers, batch_size=config.data.batch_size, seed=config.seed,
                                 curriculum=config.data.curriculum) for w in range(workers)]
@@ -94,8 +101,13 @@ class Experiment:
         delays = Delays(config.delays.specs(), config.seed, workers)  # Config has checked them
         return cls(config, dataset, model, protocol, layout, layout.flatten(dense), tables, shards, steps, delays)
 
+    @property
+    def transform(self) -> GradientTransform:
+        """What every worker does to its gradients: the [train] clipping and noise."""
+        train = self.config.train
+        return GradientTransform(train.clip_norm, train.clip_value, train.noise_eta, train.noise_gamma,
+                                 self.config.seed)
+
     def server_rule(self) -> ServerRule:
         """The rule every shard applies (each shard keeps its own state of it)."""
-        server = self.config.server
-        return self.protocol.server_rule(optim.create(server.optimizer, **server.options),
-                                         self.config.cluster.workers)
+        return self.protocol.server_rule(server_optimizer(self.config), self.config.cluster.workers)

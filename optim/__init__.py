@@ -9,6 +9,8 @@ Learning-rate schedules, gradient noise, clipping and early stopping live
 beside them.
 """
 
+import inspect
+
 from optim.adadelta import Adadelta
 from optim.adagrad import Adagrad
 from optim.adam import Adam, AdamW
@@ -19,6 +21,8 @@ from optim.nadam import NAdam
 from optim.rmsprop import RMSprop
 from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
                               StepDecay, Triangular, Warmup, lr_at)
+from optim.plateau import Plateau, Scaled
+from optim.schedule_spec import from_spec, plateau_of
 from optim.sgd import SGD
 from optim.validation import check_options, choose
 from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
@@ -28,10 +32,14 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
-def create(name: str, **hparams) -> Optimizer:
-    """An optimizer by its name (``"adam"``, ``"sgd"``, ...) and hyperparameters."""
+def create(name: str, schedule: dict | None = None, **hparams) -> Optimizer:
+    """An optimizer by its name (``"adam"``, ``"sgd"``, ...) and hyperparameters; ``schedule``, a
+    config table (``optim.schedule_spec``), turns its ``lr`` (or its default lr) into a schedule."""
     cls = choose(OPTIMIZERS, name, "optimizer name")
     check_options(cls, hparams, f"optimizer {name!r}")
+    if schedule:
+        base = hparams.get("lr", inspect.signature(cls).parameters["lr"].default)
+        hparams = {**hparams, "lr": from_spec(schedule, base)}
     return cls(**hparams)
 
 
@@ -39,6 +47,6 @@ __all__ = [
     "OPTIMIZERS", "Optimizer", "State", "create",
     "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
     "Schedule", "lr_at", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
-    "Triangular", "Noam", "Warmup",
+    "Triangular", "Noam", "Warmup", "from_spec", "plateau_of", "Plateau", "Scaled",
     "GradientNoise", "clip_by_global_norm", "clip_by_value", "EarlyStopping",
 ]

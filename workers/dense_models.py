@@ -16,6 +16,14 @@ one batch, takes those statistics as the running statistics (in a private
 copy of the network), and evaluates in eval mode. The training examples
 come from ``evaluate(..., calibration=split)`` or else from
 ``build_model(..., train=split)``.
+
+Dropout (Srivastava et al., JMLR 2014; ``dropout = p``: on the inputs of
+softmax, after each hidden layer of the MLP, before the CNN's linear layer)
+zeroes each unit with probability p in ``loss`` and scales the
+rest by 1/(1-p); ``evaluate`` runs without it. The masks come from torch's
+global generator: ``WorkerRuntime`` seeds it per step while a model with
+``stochastic`` set computes a gradient, so a run in virtual time draws the
+same masks every time.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from optim.validation import check, check_bool, is_int
+from optim.validation import check, check_bool, is_int, is_number
 from workers.model_base import Model, Tensors
 from workers.splits import DenseSplit, Split
 
@@ -42,10 +50,12 @@ EVAL_CHUNK = 4096  # examples per forward pass in evaluate
 class TorchClassifier(Model):
     """A classifier over ``x`` ``[n, *input_shape]``: mean cross-entropy loss, accuracy."""
 
-    def __init__(self, meta: dict, *, batch_norm: bool = False, train: Split | None = None):
+    def __init__(self, meta: dict, *, batch_norm: bool = False, train: Split | None = None, dropout: float = 0.0):
         check("input_shape" in meta and "num_classes" in meta, f"dataset meta for model {self.name!r}", meta,
               "needs 'input_shape' and 'num_classes': use a dense data set such as 'digits'")
         check_bool(batch_norm, "batch_norm")
+        check(is_number(dropout) and 0 <= dropout < 1, "dropout", dropout, "dropout must be a number in [0, 1)")
+        self.dropout = float(dropout)
         check(train is None or isinstance(train, DenseSplit), "train", type(train).__name__,
               "train must be the dense training split (dataset.train)")
         self.input_shape = tuple(meta["input_shape"])
@@ -87,10 +97,15 @@ class TorchClassifier(Model):
             net = self.network(track_running_stats=False)
         return {name: p.detach() for name, p in net.named_parameters()}, {}
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether ``loss`` draws random numbers (dropout masks)."""
+        return self.dropout > 0
+
     def loss(self, dense: Tensors, rows: Tensors, batch: DenseSplit) -> torch.Tensor:
         check(not self.batch_norm or len(batch) >= 2, "batch for batch_norm", f"{len(batch)} example",
               "batch statistics need a batch_size >= 2")
-        logits = functional_call(self.skeleton(), dense, (batch.x,), strict=True)
+        logits = functional_call(self.skeleton().train(), dense, (batch.x,), strict=True)
         return F.cross_entropy(logits, batch.y)
 
     @torch.no_grad()
@@ -100,7 +115,7 @@ class TorchClassifier(Model):
         (default: the ``train`` split given to ``build_model``)."""
         if not len(split):
             return {"loss": float("nan"), "accuracy": float("nan")}
-        net, inputs = self.skeleton(), dict(dense)
+        net, inputs = self.skeleton().eval(), dict(dense)
         if self.batch_norm:
             net = self.calibrated(dense, calibration if calibration is not None else self.train_split)
             inputs.update(net.named_buffers())
@@ -136,6 +151,8 @@ class Softmax(TorchClassifier):
     def network(self, track_running_stats: bool) -> nn.Module:
         features = math.prod(self.input_shape)
         layers = [("flatten", nn.Flatten())]
+        if self.dropout:  # on the inputs: the only units a linear model has
+            layers.append(("dropout", nn.Dropout(self.dropout)))
         if self.batch_norm:
             layers.append(("bn", self.bn(nn.BatchNorm1d, features, track_running_stats)))
         layers.append(("linear", nn.Linear(features, self.num_classes)))
@@ -149,11 +166,11 @@ class MLP(TorchClassifier):
     name = "mlp"
 
     def __init__(self, meta: dict, *, hidden: list[int] | tuple[int, ...] = (128,), batch_norm: bool = False,
-                 train: Split | None = None):
+                 train: Split | None = None, dropout: float = 0.0):
         check(isinstance(hidden, (list, tuple)) and len(hidden) > 0 and all(is_int(h) for h in hidden),
               "hidden", hidden, "hidden must be a non-empty list of layer widths, integers >= 1, e.g. [64]")
         self.hidden = tuple(hidden)
-        super().__init__(meta, batch_norm=batch_norm, train=train)
+        super().__init__(meta, batch_norm=batch_norm, train=train, dropout=dropout)
 
     def network(self, track_running_stats: bool) -> nn.Module:
         width = math.prod(self.input_shape)
@@ -163,6 +180,8 @@ class MLP(TorchClassifier):
             if self.batch_norm:
                 layers.append((f"bn{i}", self.bn(nn.BatchNorm1d, h, track_running_stats)))
             layers.append((f"relu{i}", nn.ReLU()))
+            if self.dropout:
+                layers.append((f"dropout{i}", nn.Dropout(self.dropout)))
             width = h
         layers.append(("out", nn.Linear(width, self.num_classes)))
         return nn.Sequential(OrderedDict(layers))
@@ -175,11 +194,11 @@ class CNN(TorchClassifier):
 
     name = "cnn"
 
-    def __init__(self, meta: dict, *, batch_norm: bool = False, train: Split | None = None):
+    def __init__(self, meta: dict, *, batch_norm: bool = False, train: Split | None = None, dropout: float = 0.0):
         shape = tuple(meta.get("input_shape", ()))
         check("input_shape" not in meta or (len(shape) == 3 and shape[1] >= 4 and shape[2] >= 4),
               "input_shape for model 'cnn'", shape, "the CNN needs images (channels, height, width) of at least 4x4")
-        super().__init__(meta, batch_norm=batch_norm, train=train)
+        super().__init__(meta, batch_norm=batch_norm, train=train, dropout=dropout)
 
     def network(self, track_running_stats: bool) -> nn.Module:
         channels, height, width = self.input_shape
@@ -189,5 +208,8 @@ class CNN(TorchClassifier):
             if self.batch_norm:
                 layers.append((f"bn{i}", self.bn(nn.BatchNorm2d, c_out, track_running_stats)))
             layers += [(f"relu{i}", nn.ReLU()), (f"pool{i}", nn.MaxPool2d(2))]
-        layers += [("flatten", nn.Flatten()), ("fc", nn.Linear(32 * (height // 4) * (width // 4), self.num_classes))]
+        layers.append(("flatten", nn.Flatten()))
+        if self.dropout:
+            layers.append(("dropout", nn.Dropout(self.dropout)))
+        layers.append(("fc", nn.Linear(32 * (height // 4) * (width // 4), self.num_classes)))
         return nn.Sequential(OrderedDict(layers))

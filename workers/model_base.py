@@ -31,6 +31,7 @@ class Model:
     """
 
     name: ClassVar[str]
+    stochastic: bool = False  # whether loss draws random numbers (dropout): the runtime then seeds them per step
     dense: dict[str, tuple[int, ...]]
     tables: dict[str, tuple[int, int]]
 

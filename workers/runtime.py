@@ -11,17 +11,21 @@ metrics are stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from protocols import Gradient, Protocol
 from ps import Client, ClientWrapper, DelayedClient, Delays, Push, RealClock, ShardClosed
 from workers.data_shards import DataShard
 from workers.gradient import loss_and_grad
+from workers.gradient_transforms import GradientTransform
 from workers.model_base import Model
 
 Record = Callable[..., None]
+_DROPOUT_STREAM = 3  # distinct from the data shards' and the gradient noise's seed streams
 
 
 class RecordingClient(ClientWrapper):
@@ -63,12 +67,14 @@ class WorkerRuntime:
     sim backend charges it in virtual time. ``delays`` (``ps.Delays``, when any
     is active) is the real backends' part: the client waits each call's drawn
     duration on the real clock (``ps.delays.DelayedClient``), after_compute
-    each gradient's.
+    each gradient's. ``transform`` (the run's clipping and noise) changes
+    each gradient before the protocol sees it.
     """
 
     def __init__(self, worker: int, num_workers: int, client: Client, model: Model, data: DataShard, steps: int,
                  record: Record, stopped: Callable[[], bool] = lambda: False,
-                 after_compute: Callable[[], None] | None = None, delays: Delays | None = None):
+                 after_compute: Callable[[], None] | None = None, delays: Delays | None = None,
+                 transform: GradientTransform | None = None):
         if delays is not None and delays.active:
             client = DelayedClient(client, delays.samplers(worker), RealClock())
             after_compute = client.compute
@@ -81,6 +87,7 @@ class WorkerRuntime:
         self.record = record
         self.stopped = stopped
         self.after_compute = after_compute
+        self.transform = None if transform is None else transform.for_worker(worker)
         self.step = 0  # steps taken so far
 
     def batches(self) -> Iterator[object]:
@@ -93,12 +100,27 @@ class WorkerRuntime:
         return self.model.rows(batch)
 
     def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
-        loss, dense, row_grads = loss_and_grad(self.model, params, rows, batch)
+        with self.randomness():
+            grad = Gradient(*loss_and_grad(self.model, params, rows, batch))
+        if self.transform is not None:
+            self.transform(grad, self.step)
         if self.after_compute is not None:
             self.after_compute()
         self.step += 1
-        self.record("train", worker=self.worker, step=self.step, loss=loss, epoch=self.data.epoch)
-        return Gradient(loss, dense, row_grads)
+        self.record("train", worker=self.worker, step=self.step, loss=grad.loss, epoch=self.data.epoch)
+        return grad
+
+    @contextlib.contextmanager
+    def randomness(self):
+        """For a model that draws random numbers (dropout): torch's generator seeded by
+        (seed, worker, step), so a run in virtual time draws the same ones every time."""
+        if not self.model.stochastic:
+            yield
+            return
+        with torch.random.fork_rng(devices=[]):
+            seed = np.random.SeedSequence([self.data.seed, _DROPOUT_STREAM, self.worker, self.step])
+            torch.manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+            yield
 
     async def work(self, protocol: Protocol) -> None:
         """The protocol's loop to its end. A shard closing under a waiting pull

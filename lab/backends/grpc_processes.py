@@ -78,7 +78,8 @@ def work(experiment: Experiment, worker: int, addresses: list[str], run_dir: str
     part = Path(run_dir) / WORKER_PARTS / f"worker-{worker}.jsonl"
     with Metrics(part, start=0.0) as metrics:  # absolute wall times, merged by the evaluator
         runtime = WorkerRuntime(worker, workers, client, experiment.model, experiment.data_shards[worker],
-                                experiment.steps, metrics.record, delays=experiment.delays)
+                                experiment.steps, metrics.record, delays=experiment.delays,
+                                transform=experiment.transform)
 
         async def main():
             await runtime.work(experiment.protocol)

@@ -36,7 +36,7 @@ class LocalBackend(Backend):
         experiment = self.experiment
         runtime = WorkerRuntime(worker, experiment.config.cluster.workers, self._client(worker), experiment.model,
                                 experiment.data_shards[worker], experiment.steps, self.metrics.record, stopped,
-                                delays=experiment.delays)
+                                delays=experiment.delays, transform=experiment.transform)
         self.threads.spawn(f"worker-{worker}", reported(worker, runtime.work(experiment.protocol), ended))
 
     def spawn(self, name, coro) -> None:

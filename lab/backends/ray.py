@@ -153,7 +153,8 @@ class RayBackend(Backend):
                                                  scheduling_strategy="SPREAD")
         model = ray.put(experiment.model)  # one copy in the object store for every worker
         return [remote.remote(w, workers, model, experiment.data_shards[w], experiment.steps, experiment.protocol,
-                              experiment.layout, experiment.delays, self.actors.shards) for w in range(workers)]
+                              experiment.layout, experiment.delays, self.actors.shards, experiment.transform)
+                for w in range(workers)]
 
     def start_worker(self, worker, ended, stopped) -> None:
         self.threads.start(f"follow-worker-{worker}", self.follow, worker, ended)

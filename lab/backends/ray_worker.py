@@ -23,6 +23,7 @@ from ps import Layout
 from ps.delays import Delays
 from ps.ray_client import RayClient
 from workers.data_shards import DataShard
+from workers.gradient_transforms import GradientTransform
 from workers.model_base import Model
 from workers.runtime import WorkerRuntime
 
@@ -31,7 +32,7 @@ FLUSH_SECONDS = 0.05  # how often a worker sends its records: a few dozen small 
 
 class WorkerActor:
     def __init__(self, worker: int, num_workers: int, model: Model, data: DataShard, steps: int,
-                 protocol: Protocol, layout: Layout, delays: Delays, shards: list):
+                 protocol: Protocol, layout: Layout, delays: Delays, shards: list, transform: GradientTransform):
         torch.set_num_threads(1)  # torch's own threads would spin on the cores the other actors need
         self.worker = worker
         self.protocol = protocol
@@ -39,7 +40,8 @@ class WorkerActor:
         self._records: queue.SimpleQueue = queue.SimpleQueue()
         self._ended = threading.Event()
         self._error: BaseException | None = None
-        self.runtime = WorkerRuntime(worker, num_workers, self.client, model, data, steps, self._record, delays=delays)
+        self.runtime = WorkerRuntime(worker, num_workers, self.client, model, data, steps, self._record, delays=delays,
+                                     transform=transform)
 
     def ready(self) -> int:
         return self.worker

@@ -134,7 +134,7 @@ class SimBackend(LocalBackend):
         client = DelayedClient(self._client(worker), samplers, self.sim, self.trace)
         runtime = WorkerRuntime(worker, experiment.config.cluster.workers, client, experiment.model,
                                 experiment.data_shards[worker], experiment.steps, self.metrics.record, stopped,
-                                after_compute=client.compute)
+                                after_compute=client.compute, transform=experiment.transform)
         self.sim.spawn(reported(worker, runtime.work(experiment.protocol), ended), f"worker {worker}")
 
     def spawn(self, name, coro) -> None:

@@ -205,7 +205,8 @@ def test_overrides_apply_over_the_file_in_order(tmp_path):
 
 
 # -- refusals --------------------------------------------------------------------
-TRAIN_KEYS = "early_stopping, epochs, eval_every, min_delta, patience, target_accuracy"
+TRAIN_KEYS = ("clip_norm, clip_value, early_stopping, epochs, eval_every, min_delta, noise_eta, noise_gamma, patience, "
+              "target_accuracy")
 TOP_KEYS = "backend, cluster, data, delays, model, name, out_dir, protocol, ray, recovery, seed, server, train"
 ERRORS = [
     # (file text or None, overrides, the whole message)

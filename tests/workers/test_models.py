@@ -278,7 +278,7 @@ INVALID = [
     ("resnet", DIGITS_META, {}, r"Invalid model name: 'resnet' \(choose one of \['cnn', 'matrix_factorization', "
                                 r"'mlp', 'softmax', 'sparse_logreg'\]\)"),
     ("mlp", DIGITS_META, {"hiden": [8]}, r"Invalid option for model 'mlp': 'hiden' \(allowed options: "
-                                         r"\['batch_norm', 'hidden'\]\)"),
+                                         r"\['batch_norm', 'dropout', 'hidden'\]\)"),
     ("mlp", DIGITS_META, {"hidden": []}, r"Invalid hidden: \[\] \(hidden must be a non-empty list of layer "
                                          r"widths, integers >= 1, e.g. \[64\]\)"),
     ("mlp", DIGITS_META, {"hidden": [8, 0]}, r"Invalid hidden: \[8, 0\]"),
