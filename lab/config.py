@@ -98,6 +98,8 @@ class DataConfig:
     batch_size: int | str = 32   # examples per gradient: an integer >= 1, or "full" (the worker's whole shard)
     curriculum: str = "none"     # order within an epoch: none | easy_to_hard | mixed
     options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {path = "a9a.txt"}
+    batch_schedule: dict = field(default_factory=dict)  # grow the batch by factor at each of epochs (Smith et al.
+                                                        # 2018), e.g. {factor = 2, epochs = [10, 20]}; {} = fixed
 
     def __post_init__(self):
         _one_of(self, "dataset", DATASETS)
@@ -105,6 +107,24 @@ class DataConfig:
                  "must be an integer >= 1 or 'full'")
         _one_of(self, "curriculum", CURRICULA)
         _table(self, "options", "{num_features = 1000}")
+        _table(self, "batch_schedule", "{factor = 2, epochs = [10, 20]}")
+        schedule = self.batch_schedule
+        if schedule:
+            _require(self, "batch_schedule", set(schedule) == {"factor", "epochs"},
+                     "needs exactly the keys factor and epochs, e.g. {factor = 2, epochs = [10, 20]}")
+            _require(self, "batch_schedule", is_number(schedule["factor"]) and schedule["factor"] >= 1,
+                     "its factor must be a number >= 1")
+            epochs = schedule["epochs"]
+            _require(self, "batch_schedule", isinstance(epochs, list) and all(is_int(e) for e in epochs)
+                     and epochs == sorted(set(epochs)), "its epochs must be a list of increasing integers >= 1")
+            _require(self, "batch_schedule", self.batch_size != "full", "cannot grow a batch_size of 'full'")
+
+    @property
+    def growth(self) -> tuple[float, tuple[int, ...]]:
+        """``batch_schedule`` as ``DataShard`` takes it: (factor, epochs)."""
+        if not self.batch_schedule:
+            return 1.0, ()
+        return float(self.batch_schedule["factor"]), tuple(self.batch_schedule["epochs"])
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 and scores them on the validation and test splits as training goes on.
 
 It evaluates after every ``eval_every`` updates applied (on every shard) and, with early stopping on, ends the run
-once the validation loss has stopped improving. The staleness beside each
+once the validation loss has stopped improving. With a plateau schedule on the server optimizer
+(``[server] schedule = {kind = "plateau"}``) it also watches the validation loss for the shards, and tells
+them each new lr factor (after every evaluation from the first cut on, so that a restarted shard has it again). The staleness beside each
 evaluation is derived from the push records when the run is finished
 (``lab.metrics.finalize_metrics``).
 """
@@ -33,6 +35,9 @@ class Evaluator:
         self.eval_every = train.eval_every
         self.early_stopping = (optim.EarlyStopping(train.patience, train.min_delta, mode="min")
                                if train.early_stopping else None)
+        server = experiment.config.server
+        self.plateau = optim.plateau_of(server.schedule)
+        self.base_lr = optim.base_lr(server.optimizer, server.options)
 
     async def read(self, min_version: int = 0) -> tuple[dict, dict, Versions]:
         """A copy of every parameter, named as the model names them, once every
@@ -56,6 +61,17 @@ class Evaluator:
         self.metrics.record("eval", **result)
         return result
 
+    async def watch_plateau(self, result: dict) -> None:
+        """The plateau schedule's step: cut the shards' rate when the validation loss stalls."""
+        if self.plateau is None:
+            return
+        if self.plateau.update(result["val_loss"], self.base_lr):
+            self.metrics.record("event", message=f"lr cut to {self.base_lr * self.plateau.factor:.4g} after "
+                                                 f"{result['updates']} updates: the validation loss has not "
+                                                 f"improved in {self.plateau.patience + 1} evaluations")
+        if self.plateau.factor != 1.0:
+            await self.client.set_lr_factor(self.plateau.factor)
+
     async def run(self) -> None:
         """Evaluate every ``eval_every`` updates until the shards close."""
         next_at = self.eval_every
@@ -63,6 +79,7 @@ class Evaluator:
             while True:
                 result = await self.evaluate(next_at)
                 next_at = result["updates"] + self.eval_every
+                await self.watch_plateau(result)
                 if self.early_stopping is not None and self.early_stopping.update(result["val_loss"]):
                     self.metrics.record("event", message=f"early stopping after {result['updates']} updates: "
                                                          f"no validation improvement in {self.early_stopping.patience}"

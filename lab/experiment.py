@@ -90,10 +90,10 @@ class Experiment:
             protocol.server_rule(server_optimizer(config), workers)
         with section("data"):
             shards = [DataShard(dataset.train, w, workers, batch_size=config.data.batch_size, seed=config.seed,
-                                curriculum=config.data.curriculum) for w in range(workers)]
+                                curriculum=config.data.curriculum, growth=config.data.growth) for w in range(workers)]
         # Shards differ in size by at most one example, so their epochs may differ by
         # a batch: every worker takes the smallest shard's count.
-        steps = max(1, round(config.train.epochs * min(s.batches_per_epoch for s in shards)))
+        steps = max(1, min(s.steps_for(config.train.epochs) for s in shards))
         with section("protocol"):
             protocol.check_steps(steps)
         layout = Layout(model.dense, model.tables, config.cluster.shards)

@@ -32,19 +32,24 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 }
 
 
+def base_lr(name: str, hparams: dict) -> float:
+    """The learning rate ``hparams`` give optimizer ``name`` (its default when they give none)."""
+    cls = choose(OPTIMIZERS, name, "optimizer name")
+    return hparams.get("lr", inspect.signature(cls).parameters["lr"].default)
+
+
 def create(name: str, schedule: dict | None = None, **hparams) -> Optimizer:
     """An optimizer by its name (``"adam"``, ``"sgd"``, ...) and hyperparameters; ``schedule``, a
     config table (``optim.schedule_spec``), turns its ``lr`` (or its default lr) into a schedule."""
     cls = choose(OPTIMIZERS, name, "optimizer name")
     check_options(cls, hparams, f"optimizer {name!r}")
     if schedule:
-        base = hparams.get("lr", inspect.signature(cls).parameters["lr"].default)
-        hparams = {**hparams, "lr": from_spec(schedule, base)}
+        hparams = {**hparams, "lr": from_spec(schedule, base_lr(name, hparams))}
     return cls(**hparams)
 
 
 __all__ = [
-    "OPTIMIZERS", "Optimizer", "State", "create",
+    "OPTIMIZERS", "Optimizer", "State", "create", "base_lr",
     "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
     "Schedule", "lr_at", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
     "Triangular", "Noam", "Warmup", "from_spec", "plateau_of", "Plateau", "Scaled",

@@ -110,6 +110,12 @@ class WorkerDoneRequest(_message.Message):
     worker: int
     def __init__(self, worker: _Optional[int] = ...) -> None: ...
 
+class LrFactorRequest(_message.Message):
+    __slots__ = ("factor",)
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    factor: float
+    def __init__(self, factor: _Optional[float] = ...) -> None: ...
+
 class StatusReply(_message.Message):
     __slots__ = ("shard", "version", "size", "closed", "workers_done", "table_rows", "life", "restored", "replayed")
     class TableRowsEntry(_message.Message):

@@ -69,6 +69,11 @@ class ParameterServerStub:
                 request_serializer=protos_dot_ps__pb2.StatusRequest.SerializeToString,
                 response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.SetLrFactor = channel.unary_unary(
+                '/asyncps.ParameterServer/SetLrFactor',
+                request_serializer=protos_dot_ps__pb2.LrFactorRequest.SerializeToString,
+                response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
+                _registered_method=True)
         self.Exchange = channel.unary_unary(
                 '/asyncps.ParameterServer/Exchange',
                 request_serializer=protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
@@ -129,6 +134,14 @@ class ParameterServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLrFactor(self, request, context):
+        """Annealing on a plateau: the optimizer's rate is its schedule's times factor
+        from the next update (the evaluator decides; see optim.plateau).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Exchange(self, request, context):
         """A push, a pull, or a push then a pull, in one message each way: what the
         client sends for tensors of at most 8 MiB (shards and clients accept
@@ -175,6 +188,11 @@ def add_ParameterServerServicer_to_server(servicer, server):
             'Close': grpc.unary_unary_rpc_method_handler(
                     servicer.Close,
                     request_deserializer=protos_dot_ps__pb2.StatusRequest.FromString,
+                    response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
+            ),
+            'SetLrFactor': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLrFactor,
+                    request_deserializer=protos_dot_ps__pb2.LrFactorRequest.FromString,
                     response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
             ),
             'Exchange': grpc.unary_unary_rpc_method_handler(
@@ -371,6 +389,33 @@ class ParameterServer:
             target,
             '/asyncps.ParameterServer/Close',
             protos_dot_ps__pb2.StatusRequest.SerializeToString,
+            protos_dot_ps__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLrFactor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncps.ParameterServer/SetLrFactor',
+            protos_dot_ps__pb2.LrFactorRequest.SerializeToString,
             protos_dot_ps__pb2.StatusReply.FromString,
             options,
             channel_credentials,

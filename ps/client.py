@@ -72,6 +72,11 @@ class Client(abc.ABC):
     async def aclose(self) -> None:
         """Close what this event loop's calls opened (a transport's channels); the client stays usable."""
 
+    async def set_lr_factor(self, factor: float) -> None:
+        """Tell every shard its optimizer's rate is now its schedule's times ``factor`` (the
+        evaluator's plateau cut; ``Shard.set_lr_factor``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot set the shards' lr factor")
+
     async def push_pull(self, grad: torch.Tensor, read: Versions, out: torch.Tensor,
                         at_least: AtLeast = 0) -> tuple[list[Push], Versions]:
         """``push(grad, read)``, then ``pull(out, at_least)``: a transport that
@@ -188,6 +193,10 @@ class InProcessClient(Client):
             shard.check_push_rows(table, local, grads, version, self.worker)
         return [shard.push_rows(table, local, grads, version, self.worker) for shard, local, grads, version in work]
 
+    async def set_lr_factor(self, factor):
+        for shard in self.shards:
+            shard.set_lr_factor(factor)
+
 
 class ClientWrapper(Client):
     """Forwards every verb to ``inner``; a wrapper overrides what it adds to
@@ -213,3 +222,6 @@ class ClientWrapper(Client):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    async def set_lr_factor(self, factor) -> None:
+        await self.inner.set_lr_factor(factor)

@@ -259,6 +259,9 @@ class GrpcClient(Client):
     async def worker_done(self) -> None:
         await self._tell_every_shard("WorkerDone", ps_pb2.WorkerDoneRequest(worker=self.worker))
 
+    async def set_lr_factor(self, factor) -> None:
+        await self._tell_every_shard("SetLrFactor", ps_pb2.LrFactorRequest(factor=factor))
+
     async def status(self) -> list[ps_pb2.StatusReply]:
         """Every shard's status; their life tokens are known from here on (a restart after this is told)."""
         replies = await asyncio.gather(*(self._status(s) for s in range(self.layout.num_shards)))

@@ -219,11 +219,19 @@ class ShardServicer(ps_pb2_grpc.ParameterServerServicer):
         self.shard.close()
         return self.Status(request, context)
 
+    def SetLrFactor(self, request, context):
+        try:
+            self.shard.set_lr_factor(request.factor)
+        except ValueError as err:
+            _invalid(context, err)
+        return self.Status(request, context)
+
 
 def handlers(servicer: ShardServicer) -> grpc.GenericRpcHandler:
     """The service's methods. The tensor streams pass raw bytes (see ps.wire):
     pull streams are encoded by the servicer, push streams decoded by it."""
-    small = {"Status": ps_pb2.StatusRequest, "WorkerDone": ps_pb2.WorkerDoneRequest, "Close": ps_pb2.StatusRequest}
+    small = {"Status": ps_pb2.StatusRequest, "WorkerDone": ps_pb2.WorkerDoneRequest, "Close": ps_pb2.StatusRequest,
+             "SetLrFactor": ps_pb2.LrFactorRequest}
     methods = {name: grpc.unary_unary_rpc_method_handler(
         getattr(servicer, name), request_deserializer=request.FromString,
         response_serializer=ps_pb2.StatusReply.SerializeToString) for name, request in small.items()}

@@ -109,6 +109,9 @@ class RayClient(Client):
                        for shard, positions, local in routed])
         return self._pushes([shard for shard, _, _ in routed], answers)
 
+    async def set_lr_factor(self, factor):
+        get([shard.set_lr_factor.remote(factor) for shard in self.shards])
+
     def _pushes(self, shards, answers) -> list[Push]:
         pushes = []
         for shard, (read_version, version, applied, life) in zip(shards, answers):

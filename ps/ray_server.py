@@ -110,6 +110,9 @@ class ShardActor:
         self._after(push.applied)
         return push.read_version, push.version, push.applied, self.life.token
 
+    def set_lr_factor(self, factor: float) -> None:
+        self.shard.set_lr_factor(factor)
+
     def release(self, reader) -> None:
         """End ``reader``'s loan (a worker that died will not call again)."""
         self._lend(reader, None)

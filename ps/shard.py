@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import torch
 
-from optim.validation import is_int
+import optim
+from optim.validation import is_int, is_number
 from ps.flat import MAX_ABS, Flat, all_usable
 from ps.journal import Journal
 from ps.publication import Publication
@@ -166,6 +167,24 @@ class Shard:
             self.staleness[worker][version - read_version] += 1
         return Push(self.index, worker, read_version, version, applied)
 
+    # -- annealing on a plateau ----------------------------------------------------------
+    def set_lr_factor(self, factor: float) -> None:
+        """From the next update, the rule's optimizer's rate is its schedule's times ``factor``
+        (the evaluator's plateau cut, ``optim.plateau``); a ValueError when the optimizer's
+        lr is not a plateau schedule or the factor is not in (0, 1]."""
+        scaled = self._scaled_lr()
+        if scaled is None:
+            raise ValueError(f"Invalid lr factor for shard {self.index}: its optimizer's lr is not a plateau schedule "
+                             "(set [server] schedule = {kind = \"plateau\"})")
+        if not (is_number(factor) and 0 < factor <= 1):
+            raise ValueError(f"Invalid lr factor for shard {self.index}: {factor!r} (must be a number in (0, 1])")
+        with self.lock:
+            scaled.factor = float(factor)
+
+    def _scaled_lr(self) -> optim.Scaled | None:
+        lr = getattr(getattr(self.rule, "optimizer", None), "lr", None)
+        return lr if isinstance(lr, optim.Scaled) else None
+
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to resume: values, tables, version and the rule's state."""
@@ -178,6 +197,7 @@ class Shard:
                 "tables": {name: t.clone() for name, t in self.tables.items()},
                 "rule_state": self.rule.state_dict(self.rule_state),
                 "table_states": {name: self.rule.state_dict(s) for name, s in self.table_states.items()},
+                "lr_factor": None if self._scaled_lr() is None else self._scaled_lr().factor,
             }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -187,6 +207,8 @@ class Shard:
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
             self.accepted = int(saved["accepted"])
+            if saved.get("lr_factor") is not None and self._scaled_lr() is not None:
+                self._scaled_lr().factor = float(saved["lr_factor"])
             self.dense.restore(saved["values"], int(saved["version"]))
 
 

@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from optim.validation import check, check_int, is_int
+from optim.validation import check, check_int, is_int, is_number
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
 
 __all__ = ["DataShard", "shard_indices", "difficulty", "CURRICULA", "MIXED_RANDOM_FRACTION"]
@@ -106,10 +106,15 @@ class DataShard:
     epoch is kept), 1 (stochastic) or ``"full"`` (the whole shard each step:
     batch gradient descent). It iterates forever (the worker counts its
     steps); ``epoch`` is the epoch the last batch yielded belongs to (0-based).
+
+    ``growth = (factor, epochs)`` grows the batch: from each epoch of
+    ``epochs`` on, it is ``factor`` times larger again (rounded, at most the
+    shard), as Smith et al. grow it in place of decaying the learning rate
+    ("Don't Decay the Learning Rate, Increase the Batch Size", ICLR 2018).
     """
 
     def __init__(self, split: Split, worker: int, num_workers: int, *, batch_size: int | str, seed: int,
-                 curriculum: str = "none"):
+                 curriculum: str = "none", growth: tuple[float, tuple[int, ...]] = (1.0, ())):
         _check_worker(worker, num_workers)
         check(num_workers <= len(split), "num_workers", num_workers,
               f"each worker needs at least one example: num_workers must be <= len(split) = {len(split)}")
@@ -122,6 +127,11 @@ class DataShard:
         self.data = split.subset(self.indices)
         self.batch_size = len(self.data) if batch_size == "full" else min(batch_size, len(self.data))
         self.full = batch_size == "full"
+        factor, epochs = growth
+        check(is_number(factor) and factor >= 1, "growth factor", factor, "the batch's growth factor must be >= 1")
+        check(all(is_int(e) for e in epochs) and list(epochs) == sorted(set(epochs)), "growth epochs", epochs,
+              "the epochs the batch grows at must be increasing integers >= 1")
+        self.growth = (float(factor), tuple(epochs))
         self.score = difficulty(split)[self.indices.numpy()] if curriculum != "none" else None
         self.epoch = 0
 
@@ -129,9 +139,24 @@ class DataShard:
         """Examples in the shard."""
         return len(self.data)
 
+    def batch_size_at(self, epoch: int) -> int:
+        """The batch size of epoch ``epoch``: ``batch_size`` grown at each growth epoch passed."""
+        factor, epochs = self.growth
+        grown = sum(1 for e in epochs if e <= epoch)
+        return min(len(self.data), round(self.batch_size * factor**grown))
+
+    def batches_in(self, epoch: int) -> int:
+        return math.ceil(len(self.data) / self.batch_size_at(epoch))
+
     @property
     def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        """The batches of the first epoch (of every epoch, when the batch does not grow)."""
+        return self.batches_in(0)
+
+    def steps_for(self, epochs: float) -> int:
+        """The batches of the first ``epochs`` epochs (a fraction of the last one's, rounded)."""
+        whole = math.floor(epochs)
+        return sum(self.batches_in(e) for e in range(whole)) + round((epochs - whole) * self.batches_in(whole))
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Positions into ``self.data`` in the order epoch ``epoch`` presents them."""
@@ -154,8 +179,9 @@ class DataShard:
             yield self.data  # order is irrelevant to the full gradient: no copy
             return
         order = torch.from_numpy(self.epoch_order(epoch))
-        for start in range(0, len(order), self.batch_size):
-            yield self.data.subset(order[start:start + self.batch_size])
+        size = self.batch_size_at(epoch)
+        for start in range(0, len(order), size):
+            yield self.data.subset(order[start:start + size])
 
     def __iter__(self) -> Iterator[Split]:
         for epoch in itertools.count():
