@@ -24,7 +24,7 @@ from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, 
 from optim.plateau import Plateau, Scaled
 from optim.schedule_spec import from_spec, plateau_of
 from optim.sgd import SGD
-from optim.validation import check_options, choose
+from optim.validation import check, check_options, choose
 from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -38,6 +38,14 @@ def base_lr(name: str, hparams: dict) -> float:
     return hparams.get("lr", inspect.signature(cls).parameters["lr"].default)
 
 
+def local_schedule(spec: dict, lr: float):
+    """A worker-side rate on the schedule ``spec`` (``from_spec``): every kind but plateau,
+    whose cuts come from the evaluator to the shards."""
+    check(spec.get("kind") != "plateau", "schedule", spec, "a plateau schedule anneals the server optimizer "
+          "([server] schedule), which the evaluator's validation loss reaches; a local rate needs a fixed schedule")
+    return from_spec(spec, lr)
+
+
 def create(name: str, schedule: dict | None = None, **hparams) -> Optimizer:
     """An optimizer by its name (``"adam"``, ``"sgd"``, ...) and hyperparameters; ``schedule``, a
     config table (``optim.schedule_spec``), turns its ``lr`` (or its default lr) into a schedule."""
@@ -49,7 +57,7 @@ def create(name: str, schedule: dict | None = None, **hparams) -> Optimizer:
 
 
 __all__ = [
-    "OPTIMIZERS", "Optimizer", "State", "create", "base_lr",
+    "OPTIMIZERS", "Optimizer", "State", "create", "base_lr", "local_schedule",
     "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
     "Schedule", "lr_at", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
     "Triangular", "Noam", "Warmup", "from_spec", "plateau_of", "Plateau", "Scaled",

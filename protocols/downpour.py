@@ -14,6 +14,10 @@ n_push)``::
         if (step + 1) % n_push == 0: push(accrued); accrued = 0
         step += 1
 
+``local_schedule`` puts alpha on a schedule over the worker's own steps
+(a table as ``optim.schedule_spec`` reads it, e.g. ``{kind = "exponential",
+gamma = 0.999}``; every kind but plateau, which needs the evaluator).
+
 With ``staleness_lr`` the server divides each update's learning rate by the
 push's staleness, lr / staleness (Zhang, Gupta, Lian & Liu, "Staleness-aware
 Async-SGD for Distributed Deep Learning", IJCAI 2016); a fresh push uses lr.
@@ -29,7 +33,7 @@ every step, whatever n_fetch and n_push say: the rows change with the batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -49,6 +53,7 @@ class Downpour(Protocol):
     local_lr: float = 0.0  # alpha: the client's own step between fetches (0: none)
     warmstart_steps: int = 0  # worker 0 alone until every shard has applied this many updates
     staleness_lr: bool = False  # divide each update's lr by its push's staleness (Zhang et al. 2016)
+    local_schedule: dict = field(default_factory=dict)  # alpha's schedule over the worker's steps; {} = constant
 
     def __post_init__(self):
         check_int(self.n_fetch, "n_fetch")
@@ -56,6 +61,9 @@ class Downpour(Protocol):
         check(is_number(self.local_lr) and self.local_lr >= 0, "local_lr", self.local_lr, "local_lr must be >= 0")
         check_int(self.warmstart_steps, "warmstart_steps", low=0)
         check_bool(self.staleness_lr, "staleness_lr")
+        check(not self.local_schedule or self.local_lr > 0, "local_schedule", self.local_schedule,
+              "local_schedule schedules local_lr: set local_lr > 0 too")
+        optim.local_schedule(self.local_schedule, self.local_lr)  # a bad table fails here, not in a worker
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
         return ApplyEach(optimizer, staleness_aware=self.staleness_lr)
@@ -73,6 +81,7 @@ class Downpour(Protocol):
         if ctx.worker > 0 and self.warmstart_steps:
             await client.pull(parameters, self.warmstart_steps)
         accrued, pending, fetched = None, 0, -1
+        alpha = optim.local_schedule(self.local_schedule, self.local_lr)
         for step, batch in enumerate(ctx.batches()):
             if step % self.n_fetch == 0 and fetched != step:
                 read = await client.pull(parameters)
@@ -80,7 +89,7 @@ class Downpour(Protocol):
             g = ctx.gradient(parameters, rows.values, batch)
             await push_rows(ctx, rows, g)
             if self.local_lr:
-                parameters.add_(g.dense, alpha=-self.local_lr)
+                parameters.add_(g.dense, alpha=-optim.lr_at(alpha, step))
             accrued = g.dense if accrued is None else accrued.add_(g.dense)  # a gradient is the caller's own
             pending += 1
             if pending == self.n_push:
