@@ -16,6 +16,14 @@ one MeanSquare on the server, updated by every push before its λ_t is taken.
 The paper's CIFAR-10 settings are the defaults: λ = 0.04 for DC-ASGD-c (also
 MXNet's ``dcasgd`` default), λ0 = 2, m = 0.95 and eps = 1e-7 for DC-ASGD-a.
 
+On a sparse table (``push_rows``) MeanSquare is lazy, as the server
+optimizers' row state is: a push updates only the rows r it touches (their
+duplicate ids summed first), MeanSquare[r] <- m MeanSquare[r] + (1 − m) g_r²,
+and an untouched row's MeanSquare stays as it is until a push touches it.
+A dense push of the whole table, zero in the other rows, would instead decay
+their MeanSquare by m each time; lazily, a rarely pushed row keeps a larger
+MeanSquare, hence a smaller λ_t, than it would have there.
+
 w − w_bak(m) is exact here: the sum of the parameter changes the shard
 applied since the version the push says its worker read
 (``protocols.update_log``). Multiverso instead sets w_bak(m) just after m's

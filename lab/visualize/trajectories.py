@@ -1,10 +1,26 @@
 """``asyncps visualize``: every optimizer's path on the 2-D test surfaces.
 
-A reproduction of Images 5 and 6 of Ruder's "An overview of gradient descent
-optimization algorithms" (2016), driven by the real ``optim`` optimizers. The
-paths are computed in :mod:`lab.visualize.surfaces` (so tests check what the pictures
-claim without rendering them); this module draws them — a PNG and an animated
-GIF per surface — and writes them with ``trajectories.json`` and a summary.
+The surfaces of Images 5 and 6 of Ruder's "An overview of gradient descent
+optimization algorithms" (2016), Beale's function and the saddle x^2 - y^2,
+crossed by the real ``optim`` optimizers with learning rates of our choosing
+(:data:`lab.visualize.surfaces.RECIPES` says which and why). In the default
+300 steps they show:
+
+- the saddle, as in Image 6: SGD does not escape; Momentum and NAG do, but
+  only after every adaptive method has (steps 72 and 67; the adaptive methods
+  by step 54);
+- Beale's function, unlike Image 5: Momentum and NAG are led off-track, as
+  there (NAG less far), yet reach the minimum first (steps 77 and 73; the
+  next, Adam, at 253), while Adagrad, Adadelta and RMSprop, which converge
+  quickly in Image 5, do not reach it within 300 steps. Image 5's rates are
+  not given; with other hyperparameters those three do arrive (Adadelta with
+  eps 0.1 at step 47, before NAG).
+
+Both outcomes depend on the rates (plain SGD at lr 0.05, for one, escapes
+the saddle at step 73). The paths are computed in
+:mod:`lab.visualize.surfaces` (so tests check these claims without rendering
+them); this module draws them — a PNG and an animated GIF per surface — and
+writes them with ``trajectories.json`` and a summary.
 """
 
 from __future__ import annotations

@@ -85,16 +85,30 @@ def test_quickstart_from_the_command_line(tmp_path, capsys):
     assert code == 0
     run_dir = tmp_path / "quickstart"
     summary = json.loads((run_dir / "summary.json").read_text())
-    # The quickstart reaches the 95% target during the run. Where its final
-    # evaluation lands varies with how the four threads interleave: 95-98%
-    # typically, and once 94.99% (one test image short) on a loaded machine.
-    assert summary["time_to_target"] is not None and summary["best_test_accuracy"] >= 0.95
-    assert summary["final"]["test_accuracy"] >= 0.93
+    # On four real threads the result varies with their interleaving: in 30 runs
+    # here, 21 of them beside other quickstarts on 2 busy cores, the best
+    # evaluation was 95.8-97.8% and the final one 95.3-97.5%; runs elsewhere have
+    # missed the 95% target (a CI failure) and ended at 94.99%. The bounds keep
+    # ten test images (of 359) below the worst seen; the target itself is checked
+    # in virtual time, below, where the run is the same every time.
+    assert summary["best_test_accuracy"] >= 0.93
+    assert summary["final"]["test_accuracy"] >= 0.92
+    assert summary["updates"] == 1200 and summary["failed"] is None
     for plot in ("loss.png", "accuracy.png", "staleness.png"):
         with Image.open(run_dir / plot) as image:
             assert image.size[0] > 600
     out = capsys.readouterr().out
     assert "test_accuracy" in out and str(run_dir) in out
+
+
+def test_quickstart_in_virtual_time_reaches_its_target_the_same_every_time(tmp_path):
+    # The sim backend draws the interleaving from seeded delays: this run is the
+    # same whatever the load (its metrics byte-identical, as test_sim checks).
+    assert main(["run", "--no-progress", "--backend", "sim", "--set", f"out_dir={tmp_path}"]) == 0
+    summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
+    assert summary["time_to_target"] == 156.0  # virtual seconds
+    assert summary["best_test_accuracy"] == summary["final"]["test_accuracy"] == 346 / 359
+    assert summary["updates"] == 1200 and summary["failed"] is None
 
 
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path, capsys):

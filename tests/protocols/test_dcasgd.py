@@ -104,6 +104,35 @@ def test_adaptive_lambda_follows_the_mean_square_of_the_gradients():
     torch.testing.assert_close(state.mean_square, mean_square, rtol=1e-14, atol=0)
 
 
+def test_adaptive_mean_square_on_rows_is_lazy():
+    # Only the rows a push touches decay and take in g^2 (duplicates summed first);
+    # the others keep their MeanSquare, and each touched row's lambda_t is taken from its own.
+    lr, lambda0, m, eps = 0.1, 2.0, 0.95, 1e-7
+    rule = DCASGD(adaptive=True).server_rule(optim.SGD(lr=lr), 2)
+    table0 = torch.arange(12, dtype=torch.float64).view(6, 2) / 10
+    table, state = table0.clone(), rule.init(table0)
+    g1 = torch.tensor([[1.0, -1.0], [2.0, 0.5]], dtype=torch.float64)
+    rule.apply_rows(table, torch.tensor([1, 3]), g1, state, worker=1, staleness=0, version=0)
+    after_first = torch.zeros(6, 2, dtype=torch.float64)
+    after_first[[1, 3]] = (1 - m) * g1 * g1
+    torch.testing.assert_close(state.mean_square, after_first, rtol=1e-15, atol=0)
+
+    g = torch.tensor([[0.5, 2.0], [-1.0, 1.0], [3.0, 3.0]], dtype=torch.float64)
+    rule.apply_rows(table, torch.tensor([3, 4, 3]), g, state, worker=0, staleness=1, version=1)  # read at 0
+    g3, g4 = g[0] + g[2], g[1]
+    expected = after_first.clone()  # rows 0, 1, 2 and 5 untouched: row 1 keeps (1 - m) g1^2, undecayed
+    expected[3] = m * after_first[3] + (1 - m) * g3 * g3
+    expected[4] = m * after_first[4] + (1 - m) * g4 * g4
+    torch.testing.assert_close(state.mean_square, expected, rtol=1e-15, atol=0)
+
+    lam3 = lambda0 / (expected[3] + eps).sqrt()
+    rows = table0.clone()
+    rows[[1, 3]] -= lr * g1
+    rows[3] -= lr * (g3 + lam3 * g3 * g3 * (-lr * g1[1]))  # row 3 moved since worker 0 read it
+    rows[4] -= lr * g4  # row 4 had not: no compensation, whatever its lambda_t
+    torch.testing.assert_close(table, rows, rtol=1e-14, atol=1e-14)
+
+
 def test_defaults_are_the_papers_lambdas():
     assert DCASGD().lam == 0.04 and DCASGD(adaptive=True).lam == 2.0 and DCASGD(lambda_=0.5, adaptive=True).lam == 0.5
 
