@@ -331,3 +331,26 @@ def test_a_warm_start_longer_than_worker_0s_updates_is_refused_rather_than_a_one
         f"Invalid config [protocol]: Invalid warmstart_steps: {steps + 1} (worker 0 makes {steps} updates in this run, "
         f"a push every 1 of its {steps} steps, and the other workers would wait for the rest until the run ends, "
         f"never training: use at most {steps})")
+
+
+def test_options_that_toml_cannot_write_are_refused_so_every_config_toml_re_runs():
+    import optim
+    from lab.config import Config, ServerConfig
+
+    with pytest.raises(ValueError) as refused:
+        Config(server=ServerConfig(options={"lr": optim.StepDecay(0.1, 10)}))
+    assert str(refused.value) == (
+        "Invalid config value server.options = {'lr': StepDecay(lr=0.1, step_size=10, gamma=0.1)} (must hold only "
+        "numbers, strings, booleans, lists and tables, so that the run's config.toml re-runs it: a learning-rate "
+        'schedule is a table, e.g. server.schedule = {kind = "step", step_size = 100})')
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_schedule={factor = 0.5, epochs = [2]}", "its factor must be a number >= 1"),
+    ("data.batch_schedule={factor = 2}", "needs exactly the keys factor and epochs, e.g. {factor = 2, epochs = [10, 20]}"),
+    ("data.batch_schedule={factor = 2, epochs = [3, 2]}", "its epochs must be a list of increasing integers >= 1"),
+])
+def test_a_bad_batch_schedule_says_what_to_fix(override, message):
+    with pytest.raises(ValueError) as refused:
+        load_config(None, [override])
+    assert str(refused.value).endswith(f"({message})")

@@ -58,3 +58,26 @@ def test_technique_runs_from_toml_changes_the_run_and_reruns_from_its_config(tmp
     assert summary["final"] != baseline["final"]  # the key did something
     rerun_dir = run(load_config(tmp_path / "technique" / "config.toml"), progress=False)
     assert json.loads((rerun_dir / "summary.json").read_text())["final"] == summary["final"]
+
+
+def test_a_plateau_cuts_the_shards_rate_when_the_validation_loss_stalls(tmp_path):
+    config = load_config(None, SMALL + [f"out_dir={tmp_path}", "server.options.lr=0.5", "train.epochs=4",
+                                        'server.schedule={kind = "plateau", factor = 0.5, patience = 0}'])
+    run_dir = run(config, progress=False)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    cuts = [r["message"] for r in records if r["kind"] == "event" and r["message"].startswith("lr cut")]
+    evaluations = [r for r in records if r["kind"] == "eval"]
+    stalls = [b for a, b in zip(evaluations, evaluations[1:]) if b["val_loss"] >= a["val_loss"]]
+    assert cuts and len(cuts) <= len(stalls)
+    assert cuts[0].startswith("lr cut to 0.25 after ")
+
+
+def test_a_local_schedule_changes_the_local_steps_and_a_constant_one_changes_nothing(tmp_path):
+    def final(*schedule):
+        config = load_config(None, SMALL + [f"out_dir={tmp_path}", "protocol.options.n_fetch=4",
+                                            "protocol.options.local_lr=0.01", *schedule])
+        return json.loads((run(config, progress=False) / "summary.json").read_text())["final"]
+
+    plain = final()
+    assert final('protocol.options.local_schedule={kind = "exponential", gamma = 1.0}') == plain
+    assert final('protocol.options.local_schedule={kind = "exponential", gamma = 0.9}') != plain

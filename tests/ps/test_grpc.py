@@ -414,3 +414,38 @@ def test_concurrent_clients_every_acknowledged_push_is_in_the_version_and_memory
         assert resident_mb(process.pid) < warm + 64  # 800 more pushes kept nothing
     finally:
         stop(process)
+
+
+def test_an_lr_factor_is_refused_unless_the_server_optimizer_is_on_a_plateau_and_it_is_in_0_1(cluster, tmp_path):
+    _, addresses = cluster
+    with grpc.insecure_channel(addresses[0]) as channel:  # the module's cluster: Adagrad at a constant rate
+        with pytest.raises(grpc.RpcError) as refused:
+            ps_pb2_grpc.ParameterServerStub(channel).SetLrFactor(ps_pb2.LrFactorRequest(factor=0.5), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == ("Invalid lr factor for shard 0: its optimizer's lr is not a plateau schedule "
+                                       '(set [server] schedule = {kind = "plateau"})')
+    config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=1", 'server.optimizer="sgd"',
+                               "server.options.lr=0.1", 'server.schedule.kind="plateau"')
+    process, address = start_server(config_path, 0)
+    try:
+        wait_until_serving(address, timeout=120, process=process)
+        experiment = Experiment.build(load_config(config_path))
+        client = GrpcClient(experiment.layout, [address], 0)
+
+        async def cut_then_push():
+            for hostile in (float("nan"), -1.0, 0.0, 1.5):
+                with pytest.raises(ValueError, match=r"must be a number in \(0, 1\]"):
+                    await client.set_lr_factor(hostile)
+            before = torch.empty(experiment.layout.size)
+            read = await client.pull(before)
+            await client.set_lr_factor(0.25)
+            await client.push(torch.ones(experiment.layout.size), read)
+            after = torch.empty(experiment.layout.size)
+            await client.pull(after)
+            await client.aclose()
+            return before, after
+
+        before, after = asyncio.run(cut_then_push())
+        assert torch.allclose(after, before - 0.025)
+    finally:
+        stop(process)

@@ -576,3 +576,32 @@ def test_a_save_cut_short_leaves_the_last_checkpoint_whole_and_no_partial_file_b
     assert checkpoint.restore(restarted, path, run="r")[0] == 1
     assert_same(restarted.state_dict(), shard.state_dict())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.pt"]
+
+
+def test_a_plateau_cut_scales_the_next_updates_and_survives_a_checkpoint():
+    shard = make_shard(optim.SGD(lr=optim.from_spec({"kind": "plateau"}, 0.1)))
+    start = pulled(shard)
+    shard.set_lr_factor(0.5)
+    receive(shard, torch.ones(WIDTH), 0)
+    assert torch.allclose(pulled(shard), start - 0.05)
+    restored = make_shard(optim.SGD(lr=optim.from_spec({"kind": "plateau"}, 0.1)))
+    restored.load_state_dict(shard.state_dict())
+    receive(restored, torch.ones(WIDTH), 1)
+    assert torch.allclose(pulled(restored), start - 0.1)
+
+
+@pytest.mark.parametrize("lr, factor, message", [
+    (0.1, 0.5, "Invalid lr factor for shard 0: its optimizer's lr is not a plateau schedule "
+               '(set [server] schedule = {kind = "plateau"})'),
+    (optim.Scaled(0.1), float("nan"), "Invalid lr factor for shard 0: nan (must be a number in (0, 1])"),
+    (optim.Scaled(0.1), 0.0, "Invalid lr factor for shard 0: 0.0 (must be a number in (0, 1])"),
+    (optim.Scaled(0.1), 2.0, "Invalid lr factor for shard 0: 2.0 (must be a number in (0, 1])"),
+])
+def test_a_bad_lr_factor_is_refused_and_changes_nothing(lr, factor, message):
+    shard = make_shard(optim.SGD(lr=lr))
+    with pytest.raises(ValueError) as refused:
+        shard.set_lr_factor(factor)
+    assert str(refused.value) == message
+    start = pulled(shard)
+    receive(shard, torch.ones(WIDTH), 0)
+    assert torch.allclose(pulled(shard), start - 0.1)

@@ -234,3 +234,16 @@ def test_invalid_shard_request_is_refused_with_the_fix(override, message):
 def test_every_curriculum_runs():
     for curriculum in CURRICULA:
         assert len(list(DataShard(numbered(12), 0, 2, batch_size=4, seed=0, curriculum=curriculum).batches(0))) == 2
+
+
+def test_a_growing_batch_grows_by_its_factor_at_each_epoch_given_and_the_steps_count_it():
+    from workers.splits import DenseSplit
+
+    split = DenseSplit(torch.zeros(100, 2), torch.zeros(100, dtype=torch.int64))
+    shard = DataShard(split, 0, 1, batch_size=10, seed=0, growth=(2.0, (1, 3)))
+    assert [shard.batch_size_at(e) for e in range(5)] == [10, 20, 20, 40, 40]
+    assert [shard.batches_in(e) for e in range(4)] == [10, 5, 5, 3]
+    assert shard.steps_for(3.5) == 10 + 5 + 5 + 2
+    sizes = [len(batch) for _, batch in zip(range(23), shard)]
+    assert sizes == [10] * 10 + [20] * 10 + [40, 40, 20]
+    assert DataShard(split, 0, 1, batch_size=60, seed=0, growth=(2.0, (1,))).batch_size_at(1) == 100  # the shard

@@ -314,3 +314,21 @@ def test_invalid_model_request_is_refused_with_the_fix(name, meta, options, mess
 
 def test_every_model_has_refusal_rows():
     assert {name for name, _, _, _ in INVALID} >= set(MODELS)
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp", "cnn"])
+def test_dropout_drops_units_in_training_only(name):
+    data = load_dataset("digits", seed=0)
+    model = build_model(name, data.meta, dropout=0.5)
+    plain = build_model(name, data.meta)
+    dense, _ = model.init(0)
+    batch = data.train.subset(torch.arange(64))
+    assert model.stochastic and not plain.stochastic
+    torch.manual_seed(1)
+    first = model.loss(dense, {}, batch).item()
+    torch.manual_seed(1)
+    assert model.loss(dense, {}, batch).item() == first  # the masks come from torch's generator
+    torch.manual_seed(2)
+    assert model.loss(dense, {}, batch).item() != first
+    assert first != plain.loss(dense, {}, batch).item()
+    assert model.evaluate(dense, {}, data.test) == plain.evaluate(dense, {}, data.test)  # no dropout when scoring
