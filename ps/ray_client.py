@@ -37,6 +37,21 @@ from ps.ray_server import tensor
 from ps.shard import Push
 
 PUT_BYTES = 100 * 1024  # Ray's limit for arguments inlined in the call; larger ones go to the object store
+SETTLE_SECONDS = 1.0  # how long a failed fan-out waits for the other shards' answers
+
+
+def _fetch_the_others(refs) -> None:
+    """After one shard's call failed, fetch the others' answers (as many as arrive within
+    ``SETTLE_SECONDS``): Ray prints an error nobody fetched as a traceback on the console
+    (at the end of a run, each shard's ShardClosed to the evaluator's last pull)."""
+    if not isinstance(refs, list):
+        return
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=SETTLE_SECONDS)
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except RayTaskError:
+            pass
 
 
 def get(refs):
@@ -44,6 +59,7 @@ def get(refs):
     try:
         return ray.get(refs)
     except RayTaskError as err:
+        _fetch_the_others(refs)
         if isinstance(err.cause, Exception):
             raise err.cause from None
         raise
