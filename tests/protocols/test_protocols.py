@@ -91,16 +91,6 @@ def test_one_worker_without_delay_is_sequential_training(tmp_path, name, options
     assert torch.allclose(exp.layout.flatten(saved["dense"]), flat, rtol=0, atol=1e-6)
 
 
-def test_ssp_with_bound_zero_is_synchronous_sgd(tmp_path):
-    common = ["cluster.workers=3", "cluster.shards=2", "train.epochs=2", "delays.compute={kind = 'uniform', "
-              "low = 0.5, high = 1.5}"]
-    ssp = config_for(tmp_path / "ssp", "ssp", {"staleness": 0}, "adam", {"lr": 0.01}, *common)
-    sync = config_for(tmp_path / "sync", "sync", {}, "adam", {"lr": 0.01}, *common)
-    ours, theirs = (torch.load(run(c, progress=False) / "model.pt")["dense"] for c in (ssp, sync))
-    for name in ours:
-        assert torch.equal(ours[name], theirs[name]), name
-
-
 class Recording(WorkerRuntime):
     """A worker runtime that keeps every parameter vector its gradients were taken at."""
 
