@@ -48,6 +48,11 @@ def _check_worker(worker: int, num_workers: int) -> None:
     check(worker < num_workers, "worker", worker, f"worker must be in [0, num_workers={num_workers})")
 
 
+def _part(n: int, worker: int, num_workers: int) -> tuple[int, int]:
+    """Where worker ``worker``'s part of a permutation of ``n`` starts and stops."""
+    return worker * n // num_workers, (worker + 1) * n // num_workers
+
+
 def shard_indices(n: int, worker: int, num_workers: int, seed: int) -> torch.Tensor:
     """The sorted example positions (int64) worker ``worker`` owns among ``n``: a seeded permutation
     of ``range(n)`` cut into ``num_workers`` contiguous parts whose sizes differ by at most one."""
@@ -55,8 +60,14 @@ def shard_indices(n: int, worker: int, num_workers: int, seed: int) -> torch.Ten
     check_int(n, "n", low=0)
     check_int(seed, "seed", low=0)
     permutation = np.random.default_rng([seed, _PARTITION_STREAM]).permutation(n)
-    start, stop = worker * n // num_workers, (worker + 1) * n // num_workers
+    start, stop = _part(n, worker, num_workers)
     return torch.from_numpy(np.sort(permutation[start:stop]).astype(np.int64))
+
+
+def _batch_length(examples: int, batch_size: int, step: int) -> int:
+    """The examples in batch ``step`` (counted over the epochs) of a shard of ``examples``."""
+    per_epoch = math.ceil(examples / batch_size)
+    return min(batch_size, examples - (step % per_epoch) * batch_size)
 
 
 def difficulty(split: Split) -> np.ndarray:
@@ -122,6 +133,9 @@ class DataShard:
         self.data = split.subset(self.indices)
         self.batch_size = len(self.data) if batch_size == "full" else min(batch_size, len(self.data))
         self.full = batch_size == "full"
+        # Every worker's shard size and batch size, which the split's size decides alike for all.
+        sizes = [stop - start for start, stop in (_part(len(split), w, num_workers) for w in range(num_workers))]
+        self.shard_batches = [(size, size if self.full else min(batch_size, size)) for size in sizes]
         self.score = difficulty(split)[self.indices.numpy()] if curriculum != "none" else None
         self.epoch = 0
 
@@ -132,6 +146,13 @@ class DataShard:
     @property
     def batches_per_epoch(self) -> int:
         return math.ceil(len(self.data) / self.batch_size)
+
+    def batch_sizes(self, step: int) -> list[int]:
+        """The examples in every worker's batch number ``step`` (0-based, counted
+        over the epochs), worker by worker. Each worker counts them alone: the
+        shards of a split are cut alike, and only an epoch's last batch is short."""
+        check_int(step, "step", low=0)
+        return [_batch_length(examples, batch_size, step) for examples, batch_size in self.shard_batches]
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Positions into ``self.data`` in the order epoch ``epoch`` presents them."""
