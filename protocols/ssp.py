@@ -22,16 +22,20 @@ Here::
 The shard's version counts the clocks every worker has completed, so the
 bound is a pull waiting for version c - s (Petuum Bösen's SSP reads a row
 once its clock is at least the reader's clock minus s, the same condition).
-Each gradient is applied on arrival, before the push is acknowledged, so
-the worker's next read, made after that acknowledgement, includes it on
-every backend: read-my-writes holds without the paper's client cache.
+A push is marked applied, counted as an update, only when it completes the
+slowest worker's clock; the others change the values all the same. Each
+gradient is applied on arrival, before the push is acknowledged, so the
+worker's next read, made after that acknowledgement, includes it on every
+backend: read-my-writes holds without the paper's client cache.
 
 With s = 0 this is bulk synchronous parallel with updates applied one by
 one: no worker reads for clock c before all N have pushed clock c - 1, and
-the N gradients of clock c are N separate steps of the server optimizer
-(with SGD, N times the step of synchronous SGD's mean), each taken at a read
-that may include some of the clock's earlier arrivals. It is not
-synchronous SGD (``sync``), which averages a round's gradients into one step.
+the N gradients of clock c are N separate steps of the server optimizer,
+each taken at a read that may include some of the clock's earlier arrivals
+(with plain SGD, when every read of a clock comes before its first push,
+the N steps add up to N times synchronous SGD's step on their mean). It is
+not synchronous SGD (``sync``), which averages a round's gradients into one
+step.
 
 Dense parameters only.
 """

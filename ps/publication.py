@@ -48,7 +48,7 @@ class Applied(enum.IntEnum):
 
     KEPT = 0  # nothing changed: the gradient was buffered or dropped
     NEW_VERSION = 1  # the values changed, and the version counts one more update
-    SAME_VERSION = 2  # the values changed within the version: readers see them, waits do not end
+    SAME_VERSION = 2  # the values changed within the version: readers see them; no wait ends, no update is counted
 
 
 Update = Callable[[Flat, "Flat | None"], "bool | Applied"]  # (values, out or None: in place) -> what it did
@@ -123,8 +123,8 @@ class Publication:
     # -- updating (one at a time: the caller serializes updates) -----------------------
     def update(self, apply: Update) -> tuple[int, bool]:
         """Run ``apply(values, out)`` as the next update; the version it
-        arrived at, and whether it was applied (the values changed; the
-        version advanced unless ``apply`` said ``SAME_VERSION``)."""
+        arrived at, and whether it made a new version (``SAME_VERSION``
+        publishes changed values but answers False: no update is counted)."""
         with self._lock:
             current, version = self._published, self.version
             if not current.holds:
@@ -133,7 +133,7 @@ class Publication:
                 applied = apply(current.flat, None)
                 if applied == Applied.NEW_VERSION:
                     self._advance()
-                return version, bool(applied)
+                return version, applied == Applied.NEW_VERSION
             out = self._spare.pop() if self._spare else Buffer(Flat.of(torch.empty(self.size)))
         applied = apply(current.flat, out.flat)
         with self._lock:
@@ -145,7 +145,7 @@ class Publication:
                     self._advance()
             else:
                 self._spare.append(out)
-        return version, bool(applied)
+        return version, applied == Applied.NEW_VERSION
 
     def advance(self) -> int:
         """Count an update that changed none of these values (a sparse table's

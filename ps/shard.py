@@ -39,7 +39,9 @@ class Push(NamedTuple):
     worker: int
     read_version: int
     version: int  # the shard's version when the push arrived
-    applied: bool  # False: buffered or dropped by the rule (synchronous SGD); True: the values changed
+    # True: counted as an update, a new version. False: buffered or dropped (synchronous SGD), or
+    # applied within the version (stale synchronous parallel, whose version counts completed clocks).
+    applied: bool
 
     @property
     def staleness(self) -> int:

@@ -26,13 +26,13 @@ def test_each_gradient_is_applied_on_arrival_and_the_version_counts_the_clocks_e
     shard = ssp_shard()
     g = [torch.tensor([1.0, 2.0, 4.0]) * 2.0 ** -k for k in range(4)]  # sums exact in float32
     first = shard.push(Flat.of(g[0]), 0, worker=0)
-    assert first.applied and first.version == 0
     assert torch.equal(shard.dense.values, -g[0])  # at once: worker 1 has not pushed its clock 0
+    assert first.version == 0 and not first.applied  # no clock completed: no new version, no update counted
     shard.push(Flat.of(g[1]), 0, worker=0)  # worker 0's clock 1, two clocks ahead
     assert shard.version == 0 and torch.equal(shard.dense.values, -(g[0] + g[1]))
     saved = shard.state_dict()  # mid-clock: worker 0 ahead, worker 1 at clock 0
 
-    assert shard.push(Flat.of(g[2]), 0, worker=1).version == 0
+    assert shard.push(Flat.of(g[2]), 0, worker=1).applied
     assert shard.version == 1  # every worker has completed clock 0
     shard.push(Flat.of(g[3]), 1, worker=1)
     assert shard.version == 2 and torch.equal(shard.dense.values, -(g[0] + g[1] + g[2] + g[3]))

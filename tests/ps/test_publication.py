@@ -219,10 +219,10 @@ def test_an_update_within_the_version_publishes_its_values_and_keeps_the_version
         add(values, out)
         return Applied.SAME_VERSION
 
-    assert publication.update(within) == (0, True)  # in place: no holds
+    assert publication.update(within) == (0, False)  # in place (no holds), and no update counted
     assert np.array_equal(values(publication), full(STEP))
     held, version = publication.acquire()
-    assert publication.update(within) == (0, True)  # into a spare, published
+    assert publication.update(within) == (0, False)  # into a spare, published
     assert publication.version == 0 and version == 0
     assert np.array_equal(held.flat.array, full(STEP))  # a held buffer still holds still
     assert np.array_equal(values(publication), full(2 * STEP))
