@@ -37,6 +37,10 @@ class WorkerContext(Interface):
     def rows(self, batch) -> dict[str, torch.Tensor]:
         """Per sparse table, the sorted unique global row ids ``batch`` touches."""
 
+    def batch_sizes(self, step: int) -> list[int]:
+        """The examples in every worker's batch number ``step`` (0-based), worker
+        by worker: what a synchronous round weighs each worker's gradient by."""
+
     def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
         """Loss and gradients at the flat dense ``params`` and the pulled ``rows``
         values: new tensors each call, the caller's to keep or change."""

@@ -2,84 +2,91 @@ r"""Stale synchronous parallel: Ho, Cipar, Cui, Lee, Kim, Gibbons, Gibson,
 Ganger & Xing, "More Effective Distributed ML via a Stale Synchronous
 Parallel Parameter Server", NIPS 2013.
 
-Each worker counts its own clock: the mini-batches it has pushed. A worker
-may run ahead of the slowest one by at most ``staleness`` = s clocks. Before
-it computes clock c, its read waits until every update of clocks up to
-c - s - 1 is in the parameters::
+Each worker counts its own clock: the mini-batches it has pushed, one update
+a clock. Updates are additive and applied as they arrive. The paper's
+guarantees, with staleness bound s (``staleness``):
+
+- bounded staleness: a worker at clock c reads only once every worker has
+  completed clock c - s - 1, so its read includes every update stamped
+  c - s - 1 or earlier; the fastest worker runs at most s clocks ahead of
+  the slowest, which never waits for it;
+- reads may be fresher: they include whatever else has arrived;
+- read-my-writes: a worker's read includes all of its own updates.
+
+Here::
 
     worker:  for c = 0, 1, ...: theta, v <- pull(wait for version c - s); g <- gradient(theta, batch); push(g, v)
-    shard:   keep each clock's gradients apart; once clock c has all N, apply their mean:
-             theta <- step(theta, mean(g of clock c)); version <- c + 1
+    shard:   on each push: theta <- step(theta, g)      # the [server] optimizer, at once
+             clock[worker] += 1; version <- min over the workers of clock
 
-The shard's version counts the clocks applied. A clock's gradients are
-averaged and applied as one update, as synchronous SGD does, so s = 0 is
-synchronous SGD exactly, and a larger s lets fast workers run ahead instead
-of waiting at every clock. Reads may be fresher than the bound requires:
-they see every clock applied so far. Unlike the paper's client cache, a
-worker's own gradient shows in its reads only once its clock is complete.
+The shard's version counts the clocks every worker has completed, so the
+bound is a pull waiting for version c - s (Petuum Bösen's SSP reads a row
+once its clock is at least the reader's clock minus s, the same condition).
+A push is marked applied, counted as an update, only when it completes the
+slowest worker's clock; the others change the values all the same. Each
+gradient is applied on arrival, before the push is acknowledged, so the
+worker's next read, made after that acknowledgement, includes it on every
+backend: read-my-writes holds without the paper's client cache.
 
-Dense parameters only, like synchronous SGD.
+With s = 0 this is bulk synchronous parallel with updates applied one by
+one: no worker reads for clock c before all N have pushed clock c - 1, and
+the N gradients of clock c are N separate steps of the server optimizer,
+each taken at a read that may include some of the clock's earlier arrivals
+(with plain SGD, when every read of a clock comes before its first push,
+the N steps add up to N times synchronous SGD's step on their mean). It is
+not synchronous SGD (``sync``), which averages a round's gradients into one
+step.
+
+Dense parameters only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
 import optim
-from optim.validation import check_int
+from optim.validation import check, check_int
 from protocols.base import Protocol, WorkerContext
-from ps import ServerRule
+from ps import Applied, ServerRule
 
 
 @dataclass
 class ClockState:
     optimizer: optim.State
-    clocks: dict[int, int] = field(default_factory=dict)  # worker -> gradients it has pushed
-    pending: dict[int, list] = field(default_factory=dict, repr=False)  # clock -> [sum of its gradients, count]
+    clocks: list[int]  # per worker: the clocks it has completed (its pushes to this shard)
 
 
-class ApplyEachClock:
-    """Sum each clock's gradients apart; apply a clock's mean once all ``needed`` workers have pushed it.
+class ApplyOnArrival:
+    """Apply every gradient at once with the server optimizer; count each worker's
+    clocks, and make a new version only when the slowest worker completes one."""
 
-    Clock c completes only after every worker pushed clock c - 1, so clocks
-    are applied in order, one update each."""
-
-    def __init__(self, optimizer: optim.Optimizer, needed: int):
+    def __init__(self, optimizer: optim.Optimizer, num_workers: int):
         self.optimizer = optimizer
-        self.needed = needed
+        self.num_workers = num_workers
 
     def init(self, values: torch.Tensor) -> ClockState:
-        return ClockState(self.optimizer.init(values))
+        return ClockState(self.optimizer.init(values), [0] * self.num_workers)
 
-    def apply(self, values, grad, state: ClockState, out, *, worker, staleness, version) -> bool:
-        clock = state.clocks.get(worker, 0)
-        state.clocks[worker] = clock + 1
-        if clock not in state.pending:
-            state.pending[clock] = [grad.tensor.clone(), 1]
-        else:
-            state.pending[clock][0].add_(grad.tensor)
-            state.pending[clock][1] += 1
-        total, count = state.pending[clock]
-        if count < self.needed:
-            return False
-        del state.pending[clock]
-        self.optimizer.step(values.tensor, total.div_(count), state.optimizer, out=None if out is None else out.tensor)
-        return True
+    def apply(self, values, grad, state: ClockState, out, *, worker, staleness, version) -> Applied:
+        check(0 <= worker < self.num_workers, "worker", worker,
+              f"workers are numbered 0..{self.num_workers - 1}, the num_workers given to server_rule")
+        completed = min(state.clocks)
+        state.clocks[worker] += 1
+        self.optimizer.update(values.array, grad.array, state.optimizer, None if out is None else out.array)
+        return Applied.NEW_VERSION if min(state.clocks) > completed else Applied.SAME_VERSION
 
     def apply_rows(self, table, ids, grad_rows, state, *, worker, staleness, version) -> bool:
-        raise ValueError("Invalid push: SSP averages dense gradients only "
+        raise ValueError("Invalid push: SSP counts clocks over dense gradients only "
                          "(use protocol 'downpour' for models with sparse tables)")
 
     def state_dict(self, state: ClockState) -> dict:
-        return {"optimizer": state.optimizer.state_dict(), "clocks": dict(state.clocks),
-                "pending": {clock: [total.clone(), count] for clock, (total, count) in state.pending.items()}}
+        return {"optimizer": state.optimizer.state_dict(), "clocks": list(state.clocks)}
 
     def load_state_dict(self, saved: dict) -> ClockState:
-        return ClockState(optim.State.from_state_dict(saved["optimizer"]), dict(saved["clocks"]),
-                          {clock: [total.clone(), count] for clock, (total, count) in saved["pending"].items()})
+        return ClockState(optim.State.from_state_dict(saved["optimizer"]), [int(c) for c in saved["clocks"]])
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,10 @@ class SSP(Protocol):
         check_int(self.staleness, "staleness", low=0)
 
     def server_rule(self, optimizer: optim.Optimizer, num_workers: int) -> ServerRule:
-        return ApplyEachClock(optimizer, self.min_workers(num_workers))
+        return ApplyOnArrival(optimizer, num_workers)
 
     def min_workers(self, num_workers: int) -> int:
-        return num_workers  # every clock waits for every worker's gradient
+        return num_workers  # the version waits for the slowest worker's clock: every worker must go on
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client

@@ -4,14 +4,31 @@ Every worker pulls version v, computes a gradient on its own mini-batch and
 pushes it. Each shard waits until it has the gradients for version v, then
 applies their average once, making version v + 1::
 
-    worker:  loop: theta, v <- pull(wait for version v); g <- gradient(theta, batch); push(g, v); v <- v + 1
+    worker:  loop: theta, v <- pull(wait for version v); g <- gradient(theta, batch)
+                   push(N n_w / (n_1 + ... + n_N) * g, v); v <- v + 1
     shard:   collect g from the workers at version v; theta <- step(theta, mean(g)); v <- v + 1
 
-With N workers this is mini-batch SGD on a batch N times larger, one update
-per round. With ``backup_workers = b`` (Chen, Pan, Monga, Bengio & Jozefowicz,
+With N workers a round is one step of mini-batch SGD on the union of their
+batches. A worker's gradient is the mean over its own batch, and an epoch's
+last batch is short when batch_size does not divide the worker's shard, so
+worker w weighs its gradient by N n_w / (n_1 + ... + n_N), n_j being the
+examples in worker j's batch of the same step (``ctx.batch_sizes``: the
+shards of a split are cut alike, so each worker counts every worker's batch
+without asking). The mean of the weighted gradients is then
+sum_w n_w g_w / sum_j n_j, the gradient of the union batch; when the
+batches are equal every weight is exactly 1.
+
+With ``backup_workers = b`` (Chen, Pan, Monga, Bengio & Jozefowicz,
 "Revisiting Distributed Synchronous SGD", 2016), a shard applies after the
 first N - b gradients. The stragglers' gradients for a version already
-applied are dropped, so the slowest b workers never hold up a round.
+applied are dropped, so the slowest b workers never hold up a round. The
+weights stay those of all N batches: a round applies the sum of the arrived
+batches' per-example gradients divided by (N - b) / N of the examples in
+all N batches of that step. That is SGD on the union of the arrived batches
+when they hold their share of the step's examples, always so when every
+batch is full (Chen et al.'s equal weights); when a short batch is among
+them or among the dropped, the step is that much shorter or longer. A
+straggler that skipped rounds weighs its batch by its own step's sizes.
 
 A run is ``steps`` rounds. A straggler skips the rounds it missed and so
 has batches left at the end. It stops when the last round has been applied,
@@ -99,10 +116,14 @@ class Sync(Protocol):
         client = ctx.client
         parameters = torch.empty(client.layout.size)
         wanted = 0  # the round to read
-        for batch in ctx.batches():
+        for step, batch in enumerate(ctx.batches()):
             if int(wanted) >= ctx.steps:  # every round of the run has been applied
                 return
             read = await client.pull(parameters, wanted)
             g = ctx.gradient(parameters, {}, batch)
+            sizes = ctx.batch_sizes(step)
+            weight = len(sizes) * sizes[ctx.worker] / sum(sizes)  # N n_w / sum_j n_j
+            if weight != 1.0:
+                g.dense.mul_(weight)
             await client.push(g.dense, read)
             wanted = read.next()

@@ -11,11 +11,15 @@ and never wait behind one that has readers:
 
 Pulls may wait for a version (``acquire(at_least=v)``); closing the
 publication ends every such wait with ``ShardClosed``. Nothing here knows
-about optimizers or gradients: the update is a callable.
+about optimizers or gradients: the update is a callable, which says what it
+did (``Applied``): usually each change makes a new version, but an update
+may change the values within the version (stale synchronous parallel, whose
+version counts the clocks every worker has completed).
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from functools import partial
 from typing import Callable
@@ -39,7 +43,15 @@ class Buffer:
         self.holds = 0
 
 
-Update = Callable[[Flat, "Flat | None"], bool]  # (values, out or None: in place) -> whether it changed them
+class Applied(enum.IntEnum):
+    """What an update did. ``False`` and ``True`` are ``KEPT`` and ``NEW_VERSION``."""
+
+    KEPT = 0  # nothing changed: the gradient was buffered or dropped
+    NEW_VERSION = 1  # the values changed, and the version counts one more update
+    SAME_VERSION = 2  # the values changed within the version: readers see them; no wait ends, no update is counted
+
+
+Update = Callable[[Flat, "Flat | None"], "bool | Applied"]  # (values, out or None: in place) -> what it did
 
 
 class Publication:
@@ -111,16 +123,17 @@ class Publication:
     # -- updating (one at a time: the caller serializes updates) -----------------------
     def update(self, apply: Update) -> tuple[int, bool]:
         """Run ``apply(values, out)`` as the next update; the version it
-        arrived at, and whether it was applied (and the version advanced)."""
+        arrived at, and whether it made a new version (``SAME_VERSION``
+        publishes changed values but answers False: no update is counted)."""
         with self._lock:
             current, version = self._published, self.version
             if not current.holds:
                 # Nobody reads the published values: update them in place (no spare
                 # buffer to stream through), under the lock so no read sees half of it.
                 applied = apply(current.flat, None)
-                if applied:
+                if applied == Applied.NEW_VERSION:
                     self._advance()
-                return version, applied
+                return version, applied == Applied.NEW_VERSION
             out = self._spare.pop() if self._spare else Buffer(Flat.of(torch.empty(self.size)))
         applied = apply(current.flat, out.flat)
         with self._lock:
@@ -128,10 +141,11 @@ class Publication:
                 self._published = out
                 if not current.holds:  # its readers let go during the update
                     self._spare.append(current)
-                self._advance()
+                if applied == Applied.NEW_VERSION:
+                    self._advance()
             else:
                 self._spare.append(out)
-        return version, applied
+        return version, applied == Applied.NEW_VERSION
 
     def advance(self) -> int:
         """Count an update that changed none of these values (a sparse table's

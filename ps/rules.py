@@ -15,6 +15,7 @@ import torch
 
 import optim
 from ps.flat import Flat
+from ps.publication import Applied
 
 
 class ServerRule(Interface):
@@ -22,12 +23,15 @@ class ServerRule(Interface):
         """The rule's state for one tensor (the dense slice, or one table)."""
 
     def apply(self, values: Flat, grad: Flat, state: Any, out: Flat | None, *,
-              worker: int, staleness: int, version: int) -> bool:
+              worker: int, staleness: int, version: int) -> bool | Applied:
         """Write the updated values into ``out`` (``None``: into ``values``, in
-        place) and return True; or keep the gradient, or drop it, and return
-        False, leaving ``values`` as they are. Each argument is a checked
-        float32 vector as a tensor and a numpy array over the same memory:
-        a rule in torch ops reads ``.tensor``, an optimizer's kernel ``.array``."""
+        place) and return True, a new version; or keep the gradient, or drop
+        it, and return False, leaving ``values`` as they are. A rule whose
+        version counts something other than updates returns
+        ``Applied.SAME_VERSION`` for an update that leaves it unchanged. Each
+        argument is a checked float32 vector as a tensor and a numpy array
+        over the same memory: a rule in torch ops reads ``.tensor``, an
+        optimizer's kernel ``.array``."""
 
     def apply_rows(self, table: torch.Tensor, ids: torch.Tensor, grad_rows: torch.Tensor, state: Any, *,
                    worker: int, staleness: int, version: int) -> bool:

@@ -1,8 +1,9 @@
 """A parameter-server shard: one slice of the model, its server rule, a version clock.
 
-``version`` counts the updates applied. Every push carries the version its
-gradient was computed from, and ``staleness = version - read_version`` is
-recorded for each push, per worker.
+``version`` counts the updates applied (or what the rule counts instead:
+the clocks every worker has completed, for stale synchronous parallel). Every
+push carries the version its gradient was computed from, and ``staleness =
+version - read_version`` is recorded for each push, per worker.
 
 The dense slice, ``dense``, is a ``Publication`` (copy-on-write, version waits): the
 shard reads from it and updates it through the rule. Sparse tables are
@@ -39,7 +40,9 @@ class Push(NamedTuple):
     worker: int
     read_version: int
     version: int  # the shard's version when the push arrived
-    applied: bool  # False: buffered or dropped by the rule (synchronous SGD)
+    # True: counted as an update, a new version. False: buffered or dropped (synchronous SGD), or
+    # applied within the version (stale synchronous parallel, whose version counts completed clocks).
+    applied: bool
 
     @property
     def staleness(self) -> int:

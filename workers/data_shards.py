@@ -48,6 +48,11 @@ def _check_worker(worker: int, num_workers: int) -> None:
     check(worker < num_workers, "worker", worker, f"worker must be in [0, num_workers={num_workers})")
 
 
+def _part(n: int, worker: int, num_workers: int) -> tuple[int, int]:
+    """Where worker ``worker``'s part of a permutation of ``n`` starts and stops."""
+    return worker * n // num_workers, (worker + 1) * n // num_workers
+
+
 def shard_indices(n: int, worker: int, num_workers: int, seed: int) -> torch.Tensor:
     """The sorted example positions (int64) worker ``worker`` owns among ``n``: a seeded permutation
     of ``range(n)`` cut into ``num_workers`` contiguous parts whose sizes differ by at most one."""
@@ -55,8 +60,27 @@ def shard_indices(n: int, worker: int, num_workers: int, seed: int) -> torch.Ten
     check_int(n, "n", low=0)
     check_int(seed, "seed", low=0)
     permutation = np.random.default_rng([seed, _PARTITION_STREAM]).permutation(n)
-    start, stop = worker * n // num_workers, (worker + 1) * n // num_workers
+    start, stop = _part(n, worker, num_workers)
     return torch.from_numpy(np.sort(permutation[start:stop]).astype(np.int64))
+
+
+def _batch_size(examples: int, batch_size: int, growth: tuple[float, tuple[int, ...]], epoch: int) -> int:
+    """The batch size of epoch ``epoch`` in a shard of ``examples``: ``batch_size`` times the growth
+    factor once for each growth epoch reached, rounded, at most the shard."""
+    factor, epochs = growth
+    return min(examples, round(batch_size * factor ** sum(1 for e in epochs if e <= epoch)))
+
+
+def _batch_length(examples: int, batch_size: int, growth: tuple[float, tuple[int, ...]], step: int) -> int:
+    """The examples in batch ``step`` (counted over the epochs) of a shard of ``examples``."""
+    epoch = 0
+    while True:
+        size = _batch_size(examples, batch_size, growth, epoch)
+        per_epoch = math.ceil(examples / size)
+        if step < per_epoch or not growth[1] or epoch >= growth[1][-1]:  # from here on every epoch is alike
+            return min(size, examples - (step % per_epoch) * size)
+        step -= per_epoch
+        epoch += 1
 
 
 def difficulty(split: Split) -> np.ndarray:
@@ -127,11 +151,15 @@ class DataShard:
         self.data = split.subset(self.indices)
         self.batch_size = len(self.data) if batch_size == "full" else min(batch_size, len(self.data))
         self.full = batch_size == "full"
+        self.requested = batch_size  # before it is cut to this shard: other shards' batches start from it
         factor, epochs = growth
         check(is_number(factor) and factor >= 1, "growth factor", factor, "the batch's growth factor must be >= 1")
         check(all(is_int(e) for e in epochs) and list(epochs) == sorted(set(epochs)), "growth epochs", epochs,
               "the epochs the batch grows at must be increasing integers >= 1")
         self.growth = (float(factor), tuple(epochs))
+        # Every worker's shard size, which the split's size decides alike for all.
+        self.shard_sizes = [stop - start for start, stop in
+                            (_part(len(split), w, num_workers) for w in range(num_workers))]
         self.score = difficulty(split)[self.indices.numpy()] if curriculum != "none" else None
         self.epoch = 0
 
@@ -141,9 +169,7 @@ class DataShard:
 
     def batch_size_at(self, epoch: int) -> int:
         """The batch size of epoch ``epoch``: ``batch_size`` grown at each growth epoch passed."""
-        factor, epochs = self.growth
-        grown = sum(1 for e in epochs if e <= epoch)
-        return min(len(self.data), round(self.batch_size * factor**grown))
+        return _batch_size(len(self.data), self.batch_size, self.growth, epoch)
 
     def batches_in(self, epoch: int) -> int:
         return math.ceil(len(self.data) / self.batch_size_at(epoch))
@@ -157,6 +183,14 @@ class DataShard:
         """The batches of the first ``epochs`` epochs (a fraction of the last one's, rounded)."""
         whole = math.floor(epochs)
         return sum(self.batches_in(e) for e in range(whole)) + round((epochs - whole) * self.batches_in(whole))
+
+    def batch_sizes(self, step: int) -> list[int]:
+        """The examples in every worker's batch number ``step`` (0-based, counted
+        over the epochs), worker by worker. Each worker counts them alone: the
+        shards of a split are cut alike, and only an epoch's last batch is short."""
+        check_int(step, "step", low=0)
+        return [_batch_length(examples, examples if self.full else self.requested, self.growth, step)
+                for examples in self.shard_sizes]
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Positions into ``self.data`` in the order epoch ``epoch`` presents them."""

@@ -99,6 +99,9 @@ class WorkerRuntime:
     def rows(self, batch) -> dict[str, torch.Tensor]:
         return self.model.rows(batch)
 
+    def batch_sizes(self, step: int) -> list[int]:
+        return self.data.batch_sizes(step)
+
     def gradient(self, params: torch.Tensor, rows: dict[str, torch.Tensor], batch) -> Gradient:
         with self.randomness():
             grad = Gradient(*loss_and_grad(self.model, params, rows, batch))

@@ -184,7 +184,8 @@ def _plot_staleness(run: Run) -> Path:
         applied = np.array([r.get("applied", True) is not False for r in pushes])
         bins = staleness_bins([staleness])
         parts = [staleness[applied], staleness[~applied]]
-        labels = ["applied", "not applied"]
+        # Not applied: buffered or dropped (sync), or applied within a clock not yet complete (ssp).
+        labels = ["applied: a new version", "no new version"]
         colours = ["#4c72b0", "#dd8452"]
         if applied.all():
             parts, labels, colours = parts[:1], ["applied push"], colours[:1]

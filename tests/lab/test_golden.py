@@ -94,6 +94,25 @@ def test_sync_k_workers_equals_single_process_training_on_the_concatenated_batch
     assert relative_error(final_flat(config, saved), sequential(config, concatenated)) <= 1e-5
 
 
+def union_batches(exp):
+    """Each step's batches of every worker, as one batch."""
+    for batches in zip(*(iter(shard) for shard in exp.data_shards)):
+        yield DenseSplit(torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches]))
+
+
+@backends
+def test_sync_rounds_with_short_last_batches_are_sgd_on_the_union_batch(tmp_path, backend):
+    # Shards of 419, 420 and 420 digits in batches of 208: every epoch ends with batches of 3, 4 and 4
+    # examples, which each worker weighs by its share of the round's 11, not by a third.
+    config, _, saved = run_experiment(tmp_path, backend, "cluster.workers=3", "cluster.shards=2", "train.epochs=2",
+                                      "data.batch_size=208", "protocol.name=sync", "server.optimizer=sgd",
+                                      "server.options={lr = 0.5}")
+    exp = Experiment.build(config)
+    assert [[len(b) for b in itertools.islice(iter(shard), 3)] for shard in exp.data_shards] == \
+        [[208, 208, 3], [208, 208, 4], [208, 208, 4]]
+    assert relative_error(final_flat(config, saved), sequential(config, union_batches)) <= 1e-6
+
+
 def pushes(run_dir) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [m for m in map(json.loads, lines) if m["kind"] == "push"]

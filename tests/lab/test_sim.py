@@ -101,6 +101,24 @@ def test_scheduler_reports_a_deadlock_instead_of_hanging():
         sim.run(on_idle=lambda: None)
 
 
+def test_an_ssp_run_counts_an_update_a_clock_and_loses_none_while_the_fast_run_s_clocks_ahead(tmp_path):
+    # Every push is applied on arrival; only the one completing the slowest worker's clock makes a
+    # version, so the pushes marked applied still add up to each shard's version.
+    s = 2
+    run_dir = sim_run(tmp_path, "protocol.name=ssp", f"protocol.options={{staleness = {s}}}", "cluster.workers=3",
+                      "cluster.shards=2", "train.epochs=1",
+                      "delays.compute={kind = 'constant', seconds = 0.015625, slowdown = {'2' = 4.0}}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    steps = summary["train_steps"] // 3
+    assert summary["shards"] == {str(shard): {"acknowledged": 3 * steps, "applied": steps, "lost": 0}
+                                 for shard in range(2)}
+    for worker in range(3):
+        # The version a worker's push at clock c was computed from, in clocks every worker completed.
+        read = [p["version"] - p["staleness"] for p in pushes(run_dir) if (p["worker"], p["shard"]) == (worker, 0)]
+        lead = [clock - version for clock, version in enumerate(read)]
+        assert max(lead) == (s if worker < 2 else 0), worker  # the fast workers ran s clocks ahead, no more
+
+
 def test_every_evaluation_carries_the_staleness_of_the_pushes_since_the_previous_one(tmp_path):
     run_dir = sim_run(tmp_path, "train.epochs=2", "train.eval_every=20", *LOGNORMAL)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -41,8 +41,8 @@ def server_optimizer_steps(protocol, server, problem, batches):
 def elastic_averaging(protocol, server, problem, batches):
     """Zhang, Choromanska & LeCun's Algorithm 1 for p = 1: the worker's
     elastic moves are the center's, and its local step is the protocol's local
-    optimizer (SGD in the paper, Nesterov momentum in Algorithm 2). The server
-    optimizer plays no part: the center only adds what is pushed."""
+    optimizer (SGD in the paper). The server optimizer plays no part: the
+    center only adds what is pushed."""
     alpha = protocol.elastic_alpha(1)
     local = optim.create(protocol.optimizer, **protocol.options)
     center = problem.flat.clone()  # x~
@@ -58,6 +58,27 @@ def elastic_averaging(protocol, server, problem, batches):
             x_i = x_i - diff  # (a) the worker moves toward the center
             center = center + diff  # (b) the master moves toward the worker
         local.step(x_i, g, state)  # x^i <- x^i - eta g^i(x)
+    return center, losses
+
+
+def elastic_momentum(protocol, server, problem, batches):
+    """Algorithm 2 (EAMSGD) for p = 1: the exchange of Algorithm 1 at x, the
+    gradient at x + delta v, and the elastic move kept out of the velocity."""
+    alpha, eta, delta = protocol.elastic_alpha(1), protocol.lr, protocol.momentum
+    center = problem.flat.clone()  # x~
+    x_i = center.clone()  # x^i = x~
+    v = torch.zeros_like(x_i)  # v^i = 0
+    losses = []
+    for t, batch in enumerate(batches):
+        x = x_i.clone()  # x = x^i
+        loss, g, _ = loss_and_grad(problem.model, x + delta * v, {}, batch)  # g^i(x + delta v)
+        losses.append(loss)
+        if t % protocol.tau == 0:  # tau divides t^i: communicate
+            diff = alpha * (x - center)
+            x_i = x_i - diff  # (a)
+            center = center + diff  # (b)
+        v = delta * v - eta * g
+        x_i = x_i + v
     return center, losses
 
 
@@ -98,10 +119,9 @@ TABLE: dict[str, Row] = {
     "sync": Row({}, ("sgd", {"lr": 0.5}), server_optimizer_steps, ANY_SERVER),
     # One worker completes every clock alone: staleness never waits, nor shows.
     "ssp": Row({"staleness": 2}, ("sgd", {"lr": 0.5}), server_optimizer_steps, ANY_SERVER),
-    # Algorithm 1 with one worker is tractable: the oracle writes it out.
+    # Algorithms 1 and 2 with one worker are tractable: the oracles write them out.
     "easgd": Row({"tau": 2, "options": {"lr": 0.5}}, ("sgd", {"lr": 0.1}), elastic_averaging),
-    "eamsgd": Row({"tau": 2, "options": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}, ("sgd", {"lr": 0.1}),
-                  elastic_averaging),
+    "eamsgd": Row({"tau": 2, "lr": 0.1, "momentum": 0.9}, ("sgd", {"lr": 0.1}), elastic_momentum),
     # No delay, g_bck = 0: AdaptiveRevision is AdaGrad (the paper's check 1),
     # with Bösen's z0 = 1 as well as with eps.
     "dtadagrad": Row({}, ("adagrad", {"lr": 0.1}), server_optimizer_steps,

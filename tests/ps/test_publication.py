@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ps import Flat, Publication, ShardClosed
+from ps import Applied, Flat, Publication, ShardClosed
 
 SIZE = 5
 STEP = 0.25  # a power of two: the values after v updates are exactly v * STEP in float32
@@ -207,6 +207,27 @@ def test_a_refused_update_publishes_nothing_and_keeps_its_spare():
     publication.update(add)
     assert add.outs[0].tensor.data_ptr() == refuse.outs[1].tensor.data_ptr()  # the same spare, reused
     assert np.array_equal(values(publication), full(STEP))
+    publication.release(held)
+
+
+def test_an_update_within_the_version_publishes_its_values_and_keeps_the_version():
+    # What a rule whose version counts clocks, not updates, returns (stale synchronous parallel).
+    publication = Publication(torch.zeros(SIZE), "shard 0")
+    add = Add()
+
+    def within(values, out):
+        add(values, out)
+        return Applied.SAME_VERSION
+
+    assert publication.update(within) == (0, False)  # in place (no holds), and no update counted
+    assert np.array_equal(values(publication), full(STEP))
+    held, version = publication.acquire()
+    assert publication.update(within) == (0, False)  # into a spare, published
+    assert publication.version == 0 and version == 0
+    assert np.array_equal(held.flat.array, full(STEP))  # a held buffer still holds still
+    assert np.array_equal(values(publication), full(2 * STEP))
+    assert not publication.reached(1)
+    assert publication.update(add) == (0, True) and publication.version == 1  # True is a new version
     publication.release(held)
 
 

@@ -17,6 +17,7 @@ from ps.recovery import Recovery, RecoveryPlan, Resumed
 RULES = [
     ("downpour", {}, optim.Adagrad(lr=0.1)),
     ("sync", {}, optim.SGD(lr=0.5)),
+    ("ssp", {"staleness": 2}, optim.Adam(lr=0.01)),  # its version counts clocks, not the updates applied
     ("dtadagrad", {}, optim.Adagrad(lr=0.1, initial_accumulator_value=1.0)),
     ("dcasgd", {"adaptive": True}, optim.Adam(lr=0.01)),
 ]

@@ -4,6 +4,7 @@ and every refusal's message."""
 
 from __future__ import annotations
 
+import re
 from itertools import islice
 
 import numpy as np
@@ -119,6 +120,20 @@ def test_batch_size_full_is_the_whole_shard_every_step():
 
 def test_batch_size_larger_than_the_shard_is_one_batch():
     assert [len(b) for b in first_epochs(DataShard(numbered(10), 0, 2, batch_size=64, seed=0), 2)] == [5, 5]
+
+
+@pytest.mark.parametrize("n, num_workers, batch_size", [
+    (23, 1, 5), (65, 2, 16), (100, 3, 32), (10, 3, 3), (10, 4, 64), (31, 3, 1), (31, 3, "full")])
+def test_every_worker_counts_every_workers_batches_as_they_come(n, num_workers, batch_size):
+    # What synchronous SGD weighs a round's gradients by: shards of 32 and 33 in batches of 16 make
+    # epochs of 2 and 3 batches, so the workers' short batches drift apart over the epochs.
+    shards = [DataShard(numbered(n), w, num_workers, batch_size=batch_size, seed=0) for w in range(num_workers)]
+    steps = 3 * max(shard.batches_per_epoch for shard in shards)
+    lengths = list(zip(*([len(b) for b in islice(iter(shard), steps)] for shard in shards)))
+    for shard in shards:
+        assert [shard.batch_sizes(step) for step in range(steps)] == [list(step) for step in lengths]
+    with pytest.raises(ValueError, match=re.escape("Invalid step: -1 (step must be an integer >= 0)")):
+        shards[0].batch_sizes(-1)
 
 
 def test_the_epoch_counter():
@@ -247,3 +262,13 @@ def test_a_growing_batch_grows_by_its_factor_at_each_epoch_given_and_the_steps_c
     sizes = [len(batch) for _, batch in zip(range(23), shard)]
     assert sizes == [10] * 10 + [20] * 10 + [40, 40, 20]
     assert DataShard(split, 0, 1, batch_size=60, seed=0, growth=(2.0, (1,))).batch_size_at(1) == 100  # the shard
+
+
+def test_every_workers_batch_sizes_follow_a_growing_batch_as_its_own_shard_yields_them():
+    from workers.splits import DenseSplit
+
+    split = DenseSplit(torch.zeros(103, 2), torch.zeros(103, dtype=torch.int64))
+    shards = [DataShard(split, w, 3, batch_size=6, seed=0, growth=(2.0, (1, 2))) for w in range(3)]
+    yielded = [[len(batch) for _, batch in zip(range(40), shard)] for shard in shards]
+    for step in range(40):
+        assert shards[0].batch_sizes(step) == [sizes[step] for sizes in yielded]
