@@ -43,6 +43,9 @@ same way: the elastic difference from the current x, the gradient at
 x + delta v, the elastic move outside the velocity. With delta = 0 this is
 EASGD with local SGD.
 
+Either local rate may follow a ``schedule`` over the worker's local steps
+(a table as ``optim.schedule_spec`` reads it; every kind but plateau).
+
 The shards only add what is pushed (the elastic differences); the [server]
 optimizer is not used. Dense parameters only.
 """
@@ -93,6 +96,7 @@ class Elastic(Protocol):
     tau: int = 1  # the communication period: local steps between elastic exchanges
     beta: float = 0.9  # the moving rate of the center: alpha = beta / workers
     alpha: float | None = None  # the elastic force per exchange; None: beta / workers
+    schedule: dict = field(default_factory=dict)  # the local rate's schedule over the worker's steps; {} = constant
 
     def __post_init__(self):
         check_int(self.tau, "tau")
@@ -124,12 +128,16 @@ class EASGD(Elastic):
 
     def __post_init__(self):
         super().__post_init__()
-        optim.create(self.optimizer, **self.options)  # a bad local optimizer fails here, not in a worker
+        self.local_optimizer()  # a bad local optimizer fails here, not in a worker
+
+    def local_optimizer(self) -> optim.Optimizer:
+        rate = optim.local_schedule(self.schedule, optim.base_lr(self.optimizer, self.options))
+        return optim.create(self.optimizer, **{**self.options, "lr": rate})
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client
         alpha = self.elastic_alpha(ctx.num_workers)
-        local = optim.create(self.optimizer, **self.options)
+        local = self.local_optimizer()
         x = torch.empty(client.layout.size)  # this worker's own copy
         await client.pull(x)
         state = local.init(x)
@@ -153,6 +161,7 @@ class EAMSGD(Elastic):
         check(is_number(self.lr) and self.lr >= 0, "lr", self.lr, "lr must be a number >= 0")
         check(is_number(self.momentum) and 0 <= self.momentum < 1, "momentum", self.momentum,
               "momentum must be in [0, 1)")
+        optim.local_schedule(self.schedule, self.lr)  # a bad table fails here, not in a worker
 
     async def work(self, ctx: WorkerContext) -> None:
         client = ctx.client
@@ -161,9 +170,10 @@ class EAMSGD(Elastic):
         await client.pull(x)
         v = torch.zeros_like(x)  # its velocity
         center = torch.empty_like(x)
+        eta = optim.local_schedule(self.schedule, self.lr)
         for t, batch in enumerate(ctx.batches()):
             g = ctx.gradient(x + self.momentum * v, {}, batch)
             if t % self.tau == 0:
                 await self.exchange(client, x, center, alpha)
-            v.mul_(self.momentum).sub_(g.dense.mul_(self.lr))
+            v.mul_(self.momentum).sub_(g.dense.mul_(optim.lr_at(eta, t)))
             x.add_(v)

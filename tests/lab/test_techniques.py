@@ -81,3 +81,15 @@ def test_a_local_schedule_changes_the_local_steps_and_a_constant_one_changes_not
     plain = final()
     assert final('protocol.options.local_schedule={kind = "exponential", gamma = 1.0}') == plain
     assert final('protocol.options.local_schedule={kind = "exponential", gamma = 0.9}') != plain
+
+
+@pytest.mark.parametrize("protocol, rate", [("easgd", "options={lr = 0.05}"), ("eamsgd", "lr=0.01")])
+def test_an_elastic_workers_local_rate_follows_its_schedule(tmp_path, protocol, rate):
+    def final(*schedule):
+        config = load_config(None, SMALL + [f"out_dir={tmp_path}", f"protocol.name={protocol}",
+                                            f"protocol.options.{rate}", *schedule])
+        return json.loads((run(config, progress=False) / "summary.json").read_text())["final"]
+
+    plain = final()
+    assert final('protocol.options.schedule={kind = "exponential", gamma = 1.0}') == plain
+    assert final('protocol.options.schedule={kind = "exponential", gamma = 0.9}') != plain
