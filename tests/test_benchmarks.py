@@ -62,11 +62,11 @@ def reproductions():
     return module
 
 
-def test_reproduction_1_sweeps_the_workers_for_delays_of_0_10_100_and_1000_pushes():
+def test_reproduction_1_sweeps_the_workers_for_delays_of_0_10_100_500_and_1000_pushes():
     _, sweep = reproductions().REPRODUCTIONS[1]
     key, values = parse_sweep(sweep)
     assert key == "cluster.workers"
-    assert [int(k) - 1 for k in values] == [0, 10, 100, 1000]  # K workers taking turns: K - 1 pushes missed
+    assert [int(k) - 1 for k in values] == [0, 10, 100, 500, 1000]  # K workers taking turns: K - 1 pushes missed
 
 
 @pytest.mark.parametrize("workers", [1, 4])
@@ -74,8 +74,8 @@ def test_reproduction_1_reports_the_delay_in_pushes_not_in_shard_updates(tmp_pat
     """A small run of reproduction 1's config: a push makes two updates (its
     rows, then its bias), and misses the other workers' pushes, K - 1."""
     config = load_config(REPO / "experiments/delay_adagrad.toml", [
-        f"cluster.workers={workers}", "data.options.num_examples=400", "data.options.num_features=200", "train.epochs=1",
-        "train.eval_every=100000", f"out_dir={tmp_path}"])
+        f"cluster.workers={workers}", "data.options.num_examples=400", "data.options.num_features=200",
+        "train.epochs=1", "train.eval_every=100000", f"out_dir={tmp_path}"])
     run_dir = run(config, progress=False)
     delay = reproductions().delay_in_pushes(run_dir)
     assert delay["median"] == workers - 1
