@@ -3,8 +3,9 @@
 Each reproduction is an ``asyncps compare`` of configs in virtual time (the
 sim backend, deterministic: the same numbers every run). This script makes
 the same comparison as the command printed beside it, writes its report under
-``--out``, and checks the paper's claim on the runs' summaries. A claim that
-fails is printed as MISSED with the numbers, and the script exits 1.
+``--out``, and checks the paper's claim on the runs' summaries (and, for
+the delays, their records). A claim that fails is printed as MISSED with the
+numbers, and the script exits 1.
 
     python benchmarks/reproductions.py [--only 1,2,4] [--out runs/reproductions]
 
@@ -20,10 +21,11 @@ fails is printed as MISSED with the numbers, and the script exits 1.
 4. Dean et al. 2012: as the workers grow (8, 32, 64), Downpour with
    server-side Adagrad stays stable; with a fixed learning rate it does not.
    Both methods are tuned alike at every count (``RATES``, ``SEEDS``: 126
-   runs, most of this script's time), the rate chosen on the validation
-   loss. What holds: at the rates tuned for 8 workers, the fixed rate fails
-   with more workers and Adagrad's does not. Each tuned at its own count,
-   both are stable, and neither is better at every count.
+   runs, about 11 of this script's 15 minutes on 2 shared cores; 1 takes 3,
+   2 about 1), the rate chosen on the validation loss. What holds: at the
+   rates tuned for 8 workers, the fixed rate fails with more workers and
+   Adagrad's does not. Each tuned at its own count, both are stable, and
+   neither is better at every count.
 (Reproduction 3, Hogwild!, runs on real threads: benchmarks/hogwild_bench.py.)
 """
 

@@ -6,7 +6,8 @@ staleness, applied), ``eval`` (updates, validation and test metrics, and the
 staleness summary of the pushes since the previous evaluation, filled in by
 ``finalize_metrics``) and ``event`` (message). ``summary.json`` is computed back from the file, so it means the
 same on every backend. :func:`read_metrics` is the file's one reader: the summary, the plots and the reports
-(``lab.reports.rundir``) all read it through it.
+(``lab.reports.rundir``) all read it through it. A push's ``staleness`` counts shard updates; :func:`push_delays`
+counts its delay in pushes (gradients) instead.
 """
 
 from __future__ import annotations
