@@ -6,7 +6,8 @@ staleness, applied), ``eval`` (updates, validation and test metrics, and the
 staleness summary of the pushes since the previous evaluation, filled in by
 ``finalize_metrics``) and ``event`` (message). ``summary.json`` is computed back from the file, so it means the
 same on every backend. :func:`read_metrics` is the file's one reader: the summary, the plots and the reports
-(``lab.reports.rundir``) all read it through it.
+(``lab.reports.rundir``) all read it through it. A push's ``staleness`` counts shard updates; :func:`push_delays`
+counts its delay in pushes (gradients) instead.
 """
 
 from __future__ import annotations
@@ -164,6 +165,39 @@ def finalize_metrics(run_dir: Path, start: float) -> None:
         elif m["kind"] == "eval":
             m["staleness"], since_eval = staleness_summary(since_eval), []
     write_whole(run_dir / "metrics.jsonl", lambda path: path.write_text("".join(json.dumps(m) + "\n" for m in lines)))
+
+
+def push_delays(records: list[dict]) -> list[int]:
+    """Per push record, in file order: its delay counted in pushes, as McMahan
+    & Streeter count it in gradients, where ``staleness`` counts shard updates.
+
+    A push is what one worker sends after one gradient: its records from one
+    ``train`` record to the next. One push can make several updates on a shard
+    (a sparse model's rows, then its dense part), so a record's delay is the
+    number of other pushes whose updates the shard applied between the read
+    and this update: the record's ``staleness`` updates, attributed through the
+    applied records that made them. An update no record made (a worker's
+    records missing) counts as a push of its own. After a restore from a
+    checkpoint a version made twice is attributed to the push that made it last.
+    """
+    steps: dict[int, int] = {}  # worker -> the step of its latest train record
+    keyed = []  # (push record, (worker, step))
+    made: dict[tuple[int, int], tuple] = {}  # (shard, version) -> the push whose update left that version
+    for m in records:
+        if m["kind"] == "train":
+            steps[m["worker"]] = m["step"]
+        elif m["kind"] == "push":
+            push = (m["worker"], steps.get(m["worker"], 0))
+            keyed.append((m, push))
+            if m["applied"]:
+                made[m["shard"], m["version"]] = push
+    delays = []
+    for m, push in keyed:
+        shard, version = m["shard"], m["version"]
+        missed = {made.get((shard, v), ("unrecorded", v)) for v in range(version - m["staleness"], version)}
+        missed.discard(push)
+        delays.append(len(missed))
+    return delays
 
 
 def write_whole(path: Path, write: Callable[[Path], None]) -> None:

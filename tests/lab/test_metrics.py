@@ -7,7 +7,7 @@ import math
 import threading
 
 import lab.metrics
-from lab.metrics import FLUSH_EVERY, Metrics
+from lab.metrics import FLUSH_EVERY, Metrics, push_delays
 
 
 def lines(path) -> list[dict]:
@@ -78,3 +78,44 @@ def test_records_from_many_threads_are_all_written_whole(tmp_path):
             t.join()
     written = lines(tmp_path / "m.jsonl")
     assert sorted((m["worker"], m["step"]) for m in written) == [(w, s) for w in range(4) for s in range(500)]
+
+
+def turns(workers: int, rounds: int) -> list[dict]:
+    """A sparse model on one shard, ``workers`` taking turns as in virtual time:
+    each reads (rows and dense part) at one version, then pushes its rows, then
+    its dense part, two updates a push."""
+    records, version = [], 0
+    read = {w: 0 for w in range(workers)}
+    for step in range(1, rounds + 1):
+        for w in range(workers):
+            records.append({"kind": "train", "worker": w, "step": step})
+        for w in range(workers):
+            for _ in ("rows", "dense"):
+                records.append({"kind": "push", "worker": w, "shard": 0, "version": version,
+                                "staleness": version - read[w], "applied": True})
+                version += 1
+            read[w] = version  # its next read, after its own push
+    return records
+
+
+def test_push_delays_count_the_other_workers_pushes_not_the_shard_updates():
+    records = turns(workers=3, rounds=3)
+    # All three read at version 0, so the first round missed 0, 1 and 2 pushes; afterwards each push
+    # missed the other two's, four updates.
+    assert push_delays(records) == [0, 0, 1, 1, 2, 2] + [2] * 12
+    assert [m["staleness"] for m in records if m["kind"] == "push"][-2:] == [4, 5]  # its own rows count there
+
+
+def test_push_delays_on_several_shards_and_missing_records():
+    records = [
+        {"kind": "train", "worker": 0, "step": 1}, {"kind": "train", "worker": 1, "step": 1},
+        {"kind": "push", "worker": 0, "shard": 0, "version": 0, "staleness": 0, "applied": True},
+        {"kind": "push", "worker": 0, "shard": 1, "version": 0, "staleness": 0, "applied": True},
+        {"kind": "push", "worker": 1, "shard": 0, "version": 1, "staleness": 1, "applied": True},
+        {"kind": "push", "worker": 1, "shard": 1, "version": 1, "staleness": 1, "applied": False},  # dropped
+        {"kind": "train", "worker": 0, "step": 2},
+        # Read at version 0 on shard 1, it missed its own first push (one an earlier gradient) and
+        # versions 1 and 2, made by pushes with no record: each of those counts as one push.
+        {"kind": "push", "worker": 0, "shard": 1, "version": 3, "staleness": 3, "applied": True},
+    ]
+    assert push_delays(records) == [0, 0, 1, 1, 3]
