@@ -19,18 +19,27 @@ the text as written: ``--set name=2024`` names the run "2024".
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
-__all__ = ["load", "read_toml", "parse_value"]
+import tomli_w
+
+__all__ = ["load", "load_tree", "read_toml", "parse_value", "format_value"]
 
 
 def load(root: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
     """``root`` (the kind of experiment) from its defaults, the file's keys, then the overrides.
     ``root.examples``: a ``key=value`` and a dotted key, for the errors of a bad override."""
+    return load_tree(root, read_toml(Path(path)) if path is not None else {}, overrides)
+
+
+def load_tree(root: type, keys: dict, overrides: list[str] | tuple[str, ...] = ()):
+    """:func:`load` of a file's keys already read: ``keys`` as ``read_toml`` gives them (or as
+    ``dataclasses.asdict`` gives a whole config)."""
     tree = asdict(root())
-    for key, value in read_toml(Path(path)).items() if path is not None else ():
+    for key, value in keys.items():
         if key in _sections(root) and isinstance(value, dict):
             tree[key].update(value)
         else:
@@ -141,3 +150,24 @@ def parse_value(text: str):
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def format_value(value) -> str:
+    """``value`` as inline TOML text, which :func:`parse_value` reads back as ``value``: ``8``, ``"sync"``,
+    ``[64, 32]``, ``{lr = 0.1}``. A ``ValueError`` for what TOML cannot hold (None, an object)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_format_key(key)} = {format_value(inner)}" for key, inner in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(inner) for inner in value) + "]"
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, (bool, int, float, str)):
+        raise ValueError(f"Invalid config value {value!r}: TOML holds numbers, strings, booleans, lists and "
+                         "tables (dicts) only")
+    return tomli_w.dumps({"value": value}).removeprefix("value = ").rstrip("\n")
+
+
+def _format_key(key) -> str:
+    if not isinstance(key, str):
+        raise ValueError(f"Invalid config key {key!r}: a table's keys are strings")
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else format_value(key)
