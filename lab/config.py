@@ -196,8 +196,9 @@ class TrainConfig:
     min_delta: float = 0.0       # a smaller improvement does not count: a number >= 0
     clip_norm: float = 0.0       # workers rescale each gradient to at most this joint L2 norm: a number >= 0 (0: off)
     clip_value: float = 0.0      # workers clamp each gradient element into [-v, v]: a number >= 0 (0: off)
-    noise_eta: float = 0.0       # workers add N(0, noise_eta / (1 + t)^noise_gamma) to each gradient (Neelakantan
-    noise_gamma: float = 0.55    # et al. 2015; t: the worker's step): numbers >= 0 (noise_eta 0: off)
+    noise_eta: float = 0.0       # workers add N(0, noise_eta / (1 + t)^noise_gamma) to each gradient, t the
+                                 # worker's step (Neelakantan et al. 2015): a number >= 0 (0: off)
+    noise_gamma: float = 0.55    # how fast that noise's variance decays with the step: a number >= 0
 
     def __post_init__(self):
         _number(self, "epochs", positive=True)
