@@ -131,16 +131,17 @@ class CompareResult:
 
 
 def run(config_or_path: str | Path | Config | None = None, *, backend: str | None = None, progress: bool = False,
-        overrides: Mapping[str, object] | None = None) -> RunResult:
+        overrides: Mapping[str, object] | None = None, tensorboard: bool = False) -> RunResult:
     """Run one experiment, as ``asyncps run`` does, and return its :class:`RunResult`.
 
     ``config_or_path``: a TOML config file, a :class:`lab.config.Config` (e.g. an earlier result's
     ``config``), or None for the quickstart's defaults. ``backend``: local, sim, ray or grpc (default: the
     config's). ``overrides``: dotted keys and values, e.g. ``{"train.epochs": 2, "cluster.workers": 8}``,
-    applied after the file as ``--set`` would. ``progress``: a progress bar on stderr.
+    applied after the file as ``--set`` would. ``progress``: a progress bar on stderr. ``tensorboard``:
+    TensorBoard scalars in ``<run>/tensorboard/`` (``lab.tensorboard``).
     """
     config = _load(config_or_path, _as_overrides(overrides, backend))
-    return RunResult(runner.run(config, progress=progress), config)
+    return RunResult(runner.run(config, progress=progress, tensorboard=tensorboard), config)
 
 
 def compare(configs: str | Path | list[str | Path] | None = None, *, sweep: Mapping[str, list] | None = None,

@@ -37,6 +37,7 @@ from lab.config import Config, to_toml
 from lab.evaluator import Evaluator
 from lab.experiment import Experiment
 from lab.metrics import WORKER_PARTS, Metrics, finalize_metrics, summarize, write_whole
+from lab.tensorboard import TensorBoard, summary_writer
 
 
 def ray_backend(experiment: Experiment, metrics: Metrics) -> Backend:
@@ -56,20 +57,29 @@ BACKENDS: dict[str, Callable[[Experiment, Metrics], Backend]] = {
     "local": LocalBackend, "sim": SimBackend, "grpc": GrpcBackend, "ray": ray_backend}
 
 
-def run(config: Config, progress: bool = True) -> Path:
-    """Run the experiment ``config`` describes; return its run directory."""
+def run(config: Config, progress: bool = True, tensorboard: bool = False) -> Path:
+    """Run the experiment ``config`` describes; return its run directory. ``tensorboard``:
+    write TensorBoard scalars into ``<run>/tensorboard/`` as it goes (``lab.tensorboard``)."""
+    if tensorboard:
+        summary_writer()  # missing, it is an error before anything of an earlier run is replaced
     if config.backend == "grpc":
         start_fork_server()  # it imports while the experiment is built here
     experiment = Experiment.build(config)
     run_dir = fresh_run_dir(config.run_dir)
     (run_dir / "config.toml").write_text(to_toml(config))
     failure = None
+    board = TensorBoard(run_dir / "tensorboard") if tensorboard else None
     with Metrics(run_dir / "metrics.jsonl") as metrics:
+        if board is not None:
+            metrics.listeners.append(board)
         attempt = Run(experiment, metrics, BACKENDS[config.backend](experiment, metrics), progress)
         try:
             attempt.execute()
         except BaseException as err:  # the run directory says what happened, then the error is raised
             failure = err
+        finally:
+            if board is not None:
+                board.close()
     finish(config, run_dir, metrics.start, *(attempt.final or (None, None)), failure=failure)
     if failure is not None:
         raise failure
@@ -79,7 +89,7 @@ def run(config: Config, progress: bool = True) -> Path:
 INTERRUPTED = "interrupted (Ctrl-C)"
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "summary.json", "model.pt", "trace.jsonl", "*.png", "*.partial",
-             WORKER_PARTS, "checkpoints", "report.html")  # what a run (or `asyncps report` of it) writes there
+             WORKER_PARTS, "checkpoints", "report.html", "tensorboard")  # what a run (or `asyncps report` of it) writes there
 
 
 def fresh_run_dir(run_dir: Path) -> Path:

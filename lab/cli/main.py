@@ -104,6 +104,9 @@ def add_run(commands) -> None:
                          help="with --backend ray: join the Ray cluster there (e.g. one `ray start --head` started) "
                               "instead of starting a local Ray")
     command.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    command.add_argument("--tensorboard", action="store_true",
+                         help="write TensorBoard scalars (losses, accuracies, staleness) into RUN_DIR/tensorboard/ "
+                              "as the run goes (needs: pip install tensorboard)")
     command.set_defaults(run=run_experiment)
 
 
@@ -115,7 +118,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.ray_address is not None and config.backend != "ray":
         raise ValueError(f"Invalid --ray-address: it is for the ray backend, and this run's backend is "
                          f"{config.backend!r} (add --backend ray)")
-    run_dir = run(config, progress=args.progress)
+    run_dir = run(config, progress=args.progress, tensorboard=args.tensorboard)
     print(describe(run_dir))
     print(f"run directory: {run_dir}/")
     return 0
