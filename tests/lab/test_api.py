@@ -58,7 +58,7 @@ def test_run_returns_the_run_directory_and_reads_each_of_its_files(tmp_path, cap
 
 def test_overrides_are_python_values_and_a_config_can_be_run_again(monkeypatch, tmp_path):
     ran = []
-    monkeypatch.setattr(lab.api.runner, "run", lambda config, progress: ran.append(config) or config.run_dir)
+    monkeypatch.setattr(lab.api.runner, "run", lambda config, progress, tensorboard: ran.append(config) or config.run_dir)
     first = run(overrides={"name": "2024", "server.options": {"lr": 0.05, "momentum": 0.9}, "server.optimizer": "sgd",
                            "model.options.hidden": [64, 32], "out_dir": tmp_path, "data.batch_size": "full"})
     assert (first.config.name, first.config.server.options, first.config.model.options, first.config.out_dir,
