@@ -1,10 +1,10 @@
 """``asyncps data download NAME [DIR]``: fetch a data set's standard files into DIR (default ``data/NAME``).
 
-- ``mnist``: the four gzipped IDX files (LeCun et al.), 11 MB, from the
+- ``mnist``: the four gzipped IDX files (LeCun et al.), 12 MB, from the
   mirror torchvision uses or, failing it, yann.lecun.com.
-- ``fashion_mnist``: its four gzipped IDX files, 30 MB, from Zalando's
+- ``fashion_mnist``: its four gzipped IDX files, 31 MB, from Zalando's
   repository or its S3 site.
-- ``cifar10``: ``cifar-10-python.tar.gz``, 163 MB, from the University of
+- ``cifar10``: ``cifar-10-python.tar.gz``, 170 MB, from the University of
   Toronto, unpacked to ``DIR/cifar-10-batches-py/`` (the archive is kept).
 
 Each file's MD5 is the one torchvision checks (the digests published with the
