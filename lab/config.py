@@ -94,7 +94,8 @@ class DataConfig:
     """[data]: the data set, and how each worker batches its shard of it."""
 
     section: ClassVar[str] = "data"
-    dataset: str = "digits"      # digits | sparse_synthetic | matrix_completion | libsvm
+    dataset: str = "digits"      # digits | mnist | fashion_mnist | cifar10 (their files: options.path) |
+                                 # sparse_synthetic | matrix_completion | libsvm
     batch_size: int | str = 32   # examples per gradient: an integer >= 1, or "full" (the worker's whole shard)
     curriculum: str = "none"     # order within an epoch: none | easy_to_hard | mixed
     options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {path = "a9a.txt"}

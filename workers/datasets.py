@@ -6,10 +6,14 @@
   distributed feature ids, labels from a hidden linear model with logistic noise.
 - ``"matrix_completion"`` -- a noisy rank-``r`` ratings matrix, partly observed.
 - ``"libsvm"`` -- a user's LIBSVM/SVMlight text file as a sparse data set.
+- ``"mnist"``, ``"fashion_mnist"`` and ``"cifar10"`` -- the standard files of
+  those data sets in a local directory (``path``), read by
+  :mod:`workers.image_files`; ``asyncps data download`` fetches them.
 
 Everything is seeded: the same ``(name, seed, options)`` gives the same
 tensors. Splits are train/val/test with default fractions 0.7/0.1/0.2,
-stratified by label for classification.
+stratified by label for classification; the data sets that come as files
+keep their standard test set and draw val from their training files.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optim.validation import check, check_int, check_options, choose, is_number
+from optim.validation import check, check_int, check_options, choose, is_int, is_number
+from workers.image_files import NUM_CLASSES, read_cifar10, read_idx_dataset
 from workers.libsvm import read_libsvm
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
 
@@ -153,5 +158,42 @@ def _libsvm(rng, *, path: str | None = None, zero_based: bool | str = "auto", nu
                    labels=data.y, num_features=data.num_features)
 
 
+def _mnist(rng, *, path: str | None = None, val_fraction: float = 0.1, limit: int | None = None) -> Dataset:
+    """MNIST (LeCun et al. 1998): 60,000 training and 10,000 test 28x28 grey digits, from the four IDX files in
+    ``path``. ``x`` float32 ``[n, 1, 28, 28]`` in [0, 1]; val is ``val_fraction`` of the first ``limit`` (default:
+    all) training images, stratified."""
+    return _from_files("mnist", rng, lambda: read_idx_dataset(path, "mnist", limit), val_fraction, limit)
+
+
+def _fashion_mnist(rng, *, path: str | None = None, val_fraction: float = 0.1, limit: int | None = None) -> Dataset:
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): Zalando's 28x28 grey pictures of 10 kinds of clothing, in
+    MNIST's files and sizes; read and split as ``mnist`` is."""
+    return _from_files("fashion_mnist", rng, lambda: read_idx_dataset(path, "fashion_mnist", limit), val_fraction,
+                       limit)
+
+
+def _cifar10(rng, *, path: str | None = None, val_fraction: float = 0.1, limit: int | None = None) -> Dataset:
+    """CIFAR-10 (Krizhevsky 2009): 50,000 training and 10,000 test 32x32 colour images of 10 classes, from the
+    python batches in ``path/cifar-10-batches-py/`` (or ``path`` itself). ``x`` float32 ``[n, 3, 32, 32]`` in
+    [0, 1]; val as for ``mnist``."""
+    return _from_files("cifar10", rng, lambda: read_cifar10(path, limit), val_fraction, limit)
+
+
+def _from_files(name: str, rng, read, val_fraction, limit) -> Dataset:
+    """``read() -> ((x, y) train, (x, y) test)``, uint8 images: the test set as test, and a seeded, stratified
+    val carved from the training set."""
+    check(limit is None or is_int(limit), "limit", limit, "limit must be an integer >= 1, or left out for all")
+    (x, y), test = read()
+    train_at, val_at, _ = split_indices(len(y), rng, val_fraction, 0.0, y)
+    # pixels stay uint8 until each split is chosen: the float copy of CIFAR-10's training set alone is 600 MB
+    parts = [_images(x[at], y[at]) for at in (train_at, val_at)] + [_images(*test)]
+    return Dataset(name, *parts, kind="dense", meta={"input_shape": tuple(x.shape[1:]), "num_classes": NUM_CLASSES})
+
+
+def _images(x: np.ndarray, y: np.ndarray) -> DenseSplit:
+    """uint8 pixels 0..255 as float32 in [0, 1]."""
+    return DenseSplit(torch.from_numpy(np.divide(x, np.float32(255), dtype=np.float32)), torch.from_numpy(y))
+
+
 DATASETS = {"digits": _digits, "sparse_synthetic": _sparse_synthetic, "matrix_completion": _matrix_completion,
-            "libsvm": _libsvm}
+            "libsvm": _libsvm, "mnist": _mnist, "fashion_mnist": _fashion_mnist, "cifar10": _cifar10}

@@ -188,9 +188,11 @@ class MLP(TorchClassifier):
 
 
 class CNN(TorchClassifier):
-    """Two conv blocks and a linear layer, sized for 8x8 digits:
+    """Two conv blocks and a linear layer, for any image of at least 4x4:
     ``conv 3x3 (C->16) [BN] ReLU maxpool2 -> conv 3x3 (16->32) [BN] ReLU maxpool2
-    -> linear (32*H/4*W/4 -> classes)``."""
+    -> linear (32*H/4*W/4 -> classes)`` (H/4 rounded down). The convolutions
+    are the same for every size; the linear layer takes 32x2x2 features for
+    the 8x8 digits, 32x7x7 for MNIST's 28x28, 32x8x8 for CIFAR-10's 3x32x32."""
 
     name = "cnn"
 

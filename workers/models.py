@@ -5,7 +5,7 @@ name                        what                                        options
 ==========================  ==========================================  =====================
 ``softmax``                 softmax regression (dense)                  ``batch_norm``
 ``mlp``                     ReLU multilayer perceptron (dense)          ``hidden``, ``batch_norm``
-``cnn``                     two conv blocks + linear, for 8x8 digits    ``batch_norm``
+``cnn``                     two conv blocks + linear, any image size    ``batch_norm``
 ``sparse_logreg``           logistic regression, sparse weight table    ``l2``
 ``matrix_factorization``    ``<p_u, q_i>`` over user and item tables    ``rank``, ``l2``
 ==========================  ==========================================  =====================

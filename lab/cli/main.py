@@ -22,6 +22,7 @@ from lab.config import BACKENDS, load_config
 from lab.backends.health import health_main
 from lab.cli.hogwild import add_hogwild
 from lab.cli.compose import add_compose
+from lab.cli.data import add_data
 from lab.cli.info import add_config, add_version
 from lab.runner import INTERRUPTED, run
 from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_run, add_compare, add_report, add_serve, add_work, add_evaluate, add_health,
-                add_visualize, add_hogwild, add_compose):
+                add_visualize, add_hogwild, add_compose, add_data):
         add(commands)
     add_config(commands)
     return parser

@@ -224,10 +224,10 @@ ERRORS = [
     (None, ["cluster.workers=0"], "Invalid config value cluster.workers = 0 (must be an integer >= 1)"),
     (None, ["cluster.shards=2.0"], "Invalid config value cluster.shards = 2.0 (must be an integer >= 1)"),
     (None, ["cluster.workers=true"], "Invalid config value cluster.workers = True (must be an integer >= 1)"),
-    (None, ["data.dataset=mnist"], "Invalid config value data.dataset = 'mnist' "
-                                   "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
-    ("[data]\ndataset = [1]\n", [], "Invalid config value data.dataset = [1] "
-                                 "(choose one of: digits, libsvm, matrix_completion, sparse_synthetic)"),
+    (None, ["data.dataset=imagenet"], "Invalid config value data.dataset = 'imagenet' (choose one of: cifar10, "
+                                      "digits, fashion_mnist, libsvm, matrix_completion, mnist, sparse_synthetic)"),
+    ("[data]\ndataset = [1]\n", [], "Invalid config value data.dataset = [1] (choose one of: cifar10, digits, "
+                                 "fashion_mnist, libsvm, matrix_completion, mnist, sparse_synthetic)"),
     (None, ["data.batch_size=0"], "Invalid config value data.batch_size = 0 (must be an integer >= 1 or 'full')"),
     (None, ["data.batch_size=all"],
      "Invalid config value data.batch_size = 'all' (must be an integer >= 1 or 'full')"),

@@ -44,7 +44,7 @@ def test_each_experiment_runs_and_writes_its_run_directory(config, shrink, score
     ("hogwild.beta=2", "Invalid config value hogwild.beta = 2 (must be a number in (0, 1])"),
     ("hogwild.model=mlp", "Invalid config value hogwild.model = 'mlp' (choose one of: logistic, svm,"),
     ("hogwild.thread=1", "Invalid config key 'hogwild.thread': unknown key (known keys in [hogwild]: beta,"),
-    ("data.dataset=mnist", "Invalid config value data.dataset = 'mnist' (choose one of:"),
+    ("data.dataset=imagenet", "Invalid config value data.dataset = 'imagenet' (choose one of:"),
     ("hogwild.model=matrix_factorization", "Invalid data set for model 'matrix_factorization': "
                                            "'sparse_synthetic' is sparse (use a ratings data set"),
     ("hogwild", "Invalid --set override: 'hogwild' (expected key=value, e.g. hogwild.threads=1)"),

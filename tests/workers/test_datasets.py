@@ -260,8 +260,8 @@ def test_split_refusals():
 # -- refusals ----------------------------------------------------------------------
 
 INVALID = [
-    ("mnist", {}, r"Invalid dataset name: 'mnist' \(choose one of \['digits', 'libsvm', 'matrix_completion', "
-                  r"'sparse_synthetic'\]\)"),
+    ("imagenet", {}, r"Invalid dataset name: 'imagenet' \(choose one of \['cifar10', 'digits', 'fashion_mnist', "
+                     r"'libsvm', 'matrix_completion', 'mnist', 'sparse_synthetic'\]\)"),
     ("digits", {"fraction": 0.1}, r"Invalid option for dataset 'digits': 'fraction' \(allowed options: "
                                   r"\['test_fraction', 'val_fraction'\]\)"),
     ("digits", {"seed": -1}, r"Invalid seed: -1 \(seed must be an integer >= 0\)"),
@@ -285,6 +285,11 @@ INVALID = [
     ("matrix_completion", {"noise": -0.1}, r"Invalid noise: -0.1 \(noise must be a standard deviation >= 0\)"),
     ("libsvm", {}, r"Invalid path: None \(the libsvm data set reads a file: pass path='data/train.svm'\)"),
     ("libsvm", {"path": "/no/such/file.svm"}, r"Invalid path: '/no/such/file.svm' \(no such file: pass the path"),
+    # the data sets read from their standard files: every message in tests/workers/test_image_files.py
+    ("mnist", {}, r"Invalid path: None \(the mnist data set reads its files from a directory: pass path='data/mnist'"),
+    ("fashion_mnist", {"path": "/no/such/dir"}, r"Invalid path: '/no/such/dir' \(no such directory: download the "
+                                                r"files there with: asyncps data download fashion_mnist /no/such/dir\)"),
+    ("cifar10", {"limit": 0}, r"Invalid limit: 0 \(limit must be an integer >= 1, or left out for all\)"),
 ]
 
 

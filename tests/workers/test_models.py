@@ -152,6 +152,20 @@ def test_evaluate_loss_is_the_training_loss_on_the_whole_split(case, datasets):
     assert all(isinstance(v, float) for v in metrics.values())
 
 
+# -- the CNN on MNIST- and CIFAR-10-sized images -----------------------------------------
+
+@pytest.mark.parametrize("shape, features", [((1, 28, 28), 32 * 7 * 7), ((3, 32, 32), 32 * 8 * 8),
+                                             ((1, 8, 8), 32 * 2 * 2)])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_the_cnn_sizes_its_layers_from_the_input_shape_and_learns(shape, features, batch_norm, one_thread):
+    gen = torch.Generator().manual_seed(0)
+    split = DenseSplit(torch.rand(16, *shape, generator=gen), torch.arange(16) % 10)
+    model = build_model("cnn", {"input_shape": shape, "num_classes": 10}, train=split, batch_norm=batch_norm)
+    assert model.dense["conv1.weight"] == (16, shape[0], 3, 3) and model.dense["fc.weight"] == (10, features)
+    dense, _ = train(model, split, optim.Adam(lr=0.01), steps=20, batch_size=16)
+    assert model.evaluate(dense, {}, split)["loss"] < 0.5 * model.evaluate(*model.init(0), split)["loss"]
+
+
 # -- digits accuracy -----------------------------------------------------------------
 
 ACCURACY = [  # (model, options, Adam lr, epochs); measured test accuracy in the comment (seed 0)
