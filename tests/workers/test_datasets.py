@@ -261,7 +261,7 @@ def test_split_refusals():
 
 INVALID = [
     ("mnist", {}, r"Invalid dataset name: 'mnist' \(choose one of \['digits', 'libsvm', 'matrix_completion', "
-                  r"'sparse_synthetic'\]\)"),
+                  r"'sparse_synthetic'\], or a plugin 'package.module:Name'\)"),
     ("digits", {"fraction": 0.1}, r"Invalid option for dataset 'digits': 'fraction' \(allowed options: "
                                   r"\['test_fraction', 'val_fraction'\]\)"),
     ("digits", {"seed": -1}, r"Invalid seed: -1 \(seed must be an integer >= 0\)"),
