@@ -1,5 +1,5 @@
 """Plugins by import path (optim.plugins): how one is found, what refuses it, and that a lookup by
-registered name is as before. The config's refusals, key by key, are in tests/lab/test_plugins.py."""
+registered name is as before. The config's refusals, key by key, are in tests/lab/test_plugin_runs.py."""
 
 from __future__ import annotations
 

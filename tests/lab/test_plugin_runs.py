@@ -15,6 +15,7 @@ import pytest
 
 from lab.api import run
 from lab.backends.grpc import free_ports
+from lab.backends.grpc_processes import start_fork_server
 from lab.backends.health import wait_until_serving
 from lab.cli.compose import compose_file
 from lab.config import load_config
@@ -150,6 +151,18 @@ def test_asyncps_run_in_a_project_directory_finds_its_package_in_the_processes_i
     assert done.returncode == 0, done.stderr
     summary = json.loads((project / "runs" / backend / "summary.json").read_text())
     assert summary["train_steps"] > 0 and summary["failed"] is None
+
+
+def test_the_grpc_backends_processes_import_the_package_wherever_their_fork_server_started(project, monkeypatch):
+    start_fork_server()  # where this process is (or was, when it first ran on grpc): not the project directory
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        result = run("lazy.toml", backend="grpc", overrides={"name": "forks"})
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] == "mypkg"]:
+            del sys.modules[name]
+    assert result.summary["failed"] is None and result.summary["train_steps"] > 0
 
 
 def test_asyncps_serve_work_and_evaluate_in_a_project_directory_import_its_package(project):
