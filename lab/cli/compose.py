@@ -164,7 +164,7 @@ def plugin_sources(config: Config, root: Path) -> dict[str, Path]:
         spec = importlib.util.find_spec(top)  # loading the config has imported it
         if spec is None:
             continue
-        where = Path(spec.submodule_search_locations[0] if spec.submodule_search_locations else spec.origin)
+        where = Path(next(iter(spec.submodule_search_locations)) if spec.submodule_search_locations else spec.origin)
         if where.resolve().is_relative_to(root.resolve()):
             found[top] = where
     return found
