@@ -25,6 +25,7 @@ import tomli_w
 
 from lab.config_file import load
 from optim import OPTIMIZERS
+from optim.plugins import PluginError, names_plugin, or_plugin
 from optim.validation import is_int, is_number
 from protocols import PROTOCOLS, hogwild
 from ps.delays import Delays
@@ -33,11 +34,10 @@ from ps.recovery import RecoveryPlan
 from workers import CURRICULA, DATASETS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
-           "DelaysConfig", "RayConfig", "load_config", "to_toml", "BACKENDS", "PROTOCOL_NAMES",
+           "DelaysConfig", "RayConfig", "load_config", "to_toml", "BACKENDS",
            "HogwildExperiment", "HogwildDataConfig", "HogwildConfig", "load_hogwild_config", "HOGWILD_MODELS"]
 
 BACKENDS = ("local", "sim", "ray", "grpc")
-PROTOCOL_NAMES = tuple(sorted(PROTOCOLS))
 
 
 # -- one small check per kind of value -------------------------------------------
@@ -68,7 +68,14 @@ def _string(section, name: str) -> None:
 
 def _one_of(section, name: str, choices) -> None:
     value = getattr(section, name)
-    _require(section, name, isinstance(value, str) and value in choices, f"choose one of: {', '.join(sorted(choices))}")
+    if names_plugin(choices, value):  # a registry's plugin, package.module:Name: loaded and checked here
+        try:
+            choices.interface.load(value)
+        except PluginError as err:
+            _require(section, name, False, str(err))
+        return
+    _require(section, name, isinstance(value, str) and value in choices,
+             f"choose one of: {', '.join(sorted(choices))}{or_plugin(choices)}")
 
 
 def _is_toml(value) -> bool:
@@ -95,7 +102,7 @@ class DataConfig:
 
     section: ClassVar[str] = "data"
     dataset: str = "digits"      # digits | mnist | fashion_mnist | cifar10 (their files: options.path) |
-                                 # sparse_synthetic | matrix_completion | libsvm
+                                 # sparse_synthetic | matrix_completion | libsvm | a plugin, mypkg.data:load
     batch_size: int | str = 32   # examples per gradient: an integer >= 1, or "full" (the worker's whole shard)
     curriculum: str = "none"     # order within an epoch: none | easy_to_hard | mixed
     options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {path = "a9a.txt"}
@@ -133,7 +140,7 @@ class ModelConfig:
     """[model]: what the workers train."""
 
     section: ClassVar[str] = "model"
-    name: str = "mlp"            # softmax | mlp | cnn | sparse_logreg | matrix_factorization
+    name: str = "mlp"            # softmax | mlp | cnn | sparse_logreg | matrix_factorization | a plugin, mypkg.nets:Net
     options: dict = field(default_factory=dict)  # the model's keyword options, e.g. {hidden = [64]}
 
     def __post_init__(self):
@@ -157,14 +164,14 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class ProtocolConfig:
-    """[protocol]: the algorithm (server rule and worker loop), by its registered name."""
+    """[protocol]: the algorithm (server rule and worker loop), by its registered name or import path."""
 
     section: ClassVar[str] = "protocol"
-    name: str = "downpour"       # a registered protocol: dcasgd | downpour | dtadagrad | eamsgd | easgd | ssp | sync
+    name: str = "downpour"       # dcasgd | downpour | dtadagrad | eamsgd | easgd | ssp | sync | a plugin, mypkg.m:Name
     options: dict = field(default_factory=dict)  # its hyperparameters, e.g. {n_fetch = 1, n_push = 1}
 
     def __post_init__(self):
-        _one_of(self, "name", PROTOCOL_NAMES)
+        _one_of(self, "name", PROTOCOLS)
         _table(self, "options", "{n_fetch = 1, n_push = 1}")
 
 
@@ -173,7 +180,7 @@ class ServerConfig:
     """[server]: the optimizer each shard applies to the gradients pushed to it."""
 
     section: ClassVar[str] = "server"
-    optimizer: str = "adagrad"   # the rule each shard applies to pushed gradients: any optim.create name
+    optimizer: str = "adagrad"   # the rule each shard applies to pushed gradients: any optim.create name or plugin
     options: dict = field(default_factory=lambda: {"lr": 0.1})  # its hyperparameters
     schedule: dict = field(default_factory=dict)  # the lr's schedule, e.g. {kind = "sgdr", T_0 = 100}; {} = constant
                                                   # (kinds and keys: optim.schedule_spec; the README's table)

@@ -36,11 +36,13 @@ _TECHNIQUES = 'the README\'s table "Every technique of the seeds, from a config"
 _DELAYS = (f"kind ({' | '.join(DELAY_KINDS)}) and that kind's parameters, and slowdown = {{\"3\" = 10.0}}: "
            'ps/delay_models.py (a class per kind); the README\'s "Delays, virtual time, and side-by-side comparisons"')
 OPEN_TABLES = {  # dotted key -> where the keys of that open table are documented
-    "data.options": "the keyword-only arguments of the data set's loader in workers/datasets.py",
+    "data.options": "the keyword-only arguments of the data set's loader in workers/datasets.py (or the plugin's)",
     "data.batch_schedule": f"factor and epochs, both (as above); {_TECHNIQUES}",
     "model.options": "the keyword-only arguments of the model's __init__ in workers/dense_models.py "
-                     "(softmax, mlp, cnn) or workers/sparse_models.py (sparse_logreg, matrix_factorization)",
-    "protocol.options": 'the README\'s table under "The protocols", and the protocol\'s own file protocols/<name>.py',
+                     "(softmax, mlp, cnn) or workers/sparse_models.py (sparse_logreg, matrix_factorization) "
+                     "(or the plugin's)",
+    "protocol.options": 'the README\'s table under "The protocols", and the protocol\'s own file protocols/<name>.py '
+                        '(or the plugin\'s)',
     "server.options": f"the optimizer's hyperparameters, named as torch.optim names them (optim/); {_TECHNIQUES}",
     "server.schedule": f"kind and its parameters: optim/schedule_spec.py; {_TECHNIQUES}",
     "delays.compute": _DELAYS, "delays.pull": _DELAYS, "delays.push": _DELAYS,

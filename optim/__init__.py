@@ -22,14 +22,18 @@ from optim.rmsprop import RMSprop
 from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
                               StepDecay, Triangular, Warmup, lr_at)
 from optim.plateau import Plateau, Scaled
+from optim.plugins import Interface, Registry
 from optim.schedule_spec import from_spec, plateau_of
 from optim.sgd import SGD
 from optim.validation import check, check_options, choose
 from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
+# A plugin optimizer (``server.optimizer = "mypkg.optim:Lion"``): see optim.base.Optimizer.
+OPTIMIZER = Interface("an optim.Optimizer subclass", Optimizer, defines=("name", "reference"), takes=("lr",),
+                      call="cls(lr, **hyperparameters)")
+OPTIMIZERS: dict[str, type[Optimizer]] = Registry(OPTIMIZER, {
     cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam)
-}
+})
 
 
 def base_lr(name: str, hparams: dict) -> float:

@@ -117,9 +117,13 @@ class Optimizer:
     """Base class: validated hyperparameters, explicit state, dense and lazy sparse steps.
 
     Subclasses set ``name`` and ``slots`` (the per-element state tensors) and
-    implement ``reference(param, grad, state, lr)`` (in place) and
-    ``fast(param, grad, state, lr, out)``; both see ``state.step`` already advanced to the step being
+    implement ``reference(param, grad, state, lr)`` (in place) and, for
+    speed, ``fast(param, grad, state, lr, out)`` (else ``reference`` runs in
+    its place); both see ``state.step`` already advanced to the step being
     taken (1 for the first update) and ``lr`` already read off the schedule.
+    A plugin's (``server.optimizer = "mypkg.optim:Mine"``; ``optim.plugins``)
+    is the same: ``__init__(self, lr, **hyperparameters)`` validates them and
+    calls ``super().__init__(lr)``, and ``reference`` updates in place.
     """
 
     name: ClassVar[str]
@@ -224,8 +228,16 @@ class Optimizer:
         each slot's flat view. The kernel takes its scalars as Python floats and
         casts them to the arrays' dtype first (``to = p.dtype.type``), so a
         float32 update computes in float32, as torch does: a numpy scalar made
-        in Python for each would cost more than a small update."""
-        raise NotImplementedError
+        in Python for each would cost more than a small update.
+
+        Without a kernel of its own, an optimizer (a plugin's, say) runs its
+        ``reference`` here, on torch views of the same memory, shaped as the
+        slots (whose tensors share their memory with ``state.arrays``)."""
+        if out is not None:
+            np.copyto(out, p)
+            p = out
+        shape = state.tensors[self.slots[0]].shape if self.slots else (-1,)
+        self.reference(torch.from_numpy(p).view(shape), torch.from_numpy(g).view(shape), state, lr)
 
     # -- sparse rows -----------------------------------------------------------
     def step_rows(self, table: torch.Tensor, rows: torch.Tensor, grad_rows: torch.Tensor, state: State,

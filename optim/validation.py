@@ -7,6 +7,8 @@ import inspect
 import math
 from numbers import Integral, Real
 
+from optim.plugins import PluginError, names_plugin, or_plugin
+
 
 def check(ok: bool, what: str, value, rule: str) -> None:
     """Raise e.g. ``ValueError("Invalid learning rate: -1.0 (lr must be >= 0)")``."""
@@ -51,8 +53,15 @@ def check_bool(value, name: str) -> None:
 
 
 def choose(registry: dict, name: str, what: str):
-    """``registry[name]``, or a ValueError listing the names there are."""
-    check(isinstance(name, str) and name in registry, what, name, f"choose one of {sorted(registry)}")
+    """``registry[name]``, or a ValueError listing the names there are. A ``Registry``
+    also takes a plugin by import path, ``"package.module:Name"`` (``optim.plugins``)."""
+    if names_plugin(registry, name):
+        try:
+            return registry.interface.load(name)
+        except PluginError as err:
+            raise ValueError(f"Invalid {what}: {name!r} ({err})") from None
+    check(isinstance(name, str) and name in registry, what, name,
+          f"choose one of {sorted(registry)}{or_plugin(registry)}")
     return registry[name]
 
 

@@ -1,5 +1,6 @@
 """Protocols: one file per algorithm, each its server rule and its worker loop."""
 
+from optim.plugins import Interface, Registry
 from optim.validation import check_options, choose
 from protocols.base import Gradient, Protocol, WorkerContext
 from protocols.dcasgd import DCASGD
@@ -9,8 +10,10 @@ from protocols.easgd import EAMSGD, EASGD
 from protocols.ssp import SSP
 from protocols.sync import Sync
 
-PROTOCOLS: dict[str, type[Protocol]] = {cls.name: cls for cls in (Downpour, Sync, EASGD, EAMSGD, SSP,
-                                                                AdaptiveRevision, DCASGD)}
+# A plugin protocol (``protocol.name = "mypkg.protocols:Mine"``): see protocols.base.Protocol.
+PROTOCOL = Interface("a protocols.Protocol subclass", Protocol, defines=("name", "server_rule", "work"))
+PROTOCOLS: dict[str, type[Protocol]] = Registry(PROTOCOL, {cls.name: cls for cls in (Downpour, Sync, EASGD, EAMSGD,
+                                                                                   SSP, AdaptiveRevision, DCASGD)})
 
 
 def create(name: str, **options) -> Protocol:

@@ -47,7 +47,13 @@ class WorkerContext(Interface):
 
 
 class Protocol:
-    """Base of every protocol: a frozen dataclass of its hyperparameters."""
+    """Base of every protocol: a frozen dataclass of its hyperparameters
+    (``protocol.options``, checked in ``__post_init__``), with a ``name``,
+    ``server_rule`` and ``work``. A plugin's (``protocol.name =
+    "mypkg.algo:Mine"``; ``optim.plugins``) is the same: its shards' rule may
+    be ``ps.ApplyEach(optimizer)``, the [server] optimizer applied to each
+    push, and its loop uses ``ctx`` alone. Set ``supports_sparse = False``
+    unless the loop pulls and pushes table rows (``pull_rows``, ``push_rows``)."""
 
     name: ClassVar[str]
     supports_sparse: ClassVar[bool] = True

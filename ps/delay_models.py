@@ -24,6 +24,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from optim.plugins import Interface, Registry
 from optim.validation import check, check_options, choose, is_int, is_number
 
 EVENTS = ("compute", "pull", "push")  # one mini-batch gradient; a pull; a push
@@ -37,7 +38,9 @@ class DelayModel:
     or > 0 where ``positive`` says why), ``source`` makes one (worker, event)'s
     state, and ``sampler`` the function that draws its durations, in seconds,
     from that state. A random kind says how to draw ``n`` durations at once
-    (``sample``)."""
+    (``sample``). A kind of one's own (``kind = "mypkg.delays:Mine"``;
+    ``optim.plugins``) is a frozen dataclass subclass like those below, with
+    a ``kind`` and ``sample`` (or ``sampler``)."""
 
     kind: ClassVar[str]
     positive: ClassVar[dict[str, str]] = {}  # parameter -> why it must be > 0
@@ -234,8 +237,12 @@ class TraceDelay(DelayModel):
         return Replay(self.rows[worker])
 
 
-KINDS = {cls.kind: cls for cls in (NoDelay, ConstantDelay, UniformDelay, ExponentialDelay, LognormalDelay, ParetoDelay,
-                                   BandwidthDelay, TraceDelay)}
+# A plugin kind (``delays.compute = {kind = "mypkg.delays:Bimodal", ...}``): a frozen dataclass of its
+# parameters, as the kinds above; most define sample, as ExponentialDelay does.
+DELAY = Interface("a ps.delay_models.DelayModel subclass", DelayModel,
+                  defines=("kind", ("sample", "sampler", "source")))
+KINDS = Registry(DELAY, {cls.kind: cls for cls in (NoDelay, ConstantDelay, UniformDelay, ExponentialDelay,
+                                                   LognormalDelay, ParetoDelay, BandwidthDelay, TraceDelay)})
 
 
 def _read_trace(path: str, event: str) -> dict[int, list[float]]:

@@ -8,12 +8,13 @@ pulled values into the gradients to push.
 """
 
 from workers.data_shards import CURRICULA, DataShard, difficulty, shard_indices
-from workers.datasets import DATASETS, Dataset, load_dataset
+from workers.datasets import DATASETS, Dataset, load_dataset, split_examples
 from workers.gradient import loss_and_grad
 from workers.libsvm import read_libsvm
 from workers.model_base import Model
 from workers.models import MODELS, build_model
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
 
-__all__ = ["DATASETS", "Dataset", "load_dataset", "read_libsvm", "Split", "DenseSplit", "SparseSplit", "RatingsSplit",
-           "MODELS", "Model", "build_model", "DataShard", "shard_indices", "difficulty", "CURRICULA", "loss_and_grad"]
+__all__ = ["DATASETS", "Dataset", "load_dataset", "split_examples", "read_libsvm", "Split", "DenseSplit", "SparseSplit",
+           "RatingsSplit", "MODELS", "Model", "build_model", "DataShard", "shard_indices", "difficulty", "CURRICULA",
+           "loss_and_grad"]

@@ -14,6 +14,15 @@ Everything is seeded: the same ``(name, seed, options)`` gives the same
 tensors. Splits are train/val/test with default fractions 0.7/0.1/0.2,
 stratified by label for classification; the data sets that come as files
 keep their standard test set and draw val from their training files.
+
+A loader of one's own (``data.dataset = "mypkg.data:load"``, a plugin:
+``optim.plugins``) is a function like those here: ``load(rng, **options)``
+takes a seeded ``numpy.random.Generator`` (its only source of randomness, so
+that every process of a run builds the same data) and the config's
+``data.options`` by keyword, and returns a :class:`Dataset`, which
+:func:`split_examples` makes of a :class:`Split` of every example. Its
+``meta`` is what models are built from: ``input_shape`` and ``num_classes``
+for the dense classifiers.
 """
 
 from __future__ import annotations
@@ -23,12 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from optim.plugins import Interface, Registry
 from optim.validation import check, check_int, check_options, choose, is_int, is_number
 from workers.image_files import NUM_CLASSES, read_cifar10, read_idx_dataset
 from workers.libsvm import read_libsvm
 from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
 
-__all__ = ["Dataset", "Split", "DATASETS", "load_dataset"]
+__all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "split_examples"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,13 +56,18 @@ def load_dataset(name: str, *, seed: int = 0, **options) -> Dataset:
     loader = choose(DATASETS, name, "dataset name")
     check_options(loader, options, f"dataset {name!r}", skip=("rng",))
     check_int(seed, "seed", low=0)
-    return loader(np.random.default_rng(seed), **options)
+    dataset = loader(np.random.default_rng(seed), **options)
+    check(isinstance(dataset, Dataset), "dataset name", name,
+          f"its loader returned {type(dataset).__name__}, not a workers.Dataset")
+    return dataset
 
 
-def _splits(name: str, make, n: int, rng, val_fraction, test_fraction, labels=None, **meta) -> Dataset:
-    """A Dataset of ``make(positions) -> Split`` over a seeded (stratified) split of ``n`` examples."""
-    train, val, test = split_indices(n, rng, val_fraction, test_fraction, labels)
-    parts = [make(torch.from_numpy(p)) for p in (train, val, test)]
+def split_examples(name: str, everything: Split, rng: np.random.Generator, val_fraction: float = 0.1,
+                   test_fraction: float = 0.2, labels=None, **meta) -> Dataset:
+    """The Dataset ``name``: ``everything`` split train/val/test with ``rng``, stratified by ``labels``
+    (a numpy array, one per example) when given; ``meta`` as models read it (``Dataset.meta``)."""
+    train, val, test = split_indices(len(everything), rng, val_fraction, test_fraction, labels)
+    parts = [everything.subset(torch.from_numpy(p)) for p in (train, val, test)]
     return Dataset(name, *parts, kind=parts[0].kind, meta=meta)
 
 
@@ -63,8 +78,8 @@ def _digits(rng, *, val_fraction: float = 0.1, test_fraction: float = 0.2) -> Da
     digits = load_digits()
     everything = DenseSplit(torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1),
                             torch.from_numpy(digits.target.astype(np.int64)))
-    return _splits("digits", everything.subset, len(everything), rng, val_fraction, test_fraction,
-                   labels=digits.target, input_shape=(1, 8, 8), num_classes=10)
+    return split_examples("digits", everything, rng, val_fraction, test_fraction,
+                          labels=digits.target, input_shape=(1, 8, 8), num_classes=10)
 
 
 def _sparse_synthetic(rng, *, num_examples: int = 20_000, num_features: int = 100_000, nnz: int = 10,
@@ -94,8 +109,8 @@ def _sparse_synthetic(rng, *, num_examples: int = 20_000, num_features: int = 10
     y = (w_true[ids].sum(axis=1) + rng.logistic(size=num_examples) > 0).astype(np.float32)
     everything = SparseSplit(torch.from_numpy(ids.reshape(-1)), torch.arange(0, num_examples * nnz + 1, nnz),
                              torch.ones(num_examples * nnz), torch.from_numpy(y))
-    return _splits("sparse_synthetic", everything.subset, num_examples, rng, val_fraction, test_fraction,
-                   labels=y, num_features=num_features)
+    return split_examples("sparse_synthetic", everything, rng, val_fraction, test_fraction,
+                          labels=y, num_features=num_features)
 
 
 def _distinct_zipf_draws(rng, n: int, num_features: int, nnz: int, exponent: float) -> np.ndarray:
@@ -143,8 +158,8 @@ def _matrix_completion(rng, *, num_users: int = 500, num_items: int = 400, rank:
     rating = (users[user] * items[item]).sum(axis=1) + noise * rng.standard_normal(count)
     everything = RatingsSplit(torch.from_numpy(user), torch.from_numpy(item),
                               torch.from_numpy(rating.astype(np.float32)))
-    return _splits("matrix_completion", everything.subset, count, rng, val_fraction, test_fraction,
-                   num_users=num_users, num_items=num_items, rank=rank)
+    return split_examples("matrix_completion", everything, rng, val_fraction, test_fraction,
+                          num_users=num_users, num_items=num_items, rank=rank)
 
 
 def _libsvm(rng, *, path: str | None = None, zero_based: bool | str = "auto", num_features: int | None = None,
@@ -154,8 +169,8 @@ def _libsvm(rng, *, path: str | None = None, zero_based: bool | str = "auto", nu
     data = read_libsvm(path, zero_based=zero_based, num_features=num_features)
     everything = SparseSplit(torch.from_numpy(data.indices), torch.from_numpy(data.offsets),
                              torch.from_numpy(data.values), torch.from_numpy(data.y))
-    return _splits("libsvm", everything.subset, len(everything), rng, val_fraction, test_fraction,
-                   labels=data.y, num_features=data.num_features)
+    return split_examples("libsvm", everything, rng, val_fraction, test_fraction,
+                          labels=data.y, num_features=data.num_features)
 
 
 def _mnist(rng, *, path: str | None = None, val_fraction: float = 0.1, limit: int | None = None) -> Dataset:
@@ -195,5 +210,10 @@ def _images(x: np.ndarray, y: np.ndarray) -> DenseSplit:
     return DenseSplit(torch.from_numpy(np.divide(x, np.float32(255), dtype=np.float32)), torch.from_numpy(y))
 
 
-DATASETS = {"digits": _digits, "sparse_synthetic": _sparse_synthetic, "matrix_completion": _matrix_completion,
-            "libsvm": _libsvm, "mnist": _mnist, "fashion_mnist": _fashion_mnist, "cifar10": _cifar10}
+# A plugin data set (``data.dataset = "mypkg.data:blobs"``): a function of a numpy Generator and keyword
+# options that returns a Dataset, as the loaders above; split_examples makes one of a Split of every example.
+DATASET = Interface("a data set loader, a function (rng, **options) -> workers.Dataset", takes=("rng",),
+                    call="loader(rng, **options)")
+DATASETS = Registry(DATASET, {"digits": _digits, "sparse_synthetic": _sparse_synthetic,
+                              "matrix_completion": _matrix_completion, "libsvm": _libsvm, "mnist": _mnist,
+                              "fashion_mnist": _fashion_mnist, "cifar10": _cifar10})

@@ -24,6 +24,14 @@ Tensors = dict[str, torch.Tensor]
 class Model:
     """Base of every model; subclasses set the shapes and implement the four verbs.
 
+    A subclass -- a plugin's too (``model.name = "mypkg.nets:Net"``;
+    ``optim.plugins``) -- sets ``name``, takes ``(meta, *, train=None,
+    **options)`` (the data set's ``meta``, its training split, and the
+    config's ``model.options`` by keyword), sets ``self.dense`` and
+    ``self.tables`` there, and defines ``init``, ``loss`` and ``evaluate``
+    (``rows`` too, with tables). Workers on threads share one model, and Ray
+    and gRPC ship it pickled: keep no per-call state on it.
+
     ``loss(dense, rows, batch)`` sees only the table rows the batch touches:
     ``rows[t]`` holds the values of ``self.rows(batch)[t]`` (sorted unique
     ids) in that order. ``evaluate(dense, tables, split)`` sees whole tables
@@ -48,6 +56,8 @@ class Model:
         raise NotImplementedError
 
     def evaluate(self, dense: Tensors, tables: Tensors, split: Split) -> dict[str, float]:
+        """Scores on ``split``, recorded as ``val_<key>`` and ``test_<key>``: ``loss`` (early stopping and the
+        plateau schedule watch it) and, for a classifier, ``accuracy`` (the target the reports time)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -18,6 +18,7 @@ for the contract.
 
 from __future__ import annotations
 
+from optim.plugins import Interface, Registry
 from optim.validation import check, check_options, choose
 from workers.dense_models import CNN, MLP, Softmax
 from workers.model_base import Model
@@ -26,7 +27,11 @@ from workers.splits import Split
 
 __all__ = ["Model", "MODELS", "build_model"]
 
-MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Softmax, MLP, CNN, SparseLogReg, MatrixFactorization)}
+# A plugin model (``model.name = "mypkg.nets:TinyNet"``): see workers.model_base.Model.
+MODEL = Interface("a workers.Model subclass", Model, defines=("name", "init", "loss", "evaluate"), takes=("train",),
+                  call="cls(meta, *, train=None, **options)")
+MODELS: dict[str, type[Model]] = Registry(MODEL, {cls.name: cls for cls in (Softmax, MLP, CNN, SparseLogReg,
+                                                                            MatrixFactorization)})
 
 
 def build_model(name: str, dataset_meta: dict, *, train: Split | None = None, **options) -> Model:
@@ -35,4 +40,8 @@ def build_model(name: str, dataset_meta: dict, *, train: Split | None = None, **
     check(isinstance(dataset_meta, dict), "dataset_meta", type(dataset_meta).__name__,
           "pass the data set's meta dict (dataset.meta)")
     check_options(cls, options, f"model {name!r}", skip=("meta", "train"))
-    return cls(dataset_meta, train=train, **options)
+    model = cls(dataset_meta, train=train, **options)
+    check(isinstance(getattr(model, "dense", None), dict) and isinstance(getattr(model, "tables", None), dict),
+          "model name", name, "its __init__ must set self.dense = {name: shape} and self.tables = {name: (rows, "
+          "dim)}, each maybe empty")
+    return model

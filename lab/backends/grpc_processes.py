@@ -6,7 +6,9 @@ its shard and worker processes as ``Forked``: forks of a fork server that
 has imported this module (torch, gRPC, the experiment's code) once, each
 handed the pickled experiment, and everything else it needs as arguments
 (the fork server's environment and working directory are those of its
-start). A process starts in milliseconds, not the seconds of a fresh
+start; each process takes this process's working directory and ``sys.path``
+as multiprocessing hands them over, so that a plugin's package, imported
+here from the working directory, imports there too). A process starts in milliseconds, not the seconds of a fresh
 interpreter importing torch. The fork server is a fresh
 interpreter of its own, started once per process (``start_fork_server``):
 forking this process instead would be unsafe once it has used gRPC (a test

@@ -19,6 +19,14 @@ checkpoint (every ``checkpoint_every`` updates, in ``<run>/checkpoints``),
 and the calls it was serving are retried. The updates after that checkpoint
 are lost, unless ``durability`` keeps a journal to replay; the event says
 which version it resumed from.
+
+Plugins (``model.name = "mypkg.nets:Net"``, ``optim.plugins``). The actors
+unpickle the model, the protocol and the server rule by reference, so they
+import the user's package: Ray puts the driver's working directory on every
+worker's ``sys.path`` (``ray.init`` in this process, or joining a cluster),
+as the plugin resolution puts it on this process's. On a cluster of several
+machines that directory must exist at the same path on each, or the package
+be installed there.
 """
 
 from __future__ import annotations

@@ -11,23 +11,32 @@ repository's ``docker-compose.yml`` is this file for
 docker-compose reads the paths in a file relative to the file's own folder;
 they are written so: the build context (the folder ``asyncps compose`` runs
 in: the repository's top), the config, and the config's ``out_dir`` (relative
-to that folder too, as ``asyncps run`` reads it), mounted at ``/runs``.
+to that folder too, as ``asyncps run`` reads it), mounted at ``/runs``. A
+plugin the config names from a package of that folder (``model.name =
+"examples.nets:SmallConvNet"``) is mounted into the containers' working
+directory, ``/work``, where asyncps imports it; a plugin installed elsewhere
+must be installed in the image.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from lab.config import Config, load_config
+from optim.plugins import IMPORT_PATH
 
 __all__ = ["compose_file", "add_compose"]
 
 PORT = 50051  # every shard's on the project's network; shard i's is PORT + i on the host's
 DOCKERFILE = "deploy/Dockerfile"
+WORKDIR = "/work"  # the image's working directory (deploy/Dockerfile): importable, as every working directory is
+OWN = ("lab", "optim", "protocols", "protos", "ps", "workers")  # asyncps's packages, in the image already
 
 HEADER = """\
 # An asyncps cluster for {config}: {shards} parameter-server shard(s), {workers}
@@ -88,7 +97,7 @@ x-asyncps: &asyncps
   restart: "no"
   volumes:
     - {config_path}:/config/experiment.toml:ro
-    - {runs}:/runs
+    - {runs}:/runs{plugins}
   environment:
     ASYNCPS_TOKEN: ${{ASYNCPS_TOKEN:-}}
     # glibc keeps freed memory for reuse instead of page-faulting large
@@ -134,6 +143,33 @@ def flow(items: list[str]) -> str:
     return json.dumps(items)
 
 
+def _strings(tree):
+    if isinstance(tree, dict):
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for value in tree:
+            yield from _strings(value)
+    elif isinstance(tree, str):
+        yield tree
+
+
+def plugin_sources(config: Config, root: Path) -> dict[str, Path]:
+    """The top-level packages (or modules) under ``root`` that ``config`` names plugins from:
+    ``{"examples": root / "examples"}`` for ``model.name = "examples.nets:SmallConvNet"``."""
+    found = {}
+    for value in _strings(asdict(config)):
+        top = value.split(":")[0].split(".")[0]
+        if not IMPORT_PATH.fullmatch(value) or top in OWN:
+            continue
+        spec = importlib.util.find_spec(top)  # loading the config has imported it
+        if spec is None:
+            continue
+        where = Path(next(iter(spec.submodule_search_locations)) if spec.submodule_search_locations else spec.origin)
+        if where.resolve().is_relative_to(root.resolve()):
+            found[top] = where
+    return found
+
+
 def compose_file(config: Config, config_path: Path, folder: Path, root: Path, host_network: bool = False) -> str:
     """The compose file, to be written in ``folder``, of ``config`` (read from
     ``config_path``), built from the repository at ``root``: its
@@ -148,8 +184,10 @@ def compose_file(config: Config, config_path: Path, folder: Path, root: Path, ho
     text = HEADER.format(config=os.path.relpath(config_path.resolve(), root.resolve()),
                          flags=" --host-network" if host_network else "", shards=shards, workers=workers,
                          name=name, runs=runs)
+    plugins = "".join(f"\n    - {relative(where, folder)}:{WORKDIR}/{where.name}:ro   # the config's plugins: {top}"
+                      for top, where in plugin_sources(config, root).items())
     text += TEMPLATES.format(
-        config_path=relative(config_path, folder), runs=runs,
+        config_path=relative(config_path, folder), runs=runs, plugins=plugins,
         network="\n  network_mode: host   # every container on the host's network: shard i on 127.0.0.1:"
                 f"{PORT}+i" if host_network else "",
         depends_on="".join(f"    shard{i}:\n      condition: service_healthy\n" for i in range(shards)))

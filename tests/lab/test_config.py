@@ -208,6 +208,7 @@ def test_overrides_apply_over_the_file_in_order(tmp_path):
 TRAIN_KEYS = ("clip_norm, clip_value, early_stopping, epochs, eval_every, min_delta, noise_eta, noise_gamma, patience, "
               "target_accuracy")
 TOP_KEYS = "backend, cluster, data, delays, model, name, out_dir, protocol, ray, recovery, seed, server, train"
+OR_PLUGIN = ", or a plugin 'package.module:Name'"  # what a registry's refusal adds (optim.plugins)
 ERRORS = [
     # (file text or None, overrides, the whole message)
     ("[train]\nepochz = 3\n", [],
@@ -225,25 +226,26 @@ ERRORS = [
     (None, ["cluster.shards=2.0"], "Invalid config value cluster.shards = 2.0 (must be an integer >= 1)"),
     (None, ["cluster.workers=true"], "Invalid config value cluster.workers = True (must be an integer >= 1)"),
     (None, ["data.dataset=imagenet"], "Invalid config value data.dataset = 'imagenet' (choose one of: cifar10, "
-                                      "digits, fashion_mnist, libsvm, matrix_completion, mnist, sparse_synthetic)"),
+                                      "digits, fashion_mnist, libsvm, matrix_completion, mnist, "
+                                      f"sparse_synthetic{OR_PLUGIN})"),
     ("[data]\ndataset = [1]\n", [], "Invalid config value data.dataset = [1] (choose one of: cifar10, digits, "
-                                 "fashion_mnist, libsvm, matrix_completion, mnist, sparse_synthetic)"),
+                                 f"fashion_mnist, libsvm, matrix_completion, mnist, sparse_synthetic{OR_PLUGIN})"),
     (None, ["data.batch_size=0"], "Invalid config value data.batch_size = 0 (must be an integer >= 1 or 'full')"),
     (None, ["data.batch_size=all"],
      "Invalid config value data.batch_size = 'all' (must be an integer >= 1 or 'full')"),
     (None, ["data.curriculum=hard"],
      "Invalid config value data.curriculum = 'hard' (choose one of: easy_to_hard, mixed, none)"),
     (None, ["data.options=3"], "Invalid config value data.options = 3 (must be a table, e.g. {num_features = 1000})"),
-    (None, ["model.name=resnet"], "Invalid config value model.name = 'resnet' "
-                                  "(choose one of: cnn, matrix_factorization, mlp, softmax, sparse_logreg)"),
+    (None, ["model.name=resnet"], "Invalid config value model.name = 'resnet' (choose one of: cnn, "
+                                  f"matrix_factorization, mlp, softmax, sparse_logreg{OR_PLUGIN})"),
     (None, ["model.options=[64]"],
      "Invalid config value model.options = [64] (must be a table, e.g. {hidden = [64], batch_norm = false})"),
     (None, ["protocol.name=downpoor"], "Invalid config value protocol.name = 'downpoor' (choose one of: dcasgd, "
-                                       "downpour, dtadagrad, eamsgd, easgd, ssp, sync)"),
+                                       f"downpour, dtadagrad, eamsgd, easgd, ssp, sync{OR_PLUGIN})"),
     (None, ["protocol.options=1"],
      "Invalid config value protocol.options = 1 (must be a table, e.g. {n_fetch = 1, n_push = 1})"),
     (None, ["server.optimizer=adamm"],
-     f"Invalid config value server.optimizer = 'adamm' (choose one of: {', '.join(sorted(OPTIMIZERS))})"),
+     f"Invalid config value server.optimizer = 'adamm' (choose one of: {', '.join(sorted(OPTIMIZERS))}{OR_PLUGIN})"),
     (None, ["server.options=0.1"], "Invalid config value server.options = 0.1 (must be a table, e.g. {lr = 0.1})"),
     ('[train]\nepochs = "ten"\n', [], "Invalid config value train.epochs = 'ten' (must be a positive number)"),
     (None, ["train.epochs=0"], "Invalid config value train.epochs = 0 (must be a positive number)"),
@@ -283,7 +285,8 @@ ERRORS = [
      "Invalid delays.push: {'seconds': 0.002} (needs a kind: choose one of ['bandwidth', 'constant', "
      "'exponential', 'lognormal', 'none', 'pareto', 'trace', 'uniform'])"),
     (None, ["delays.push.kind=gauss"], "Invalid delays.push.kind: 'gauss' (choose one of ['bandwidth', 'constant', "
-                                       "'exponential', 'lognormal', 'none', 'pareto', 'trace', 'uniform'])"),
+                                       "'exponential', 'lognormal', 'none', 'pareto', 'trace', "
+                                       f"'uniform']{OR_PLUGIN})"),
     ("[delays.push]\nkind = 'lognormal'\nmedian = 0.01\nsigma = 0\n", [],
      "Invalid delays.push.sigma: 0 (must be a number > 0: the spread (for none, use kind = \"constant\"))"),
     (None, ["delays.push.kind=constant"],

@@ -282,6 +282,7 @@ def test_a_local_run_sleeps_its_delays_and_still_trains(tmp_path):
 
 # -- refusals --------------------------------------------------------------------------------
 KIND_LIST = "['bandwidth', 'constant', 'exponential', 'lognormal', 'none', 'pareto', 'trace', 'uniform']"
+OR_PLUGIN = ", or a plugin 'package.module:Name'"  # what a registry's refusal adds (optim.plugins)
 TABLE_EXAMPLE = '{kind = "constant", seconds = 0.001}'
 PARETO_ALPHA = ("must be a number > 1: at alpha <= 1 the mean delay is infinite, and a few delays are long enough "
                 "to stall a run; alpha = 1.5 is a heavy tail with a finite mean")
@@ -292,8 +293,9 @@ ERRORS = [
     ({"compte": {"kind": "none"}}, 1, "Invalid delay event: 'compte' (choose one of ['compute', 'pull', 'push'])"),
     ({"push": 0.002}, 1, f"Invalid delays.push: 0.002 (must be a table, e.g. {TABLE_EXAMPLE})"),
     ({"push": {"seconds": 1}}, 1, f"Invalid delays.push: {{'seconds': 1}} (needs a kind: choose one of {KIND_LIST})"),
-    ({"push": {"kind": "gauss"}}, 1, f"Invalid delays.push.kind: 'gauss' (choose one of {KIND_LIST})"),
-    ({"push": {"kind": ["constant"]}}, 1, f"Invalid delays.push.kind: ['constant'] (choose one of {KIND_LIST})"),
+    ({"push": {"kind": "gauss"}}, 1, f"Invalid delays.push.kind: 'gauss' (choose one of {KIND_LIST}{OR_PLUGIN})"),
+    ({"push": {"kind": ["constant"]}}, 1,
+     f"Invalid delays.push.kind: ['constant'] (choose one of {KIND_LIST}{OR_PLUGIN})"),
     ({"pull": {"kind": "lognormal", "median": 0.01}}, 1,
      "Invalid delays.pull.sigma: missing (a lognormal delay takes median, sigma)"),
     ({"pull": {"kind": "constant", "seconds": 0.01, "median": 0.01}}, 1,

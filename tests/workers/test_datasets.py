@@ -261,7 +261,8 @@ def test_split_refusals():
 
 INVALID = [
     ("imagenet", {}, r"Invalid dataset name: 'imagenet' \(choose one of \['cifar10', 'digits', 'fashion_mnist', "
-                     r"'libsvm', 'matrix_completion', 'mnist', 'sparse_synthetic'\]\)"),
+                     r"'libsvm', 'matrix_completion', 'mnist', 'sparse_synthetic'\], or a plugin "
+                     r"'package.module:Name'\)"),
     ("digits", {"fraction": 0.1}, r"Invalid option for dataset 'digits': 'fraction' \(allowed options: "
                                   r"\['test_fraction', 'val_fraction'\]\)"),
     ("digits", {"seed": -1}, r"Invalid seed: -1 \(seed must be an integer >= 0\)"),

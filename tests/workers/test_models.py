@@ -290,7 +290,7 @@ def test_hogwild_l2_sums_to_the_full_penalty_over_an_epoch(datasets):
 DIGITS_META = {"input_shape": (1, 8, 8), "num_classes": 10}
 INVALID = [
     ("resnet", DIGITS_META, {}, r"Invalid model name: 'resnet' \(choose one of \['cnn', 'matrix_factorization', "
-                                r"'mlp', 'softmax', 'sparse_logreg'\]\)"),
+                                r"'mlp', 'softmax', 'sparse_logreg'\], or a plugin 'package.module:Name'\)"),
     ("mlp", DIGITS_META, {"hiden": [8]}, r"Invalid option for model 'mlp': 'hiden' \(allowed options: "
                                          r"\['batch_norm', 'dropout', 'hidden'\]\)"),
     ("mlp", DIGITS_META, {"hidden": []}, r"Invalid hidden: \[\] \(hidden must be a non-empty list of layer "
