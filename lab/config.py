@@ -23,9 +23,9 @@ from typing import ClassVar
 
 import tomli_w
 
+from lab.config_checks import boolean, integer, number, one_of, require, string, table
 from lab.config_file import load
 from optim import OPTIMIZERS
-from optim.plugins import PluginError, names_plugin, or_plugin
 from optim.validation import is_int, is_number
 from protocols import PROTOCOLS, hogwild
 from ps.delays import Delays
@@ -38,61 +38,6 @@ __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConf
            "HogwildExperiment", "HogwildDataConfig", "HogwildConfig", "load_hogwild_config", "HOGWILD_MODELS"]
 
 BACKENDS = ("local", "sim", "ray", "grpc")
-
-
-# -- one small check per kind of value -------------------------------------------
-def _require(section, name: str, ok: bool, rule: str) -> None:
-    if not ok:
-        where = f"{section.section}.{name}" if section.section else name
-        raise ValueError(f"Invalid config value {where} = {getattr(section, name)!r} ({rule})")
-
-
-def _int(section, name: str, low: int = 1) -> None:
-    _require(section, name, is_int(getattr(section, name), low), f"must be an integer >= {low}")
-
-
-def _number(section, name: str, positive: bool = False) -> None:
-    value = getattr(section, name)
-    ok = is_number(value) and (value > 0 if positive else value >= 0)
-    _require(section, name, ok, "must be a positive number" if positive else "must be a number >= 0")
-
-
-def _boolean(section, name: str) -> None:
-    _require(section, name, isinstance(getattr(section, name), bool), "must be true or false")
-
-
-def _string(section, name: str) -> None:
-    value = getattr(section, name)
-    _require(section, name, isinstance(value, str), f'must be a string: quote it, {name} = "{value}"')
-
-
-def _one_of(section, name: str, choices) -> None:
-    value = getattr(section, name)
-    if names_plugin(choices, value):  # a registry's plugin, package.module:Name: loaded and checked here
-        try:
-            choices.interface.load(value)
-        except PluginError as err:
-            _require(section, name, False, str(err))
-        return
-    _require(section, name, isinstance(value, str) and value in choices,
-             f"choose one of: {', '.join(sorted(choices))}{or_plugin(choices)}")
-
-
-def _is_toml(value) -> bool:
-    """A value TOML can write and read back as itself: what a run's config.toml must hold to re-run it."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_toml(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return all(_is_toml(v) for v in value)
-    return isinstance(value, (bool, int, float, str))
-
-
-def _table(section, name: str, example: str) -> None:
-    _require(section, name, isinstance(getattr(section, name), dict), f"must be a table, e.g. {example}")
-    _require(section, name, _is_toml(getattr(section, name)),
-             "must hold only numbers, strings, booleans, lists and tables, so that the run's config.toml "
-             "re-runs it: a learning-rate schedule is a table, e.g. server.schedule = {kind = \"step\", "
-             "step_size = 100}")
 
 
 # -- the sections ----------------------------------------------------------------
@@ -110,22 +55,22 @@ class DataConfig:
                                                         # 2018), e.g. {factor = 2, epochs = [10, 20]}; {} = fixed
 
     def __post_init__(self):
-        _one_of(self, "dataset", DATASETS)
-        _require(self, "batch_size", self.batch_size == "full" or is_int(self.batch_size),
+        one_of(self, "dataset", DATASETS)
+        require(self, "batch_size", self.batch_size == "full" or is_int(self.batch_size),
                  "must be an integer >= 1 or 'full'")
-        _one_of(self, "curriculum", CURRICULA)
-        _table(self, "options", "{num_features = 1000}")
-        _table(self, "batch_schedule", "{factor = 2, epochs = [10, 20]}")
+        one_of(self, "curriculum", CURRICULA)
+        table(self, "options", "{num_features = 1000}")
+        table(self, "batch_schedule", "{factor = 2, epochs = [10, 20]}")
         schedule = self.batch_schedule
         if schedule:
-            _require(self, "batch_schedule", set(schedule) == {"factor", "epochs"},
+            require(self, "batch_schedule", set(schedule) == {"factor", "epochs"},
                      "needs exactly the keys factor and epochs, e.g. {factor = 2, epochs = [10, 20]}")
-            _require(self, "batch_schedule", is_number(schedule["factor"]) and schedule["factor"] >= 1,
+            require(self, "batch_schedule", is_number(schedule["factor"]) and schedule["factor"] >= 1,
                      "its factor must be a number >= 1")
             epochs = schedule["epochs"]
-            _require(self, "batch_schedule", isinstance(epochs, list) and all(is_int(e) for e in epochs)
+            require(self, "batch_schedule", isinstance(epochs, list) and all(is_int(e) for e in epochs)
                      and epochs == sorted(set(epochs)), "its epochs must be a list of increasing integers >= 1")
-            _require(self, "batch_schedule", self.batch_size != "full", "cannot grow a batch_size of 'full'")
+            require(self, "batch_schedule", self.batch_size != "full", "cannot grow a batch_size of 'full'")
 
     @property
     def growth(self) -> tuple[float, tuple[int, ...]]:
@@ -144,8 +89,8 @@ class ModelConfig:
     options: dict = field(default_factory=dict)  # the model's keyword options, e.g. {hidden = [64]}
 
     def __post_init__(self):
-        _one_of(self, "name", MODELS)
-        _table(self, "options", "{hidden = [64], batch_norm = false}")
+        one_of(self, "name", MODELS)
+        table(self, "options", "{hidden = [64], batch_norm = false}")
 
 
 @dataclass(frozen=True)
@@ -158,8 +103,8 @@ class ClusterConfig:
                                  # per 100 of the model's parameters (checked by lab.experiment)
 
     def __post_init__(self):
-        _int(self, "workers")
-        _int(self, "shards")
+        integer(self, "workers")
+        integer(self, "shards")
 
 
 @dataclass(frozen=True)
@@ -171,8 +116,8 @@ class ProtocolConfig:
     options: dict = field(default_factory=dict)  # its hyperparameters, e.g. {n_fetch = 1, n_push = 1}
 
     def __post_init__(self):
-        _one_of(self, "name", PROTOCOLS)
-        _table(self, "options", "{n_fetch = 1, n_push = 1}")
+        one_of(self, "name", PROTOCOLS)
+        table(self, "options", "{n_fetch = 1, n_push = 1}")
 
 
 @dataclass(frozen=True)
@@ -186,9 +131,9 @@ class ServerConfig:
                                                   # (kinds and keys: optim.schedule_spec; the README's table)
 
     def __post_init__(self):
-        _one_of(self, "optimizer", OPTIMIZERS)
-        _table(self, "options", "{lr = 0.1}")
-        _table(self, "schedule", '{kind = "step", step_size = 100, gamma = 0.5}')
+        one_of(self, "optimizer", OPTIMIZERS)
+        table(self, "options", "{lr = 0.1}")
+        table(self, "schedule", '{kind = "step", step_size = 100, gamma = 0.5}')
 
 
 @dataclass(frozen=True)
@@ -209,14 +154,14 @@ class TrainConfig:
     noise_gamma: float = 0.55    # how fast that noise's variance decays with the step: a number >= 0
 
     def __post_init__(self):
-        _number(self, "epochs", positive=True)
-        _int(self, "eval_every")
+        number(self, "epochs", positive=True)
+        integer(self, "eval_every")
         value = self.target_accuracy
-        _require(self, "target_accuracy", is_number(value) and 0 < value <= 1, "must be a number in (0, 1]")
-        _boolean(self, "early_stopping")
-        _int(self, "patience", low=0)
+        require(self, "target_accuracy", is_number(value) and 0 < value <= 1, "must be a number in (0, 1]")
+        boolean(self, "early_stopping")
+        integer(self, "patience", low=0)
         for name in ("min_delta", "clip_norm", "clip_value", "noise_eta", "noise_gamma"):
-            _number(self, name)
+            number(self, name)
 
 
 @dataclass(frozen=True)
@@ -238,7 +183,7 @@ class DelaysConfig:
 
     def __post_init__(self):
         for name in ("compute", "pull", "push"):
-            _table(self, name, '{kind = "constant", seconds = 0.001}')
+            table(self, name, '{kind = "constant", seconds = 0.001}')
 
     def specs(self) -> dict[str, dict]:
         """Event -> spec, as ``ps.delays.Delays`` takes them."""
@@ -256,11 +201,11 @@ class RayConfig:
 
     def __post_init__(self):
         address = self.address
-        _require(self, "address", isinstance(address, str) and (
+        require(self, "address", isinstance(address, str) and (
             address in ("", "auto") or re.fullmatch(r"(ray://)?[^\s:/]+:\d+", address) is not None),
             "must be HOST:PORT of a running Ray head, e.g. 127.0.0.1:6379, or 'auto', or empty to start a local Ray")
-        _number(self, "shard_cpus")
-        _number(self, "worker_cpus")
+        number(self, "shard_cpus")
+        number(self, "worker_cpus")
 
 
 @dataclass(frozen=True)
@@ -273,10 +218,10 @@ class RecoveryConfig:
     durability: str = "none"     # none | log | fsync: journal each push before acknowledging it (see the README)
 
     def __post_init__(self):
-        _int(self, "checkpoint_every", low=0)
-        _int(self, "max_restarts", low=0)
-        _one_of(self, "durability", DURABILITIES)
-        _require(self, "durability", self.durability == "none" or self.checkpoint_every > 0,
+        integer(self, "checkpoint_every", low=0)
+        integer(self, "max_restarts", low=0)
+        one_of(self, "durability", DURABILITIES)
+        require(self, "durability", self.durability == "none" or self.checkpoint_every > 0,
                  "needs recovery.checkpoint_every >= 1: the journal is cut at each checkpoint")
 
     def plan(self, directory: Path) -> RecoveryPlan | None:
@@ -294,12 +239,12 @@ class _Experiment:
 
     def __post_init__(self):
         name = self.name
-        _string(self, "name")
-        _require(self, "name", name.strip(".") != "" and "/" not in name and "\\" not in name,
+        string(self, "name")
+        require(self, "name", name.strip(".") != "" and "/" not in name and "\\" not in name,
                  "must be a directory name: not empty, no '/'")
-        _string(self, "out_dir")
-        _require(self, "out_dir", self.out_dir != "", "must be a non-empty path")
-        _int(self, "seed", low=0)
+        string(self, "out_dir")
+        require(self, "out_dir", self.out_dir != "", "must be a non-empty path")
+        integer(self, "seed", low=0)
 
     @property
     def run_dir(self) -> Path:
@@ -327,7 +272,7 @@ class Config(_Experiment):
 
     def __post_init__(self):
         super().__post_init__()
-        _one_of(self, "backend", BACKENDS)
+        one_of(self, "backend", BACKENDS)
         Delays(self.delays.specs(), self.seed, self.cluster.workers)  # each refusal names e.g. delays.push.sigma
 
 
@@ -344,8 +289,8 @@ class HogwildDataConfig:
     options: dict = field(default_factory=dict)  # the data set's keyword options, e.g. {num_features = 1000}
 
     def __post_init__(self):
-        _one_of(self, "dataset", DATASETS)
-        _table(self, "options", "{num_features = 1000}")
+        one_of(self, "dataset", DATASETS)
+        table(self, "options", "{num_features = 1000}")
 
 
 @dataclass(frozen=True)
@@ -358,16 +303,16 @@ class HogwildConfig(hogwild.Settings):
     rank: int = 0                # matrix_factorization: the factors' rank; 0 = the data set's
 
     def __post_init__(self):  # in the config's words (hogwild.<key>), where Settings speaks train's
-        _require(self, "model", self.model in HOGWILD_MODELS, f"choose one of: {', '.join(HOGWILD_MODELS)}")
-        _require(self, "rank", is_int(self.rank, 0), "must be an integer >= 0 (0: the data set's rank)")
-        _int(self, "threads")
-        _require(self, "mode", self.mode in hogwild.MODES, f"choose one of: {', '.join(hogwild.MODES)}")
-        _boolean(self, "processes")
-        _int(self, "epochs")
-        _number(self, "step_size", positive=True)
-        _require(self, "beta", is_number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]")
-        _number(self, "l2")
-        _int(self, "chunk")
+        require(self, "model", self.model in HOGWILD_MODELS, f"choose one of: {', '.join(HOGWILD_MODELS)}")
+        require(self, "rank", is_int(self.rank, 0), "must be an integer >= 0 (0: the data set's rank)")
+        integer(self, "threads")
+        require(self, "mode", self.mode in hogwild.MODES, f"choose one of: {', '.join(hogwild.MODES)}")
+        boolean(self, "processes")
+        integer(self, "epochs")
+        number(self, "step_size", positive=True)
+        require(self, "beta", is_number(self.beta) and 0 < self.beta <= 1, "must be a number in (0, 1]")
+        number(self, "l2")
+        integer(self, "chunk")
 
 
 @dataclass(frozen=True)
