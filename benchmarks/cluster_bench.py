@@ -32,7 +32,7 @@ BACKENDS = ("local", "grpc")
 
 def one_run(out: Path, backend: str) -> dict[str, float]:
     launched = time.time()
-    subprocess.run([sys.executable, "-m", "lab.cli", "run", "--backend", backend, "--no-progress",
+    subprocess.run([sys.executable, "-m", "asyncps.lab.cli", "run", "--backend", backend, "--no-progress",
                     "--set", f"out_dir={out}", "--set", f"name={backend}"], check=True, stdout=subprocess.DEVNULL)
     exited = time.time()
     run_dir = out / backend

@@ -36,13 +36,13 @@ from pathlib import Path
 import grpc
 import torch
 
-from lab.backends.grpc import free_ports
-from lab.backends.grpc_processes import MALLOC_ENV
-from lab.backends.health import wait_until_serving
-from lab.config import load_config, to_toml
-from lab.experiment import Experiment
-from ps.grpc_client import GrpcClient
-from ps.journal import DURABILITIES
+from asyncps.lab.backends.grpc import free_ports
+from asyncps.lab.backends.grpc_processes import MALLOC_ENV
+from asyncps.lab.backends.health import wait_until_serving
+from asyncps.lab.config import load_config, to_toml
+from asyncps.lab.experiment import Experiment
+from asyncps.ps.grpc_client import GrpcClient
+from asyncps.ps.journal import DURABILITIES
 from timing import Targets
 
 # gRPC's own ceiling: a server that answers each message with itself (Echo) or
@@ -124,7 +124,7 @@ def start_shards(config_path: Path, shards: int, checkpoints: Path | None = None
     ports = free_ports(shards)
     env = {**os.environ, **MALLOC_ENV}
     keep = ["--checkpoints", str(checkpoints), "--run-id", "bench"] if checkpoints else []
-    processes = [subprocess.Popen([sys.executable, "-m", "lab.cli", "serve", str(config_path), "--shard", str(s),
+    processes = [subprocess.Popen([sys.executable, "-m", "asyncps.lab.cli", "serve", str(config_path), "--shard", str(s),
                                    "--port", str(port), *keep], env=env, stdout=subprocess.DEVNULL)
                  for s, port in enumerate(ports)]
     addresses = [f"127.0.0.1:{port}" for port in ports]

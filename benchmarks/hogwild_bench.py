@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from protocols import hogwild
+from asyncps.protocols import hogwild
 from timing import Targets
 
 SPEEDUP_TARGET = 1.5      # 2 threads lock-free / 1 thread, examples/s, at least

@@ -22,7 +22,7 @@ import warnings
 
 import torch
 
-import optim
+from asyncps import optim
 from timing import Targets, medians_ms
 
 DENSE = [

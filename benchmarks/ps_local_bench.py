@@ -22,9 +22,9 @@ import sys
 
 import torch
 
-import optim
-from ps import ApplyEach, InProcessClient, Layout, make_shards
-from ps.flat import all_usable
+from asyncps import optim
+from asyncps.ps import ApplyEach, InProcessClient, Layout, make_shards
+from asyncps.ps.flat import all_usable
 from timing import Targets, medians_ms
 
 TARGET = 1.2

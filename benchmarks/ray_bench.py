@@ -43,11 +43,11 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from numba import njit  # noqa: E402
 
-import optim  # noqa: E402
-from ps import ApplyEach, Layout  # noqa: E402
-from ps.ray_client import RayClient  # noqa: E402
-from ps.ray_server import ShardActor  # noqa: E402
-from ps.flat import all_usable  # noqa: E402
+from asyncps import optim  # noqa: E402
+from asyncps.ps import ApplyEach, Layout  # noqa: E402
+from asyncps.ps.ray_client import RayClient  # noqa: E402
+from asyncps.ps.ray_server import ShardActor  # noqa: E402
+from asyncps.ps.flat import all_usable  # noqa: E402
 from timing import Targets, medians_ms  # noqa: E402
 
 TARGET = 1.5

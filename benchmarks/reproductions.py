@@ -44,10 +44,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lab.config import Config, load_config
-from lab.experiment import Experiment
-from lab.metrics import push_delays, read_metrics
-from lab.reports.compare import compare, parse_sweep, plan
+from asyncps.lab.config import Config, load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import push_delays, read_metrics
+from asyncps.lab.reports.compare import compare, parse_sweep, plan
 
 NEAR = 1.10  # "stays near": a final test loss within 10% of the reference's
 CHANCE_LOSS = math.log(10)  # cross-entropy of a uniform guess over the 10 digits

@@ -32,15 +32,15 @@ from pathlib import Path
 
 import torch
 
-from lab.config import load_config
-from lab.experiment import Experiment
-from lab.metrics import Metrics
-from lab.backends.sim import SimBackend
-from lab.runner import Run
-from ps.delays import EVENTS
-from ps.flat import all_usable
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import Metrics
+from asyncps.lab.backends.sim import SimBackend
+from asyncps.lab.runner import Run
+from asyncps.ps.delays import EVENTS
+from asyncps.ps.flat import all_usable
 from timing import Targets
-from workers.gradient import loss_and_grad
+from asyncps.workers.gradient import loss_and_grad
 
 TARGET = 1.3
 

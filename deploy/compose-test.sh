@@ -370,7 +370,7 @@ shard_serving_again() {  # shard_serving_again CONTAINER: restarted, running, an
     local status restarts
     read -r status restarts <<<"$(docker inspect -f '{{.State.Status}} {{.RestartCount}}' "$1")"
     [[ $status == running ]] && ((restarts >= 1)) || return 1
-    docker exec "$1" python -m lab.backends.health 127.0.0.1:50051 >/dev/null 2>&1
+    docker exec "$1" python -m asyncps.lab.backends.health 127.0.0.1:50051 >/dev/null 2>&1
 }
 
 # The README's wait, in the background while the cluster is watched.

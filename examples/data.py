@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workers import Dataset, DenseSplit, split_examples
+from asyncps.workers import Dataset, DenseSplit, split_examples
 
 
 def spirals(rng: np.random.Generator, *, num_examples: int = 1200, arms: int = 3, turns: float = 1.0,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ps.delay_models import DelayModel
+from asyncps.ps.delay_models import DelayModel
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workers import Model
+from asyncps.workers import Model
 
 
 class SmallConvNet(Model):

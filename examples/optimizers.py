@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from optim import Optimizer
-from optim.validation import check_betas, check_nonnegative
+from asyncps.optim import Optimizer
+from asyncps.optim.validation import check_betas, check_nonnegative
 
 
 class Lion(Optimizer):

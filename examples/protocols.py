@@ -32,8 +32,8 @@ from typing import ClassVar
 
 import torch
 
-from protocols import Protocol, WorkerContext
-from ps import ApplyEach
+from asyncps.protocols import Protocol, WorkerContext
+from asyncps.ps import ApplyEach
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ::
 
-    from lab.api import run, compare
+    from asyncps.lab.api import run, compare
 
     result = run("experiments/quickstart.toml", backend="sim", overrides={"train.epochs": 2})
     result.summary["final"]["test_accuracy"]   # summary.json
@@ -30,13 +30,13 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
-from lab import runner
-from lab.config import Config, load_config
-from lab.config_file import format_value, load_tree, parse_value
-from lab.metrics import read_metrics
-from lab.reports.compare import compare as run_all, default_out, parse_sweep, plan
-from lab.reports.rundir import read_summary
-from optim.validation import is_int, is_number
+from asyncps.lab import runner
+from asyncps.lab.config import Config, load_config
+from asyncps.lab.config_file import format_value, load_tree, parse_value
+from asyncps.lab.metrics import read_metrics
+from asyncps.lab.reports.compare import compare as run_all, default_out, parse_sweep, plan
+from asyncps.lab.reports.rundir import read_summary
+from asyncps.optim.validation import is_int, is_number
 
 __all__ = ["run", "compare", "RunResult", "CompareResult"]
 

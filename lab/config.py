@@ -23,15 +23,15 @@ from typing import ClassVar
 
 import tomli_w
 
-from lab.config_checks import boolean, integer, number, one_of, require, string, table
-from lab.config_file import load
-from optim import OPTIMIZERS
-from optim.validation import is_int, is_number
-from protocols import PROTOCOLS, hogwild
-from ps.delays import Delays
-from ps.journal import DURABILITIES
-from ps.recovery import RecoveryPlan
-from workers import CURRICULA, DATASETS, MODELS
+from asyncps.lab.config_checks import boolean, integer, number, one_of, require, string, table
+from asyncps.lab.config_file import load
+from asyncps.optim import OPTIMIZERS
+from asyncps.optim.validation import is_int, is_number
+from asyncps.protocols import PROTOCOLS, hogwild
+from asyncps.ps.delays import Delays
+from asyncps.ps.journal import DURABILITIES
+from asyncps.ps.recovery import RecoveryPlan
+from asyncps.workers import CURRICULA, DATASETS, MODELS
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "ClusterConfig", "ProtocolConfig", "ServerConfig", "TrainConfig",
            "DelaysConfig", "RayConfig", "load_config", "to_toml", "BACKENDS",

@@ -3,8 +3,8 @@ dotted key, the value, and what is allowed (``lab.config``'s sections call them 
 
 from __future__ import annotations
 
-from optim.plugins import PluginError, names_plugin, or_plugin
-from optim.validation import is_int, is_number
+from asyncps.optim.plugins import PluginError, names_plugin, or_plugin
+from asyncps.optim.validation import is_int, is_number
 
 __all__ = ["require", "integer", "number", "boolean", "string", "one_of", "is_toml", "table"]
 

@@ -15,10 +15,10 @@ from typing import Callable
 
 import torch
 
-import optim
-from lab.experiment import Experiment
-from lab.metrics import Metrics
-from ps import Client, ShardClosed, Versions
+from asyncps import optim
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import Metrics
+from asyncps.ps import Client, ShardClosed, Versions
 
 
 EVALUATOR = -1  # the evaluator's reader and worker id on the shards: never a worker's

@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-import optim
-import protocols
-from lab.config import Config
-from ps import Layout, ServerRule
-from ps.delays import Delays
-from workers.data_shards import DataShard
-from workers.datasets import Dataset, load_dataset
-from workers.gradient_transforms import GradientTransform
-from workers.model_base import Model
-from workers.models import build_model
+from asyncps import optim
+from asyncps import protocols
+from asyncps.lab.config import Config
+from asyncps.ps import Layout, ServerRule
+from asyncps.ps.delays import Delays
+from asyncps.workers.data_shards import DataShard
+from asyncps.workers.datasets import Dataset, load_dataset
+from asyncps.workers.gradient_transforms import GradientTransform
+from asyncps.workers.model_base import Model
+from asyncps.workers.models import build_model
 
 
 @contextmanager

@@ -28,22 +28,22 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from lab.backends.base import Backend, WorkerDied
-from lab.backends.grpc import GrpcBackend
-from lab.backends.grpc_processes import start_fork_server
-from lab.backends.local import LocalBackend
-from lab.backends.sim import SimBackend
-from lab.config import Config, to_toml
-from lab.evaluator import Evaluator
-from lab.experiment import Experiment
-from lab.metrics import WORKER_PARTS, Metrics, finalize_metrics, summarize, write_whole
-from lab.tensorboard import TensorBoard, summary_writer
+from asyncps.lab.backends.base import Backend, WorkerDied
+from asyncps.lab.backends.grpc import GrpcBackend
+from asyncps.lab.backends.grpc_processes import start_fork_server
+from asyncps.lab.backends.local import LocalBackend
+from asyncps.lab.backends.sim import SimBackend
+from asyncps.lab.config import Config, to_toml
+from asyncps.lab.evaluator import Evaluator
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import WORKER_PARTS, Metrics, finalize_metrics, summarize, write_whole
+from asyncps.lab.tensorboard import TensorBoard, summary_writer
 
 
 def ray_backend(experiment: Experiment, metrics: Metrics) -> Backend:
     """The ``ray`` backend, imported when a run asks for it: importing Ray takes half a second."""
     try:
-        from lab.backends.ray import RayBackend
+        from asyncps.lab.backends.ray import RayBackend
     except ModuleNotFoundError as err:
         if err.name != "ray":
             raise
@@ -122,7 +122,7 @@ def finish(config: Config, run_dir: Path, start: float, dense: dict | None, tabl
     summary["started_at"] = start  # the clock reading of the run's time 0: Unix time, or 0 in virtual time
     summary["clock"] = "virtual" if config.backend == "sim" else "wall"  # what run_time and every time count
     write_whole(run_dir / "summary.json", lambda path: path.write_text(json.dumps(summary, indent=2) + "\n"))
-    from lab.reports.plots import plot_run  # matplotlib: not imported by the processes that only train
+    from asyncps.lab.reports.plots import plot_run  # matplotlib: not imported by the processes that only train
 
     plot_run(run_dir)
 

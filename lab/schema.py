@@ -27,8 +27,8 @@ from dataclasses import MISSING, Field, fields, is_dataclass
 from functools import cache
 from typing import NamedTuple
 
-from lab.config_file import format_value
-from ps.delays import KINDS as DELAY_KINDS
+from asyncps.lab.config_file import format_value
+from asyncps.ps.delays import KINDS as DELAY_KINDS
 
 __all__ = ["Key", "schema", "render", "undocumented", "meanings", "OPEN_TABLES"]
 

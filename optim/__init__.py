@@ -11,22 +11,22 @@ beside them.
 
 import inspect
 
-from optim.adadelta import Adadelta
-from optim.adagrad import Adagrad
-from optim.adam import Adam, AdamW
-from optim.adamax import Adamax
-from optim.base import Optimizer, State
-from optim.early_stopping import EarlyStopping
-from optim.nadam import NAdam
-from optim.rmsprop import RMSprop
-from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
+from asyncps.optim.adadelta import Adadelta
+from asyncps.optim.adagrad import Adagrad
+from asyncps.optim.adam import Adam, AdamW
+from asyncps.optim.adamax import Adamax
+from asyncps.optim.base import Optimizer, State
+from asyncps.optim.early_stopping import EarlyStopping
+from asyncps.optim.nadam import NAdam
+from asyncps.optim.rmsprop import RMSprop
+from asyncps.optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
                               StepDecay, Triangular, Warmup, lr_at)
-from optim.plateau import Plateau, Scaled
-from optim.plugins import Interface, Registry
-from optim.schedule_spec import from_spec, plateau_of
-from optim.sgd import SGD
-from optim.validation import check, check_options, choose
-from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
+from asyncps.optim.plateau import Plateau, Scaled
+from asyncps.optim.plugins import Interface, Registry
+from asyncps.optim.schedule_spec import from_spec, plateau_of
+from asyncps.optim.sgd import SGD
+from asyncps.optim.validation import check, check_options, choose
+from asyncps.optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
 
 # A plugin optimizer (``server.optimizer = "mypkg.optim:Lion"``): see optim.base.Optimizer.
 OPTIMIZER = Interface("an optim.Optimizer subclass", Optimizer, defines=("name", "reference"), takes=("lr",),

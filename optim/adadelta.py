@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State
-from optim.validation import check_in, check_nonnegative
+from asyncps.optim.base import LearningRate, Optimizer, State
+from asyncps.optim.validation import check_in, check_nonnegative
 
 
 class Adadelta(Optimizer):

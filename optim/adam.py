@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, lerp, weight_decay_terms
-from optim.validation import check_betas, check_nonnegative
+from asyncps.optim.base import LearningRate, Optimizer, State, lerp, weight_decay_terms
+from asyncps.optim.validation import check_betas, check_nonnegative
 
 
 class Adam(Optimizer):

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State, lerp
-from optim.validation import check_betas, check_nonnegative
+from asyncps.optim.base import LearningRate, Optimizer, State, lerp
+from asyncps.optim.validation import check_betas, check_nonnegative
 
 
 class Adamax(Optimizer):

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.schedules import Schedule, lr_at
-from optim.validation import check, is_number
+from asyncps.optim.schedules import Schedule, lr_at
+from asyncps.optim.validation import check, is_number
 
 LearningRate = Union[float, Schedule]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from optim.validation import check, check_int, is_number
+from asyncps.optim.validation import check, check_int, is_number
 
 __all__ = ["EarlyStopping"]
 

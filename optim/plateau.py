@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 
-from optim.schedules import Schedule, lr_at
-from optim.validation import check, check_int, is_number
+from asyncps.optim.schedules import Schedule, lr_at
+from asyncps.optim.validation import check, check_int, is_number
 
 __all__ = ["Plateau", "Scaled"]
 

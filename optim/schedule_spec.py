@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import inspect
 
-from optim.plateau import Plateau, Scaled
-from optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
+from asyncps.optim.plateau import Plateau, Scaled
+from asyncps.optim.schedules import (SGDR, Constant, CosineAnnealing, ExponentialDecay, InverseTimeDecay, Noam, Schedule,
                               StepDecay, Triangular, Warmup)
-from optim.validation import check, check_options, choose
+from asyncps.optim.validation import check, check_options, choose
 
 __all__ = ["KINDS", "from_spec", "plateau_of"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Callable
 
-from optim.validation import check, check_int, is_number
+from asyncps.optim.validation import check, check_int, is_number
 
 __all__ = ["Schedule", "Constant", "StepDecay", "ExponentialDecay", "InverseTimeDecay", "CosineAnnealing", "SGDR",
            "Triangular", "Noam", "Warmup", "lr_at"]

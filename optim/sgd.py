@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from optim.base import LearningRate, Optimizer, State
-from optim.validation import check, check_nonnegative
+from asyncps.optim.base import LearningRate, Optimizer, State
+from asyncps.optim.validation import check, check_nonnegative
 
 
 class SGD(Optimizer):

@@ -12,7 +12,7 @@ from typing import Iterable, Union
 import numpy as np
 import torch
 
-from optim.validation import check, is_int, is_number
+from asyncps.optim.validation import check, is_int, is_number
 
 __all__ = ["GradientNoise", "clip_by_global_norm", "clip_by_value"]
 

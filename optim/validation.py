@@ -7,7 +7,7 @@ import inspect
 import math
 from numbers import Integral, Real
 
-from optim.plugins import PluginError, names_plugin, or_plugin
+from asyncps.optim.plugins import PluginError, names_plugin, or_plugin
 
 
 def check(ok: bool, what: str, value, rule: str) -> None:

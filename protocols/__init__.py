@@ -1,14 +1,14 @@
 """Protocols: one file per algorithm, each its server rule and its worker loop."""
 
-from optim.plugins import Interface, Registry
-from optim.validation import check_options, choose
-from protocols.base import Gradient, Protocol, WorkerContext
-from protocols.dcasgd import DCASGD
-from protocols.downpour import Downpour
-from protocols.dtadagrad import AdaptiveRevision
-from protocols.easgd import EAMSGD, EASGD
-from protocols.ssp import SSP
-from protocols.sync import Sync
+from asyncps.optim.plugins import Interface, Registry
+from asyncps.optim.validation import check_options, choose
+from asyncps.protocols.base import Gradient, Protocol, WorkerContext
+from asyncps.protocols.dcasgd import DCASGD
+from asyncps.protocols.downpour import Downpour
+from asyncps.protocols.dtadagrad import AdaptiveRevision
+from asyncps.protocols.easgd import EAMSGD, EASGD
+from asyncps.protocols.ssp import SSP
+from asyncps.protocols.sync import Sync
 
 # A plugin protocol (``protocol.name = "mypkg.protocols:Mine"``): see protocols.base.Protocol.
 PROTOCOL = Interface("a protocols.Protocol subclass", Protocol, defines=("name", "server_rule", "work"))

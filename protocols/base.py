@@ -14,8 +14,8 @@ from typing import ClassVar, Iterator, Protocol as Interface
 
 import torch
 
-import optim
-from ps import Client, ServerRule
+from asyncps import optim
+from asyncps.ps import Client, ServerRule
 
 
 @dataclass

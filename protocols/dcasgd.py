@@ -40,12 +40,12 @@ from typing import ClassVar
 
 import torch
 
-import optim
-from optim.validation import check, check_bool, check_in, check_int, is_number
-from protocols.base import Protocol, WorkerContext
-from protocols.downpour import Downpour
-from protocols.update_log import UpdateLog
-from ps import ServerRule
+from asyncps import optim
+from asyncps.optim.validation import check, check_bool, check_in, check_int, is_number
+from asyncps.protocols.base import Protocol, WorkerContext
+from asyncps.protocols.downpour import Downpour
+from asyncps.protocols.update_log import UpdateLog
+from asyncps.ps import ServerRule
 
 
 @dataclass

@@ -38,10 +38,10 @@ from typing import ClassVar
 
 import torch
 
-import optim
-from optim.validation import check, check_bool, check_int, is_number
-from protocols.base import Protocol, WorkerContext, pull_rows, push_rows
-from ps import ApplyEach, ServerRule
+from asyncps import optim
+from asyncps.optim.validation import check, check_bool, check_int, is_number
+from asyncps.protocols.base import Protocol, WorkerContext, pull_rows, push_rows
+from asyncps.ps import ApplyEach, ServerRule
 
 
 @dataclass(frozen=True)

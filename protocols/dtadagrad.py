@@ -46,12 +46,12 @@ import numpy as np
 import torch
 from numba import njit
 
-import optim
-from optim.validation import check, check_int
-from protocols.base import Protocol, WorkerContext
-from protocols.downpour import Downpour
-from protocols.update_log import UpdateLog
-from ps import ServerRule
+from asyncps import optim
+from asyncps.optim.validation import check, check_int
+from asyncps.protocols.base import Protocol, WorkerContext
+from asyncps.protocols.downpour import Downpour
+from asyncps.protocols.update_log import UpdateLog
+from asyncps.ps import ServerRule
 
 
 @dataclass

@@ -57,10 +57,10 @@ from typing import ClassVar
 
 import torch
 
-import optim
-from optim.validation import check, check_int, is_number
-from protocols.base import Protocol, WorkerContext
-from ps import Client, ServerRule
+from asyncps import optim
+from asyncps.optim.validation import check, check_int, is_number
+from asyncps.protocols.base import Protocol, WorkerContext
+from asyncps.ps import Client, ServerRule
 
 
 class ElasticCenter:

@@ -47,10 +47,10 @@ from typing import ClassVar
 
 import torch
 
-import optim
-from optim.validation import check, check_int
-from protocols.base import Protocol, WorkerContext
-from ps import Applied, ServerRule
+from asyncps import optim
+from asyncps.optim.validation import check, check_int
+from asyncps.protocols.base import Protocol, WorkerContext
+from asyncps.ps import Applied, ServerRule
 
 
 @dataclass

@@ -42,7 +42,7 @@ from bisect import bisect_left
 
 import torch
 
-from optim.validation import check
+from asyncps.optim.validation import check
 
 NEVER = -1  # last_push of a worker that has not pushed yet
 LOG_ENTRIES_PER_WORKER = 32  # the log's bound, per worker of the run: 32 rounds of every worker's updates

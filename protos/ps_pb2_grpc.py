@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from protos import ps_pb2 as protos_dot_ps__pb2
+from asyncps.protos import ps_pb2 as asyncps_dot_protos_dot_ps__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in protos/ps_pb2_grpc.py depends on'
+        + ' but the generated code in asyncps/protos/ps_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,48 +36,48 @@ class ParameterServerStub:
         """
         self.Pull = channel.unary_stream(
                 '/asyncps.ParameterServer/Pull',
-                request_serializer=protos_dot_ps__pb2.PullRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.TensorChunk.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.PullRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.TensorChunk.FromString,
                 _registered_method=True)
         self.Push = channel.stream_unary(
                 '/asyncps.ParameterServer/Push',
-                request_serializer=protos_dot_ps__pb2.PushChunk.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.PushReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.PushChunk.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.PushReply.FromString,
                 _registered_method=True)
         self.PullRows = channel.unary_stream(
                 '/asyncps.ParameterServer/PullRows',
-                request_serializer=protos_dot_ps__pb2.PullRowsRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.TensorChunk.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.PullRowsRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.TensorChunk.FromString,
                 _registered_method=True)
         self.PushRows = channel.stream_unary(
                 '/asyncps.ParameterServer/PushRows',
-                request_serializer=protos_dot_ps__pb2.PushChunk.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.PushReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.PushChunk.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.PushReply.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/asyncps.ParameterServer/Status',
-                request_serializer=protos_dot_ps__pb2.StatusRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.StatusRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
                 _registered_method=True)
         self.WorkerDone = channel.unary_unary(
                 '/asyncps.ParameterServer/WorkerDone',
-                request_serializer=protos_dot_ps__pb2.WorkerDoneRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.WorkerDoneRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
                 _registered_method=True)
         self.Close = channel.unary_unary(
                 '/asyncps.ParameterServer/Close',
-                request_serializer=protos_dot_ps__pb2.StatusRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.StatusRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
                 _registered_method=True)
         self.SetLrFactor = channel.unary_unary(
                 '/asyncps.ParameterServer/SetLrFactor',
-                request_serializer=protos_dot_ps__pb2.LrFactorRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.StatusReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.LrFactorRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
                 _registered_method=True)
         self.Exchange = channel.unary_unary(
                 '/asyncps.ParameterServer/Exchange',
-                request_serializer=protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
-                response_deserializer=protos_dot_ps__pb2.ExchangeReply.FromString,
+                request_serializer=asyncps_dot_protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=asyncps_dot_protos_dot_ps__pb2.ExchangeReply.FromString,
                 _registered_method=True)
 
 
@@ -157,48 +157,48 @@ def add_ParameterServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Pull': grpc.unary_stream_rpc_method_handler(
                     servicer.Pull,
-                    request_deserializer=protos_dot_ps__pb2.PullRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.TensorChunk.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.PullRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.TensorChunk.SerializeToString,
             ),
             'Push': grpc.stream_unary_rpc_method_handler(
                     servicer.Push,
-                    request_deserializer=protos_dot_ps__pb2.PushChunk.FromString,
-                    response_serializer=protos_dot_ps__pb2.PushReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.PushChunk.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.PushReply.SerializeToString,
             ),
             'PullRows': grpc.unary_stream_rpc_method_handler(
                     servicer.PullRows,
-                    request_deserializer=protos_dot_ps__pb2.PullRowsRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.TensorChunk.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.PullRowsRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.TensorChunk.SerializeToString,
             ),
             'PushRows': grpc.stream_unary_rpc_method_handler(
                     servicer.PushRows,
-                    request_deserializer=protos_dot_ps__pb2.PushChunk.FromString,
-                    response_serializer=protos_dot_ps__pb2.PushReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.PushChunk.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.PushReply.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=protos_dot_ps__pb2.StatusRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.StatusRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.SerializeToString,
             ),
             'WorkerDone': grpc.unary_unary_rpc_method_handler(
                     servicer.WorkerDone,
-                    request_deserializer=protos_dot_ps__pb2.WorkerDoneRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.WorkerDoneRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.SerializeToString,
             ),
             'Close': grpc.unary_unary_rpc_method_handler(
                     servicer.Close,
-                    request_deserializer=protos_dot_ps__pb2.StatusRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.StatusRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.SerializeToString,
             ),
             'SetLrFactor': grpc.unary_unary_rpc_method_handler(
                     servicer.SetLrFactor,
-                    request_deserializer=protos_dot_ps__pb2.LrFactorRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.StatusReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.LrFactorRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.StatusReply.SerializeToString,
             ),
             'Exchange': grpc.unary_unary_rpc_method_handler(
                     servicer.Exchange,
-                    request_deserializer=protos_dot_ps__pb2.ExchangeRequest.FromString,
-                    response_serializer=protos_dot_ps__pb2.ExchangeReply.SerializeToString,
+                    request_deserializer=asyncps_dot_protos_dot_ps__pb2.ExchangeRequest.FromString,
+                    response_serializer=asyncps_dot_protos_dot_ps__pb2.ExchangeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,8 +226,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/Pull',
-            protos_dot_ps__pb2.PullRequest.SerializeToString,
-            protos_dot_ps__pb2.TensorChunk.FromString,
+            asyncps_dot_protos_dot_ps__pb2.PullRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.TensorChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -253,8 +253,8 @@ class ParameterServer:
             request_iterator,
             target,
             '/asyncps.ParameterServer/Push',
-            protos_dot_ps__pb2.PushChunk.SerializeToString,
-            protos_dot_ps__pb2.PushReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.PushChunk.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.PushReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -280,8 +280,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/PullRows',
-            protos_dot_ps__pb2.PullRowsRequest.SerializeToString,
-            protos_dot_ps__pb2.TensorChunk.FromString,
+            asyncps_dot_protos_dot_ps__pb2.PullRowsRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.TensorChunk.FromString,
             options,
             channel_credentials,
             insecure,
@@ -307,8 +307,8 @@ class ParameterServer:
             request_iterator,
             target,
             '/asyncps.ParameterServer/PushRows',
-            protos_dot_ps__pb2.PushChunk.SerializeToString,
-            protos_dot_ps__pb2.PushReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.PushChunk.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.PushReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -334,8 +334,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/Status',
-            protos_dot_ps__pb2.StatusRequest.SerializeToString,
-            protos_dot_ps__pb2.StatusReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.StatusRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -361,8 +361,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/WorkerDone',
-            protos_dot_ps__pb2.WorkerDoneRequest.SerializeToString,
-            protos_dot_ps__pb2.StatusReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.WorkerDoneRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -388,8 +388,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/Close',
-            protos_dot_ps__pb2.StatusRequest.SerializeToString,
-            protos_dot_ps__pb2.StatusReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.StatusRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -415,8 +415,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/SetLrFactor',
-            protos_dot_ps__pb2.LrFactorRequest.SerializeToString,
-            protos_dot_ps__pb2.StatusReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.LrFactorRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.StatusReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -442,8 +442,8 @@ class ParameterServer:
             request,
             target,
             '/asyncps.ParameterServer/Exchange',
-            protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
-            protos_dot_ps__pb2.ExchangeReply.FromString,
+            asyncps_dot_protos_dot_ps__pb2.ExchangeRequest.SerializeToString,
+            asyncps_dot_protos_dot_ps__pb2.ExchangeReply.FromString,
             options,
             channel_credentials,
             insecure,

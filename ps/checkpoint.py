@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ps.shard import Shard
+from asyncps.ps.shard import Shard
 
 
 def save(shard: Shard, path: str | os.PathLike, run: str = "", extra: dict | None = None) -> int:

@@ -21,10 +21,10 @@ from typing import Awaitable, Callable
 
 import torch
 
-from optim.validation import check, is_int
-from ps.flat import Flat
-from ps.layout import Layout
-from ps.shard import Push, Shard, check_values
+from asyncps.optim.validation import check, is_int
+from asyncps.ps.flat import Flat
+from asyncps.ps.layout import Layout
+from asyncps.ps.shard import Push, Shard, check_values
 
 
 class Versions:

@@ -24,8 +24,8 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from optim.plugins import Interface, Registry
-from optim.validation import check, check_options, choose, is_int, is_number
+from asyncps.optim.plugins import Interface, Registry
+from asyncps.optim.validation import check, check_options, choose, is_int, is_number
 
 EVENTS = ("compute", "pull", "push")  # one mini-batch gradient; a pull; a push
 BLOCKS = (8, 32, 128, 512)  # draws a random source takes at once: blocks growing to the last size

@@ -22,10 +22,10 @@ import asyncio
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol as Interface
 
-from optim.validation import check, check_int, is_int
-from ps.client import Client, ClientWrapper, Versions
-from ps.delay_models import EVENTS, KINDS, DelayModel, no_delay, read_spec
-from ps.shard import Push
+from asyncps.optim.validation import check, check_int, is_int
+from asyncps.ps.client import Client, ClientWrapper, Versions
+from asyncps.ps.delay_models import EVENTS, KINDS, DelayModel, no_delay, read_spec
+from asyncps.ps.shard import Push
 
 __all__ = ["Delays", "DelayedClient", "Clock", "RealClock", "TraceRecorder", "EVENTS", "KINDS"]
 

@@ -23,13 +23,13 @@ import grpc
 import torch
 from google.protobuf.message import DecodeError
 
-from protos import CHANNEL_OPTIONS, ps_pb2, ps_pb2_grpc
-from ps.client import Client, Versions
-from ps.layout import Layout
-from ps.publication import ShardClosed
-from ps.shard import Push
-from ps.grpc_server import SERVICE
-from ps.wire import (UNARY_BYTES, Assembler, chunks, decode_data, encode_data, field_prefix, ids_to_bytes, meta_of,
+from asyncps.protos import CHANNEL_OPTIONS, ps_pb2, ps_pb2_grpc
+from asyncps.ps.client import Client, Versions
+from asyncps.ps.layout import Layout
+from asyncps.ps.publication import ShardClosed
+from asyncps.ps.shard import Push
+from asyncps.ps.grpc_server import SERVICE
+from asyncps.ps.wire import (UNARY_BYTES, Assembler, chunks, decode_data, encode_data, field_prefix, ids_to_bytes, meta_of,
                      raw_bytes, receive, without_data)
 
 

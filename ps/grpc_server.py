@@ -27,12 +27,12 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from protos import MESSAGE_OPTIONS, ps_pb2, ps_pb2_grpc
-from ps.flat import Flat
-from ps.publication import ShardClosed
-from ps.recovery import Life, Recovery, Resumed
-from ps.shard import Shard
-from ps.wire import (check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of,
+from asyncps.protos import MESSAGE_OPTIONS, ps_pb2, ps_pb2_grpc
+from asyncps.ps.flat import Flat
+from asyncps.ps.publication import ShardClosed
+from asyncps.ps.recovery import Life, Recovery, Resumed
+from asyncps.ps.shard import Shard
+from asyncps.ps.wire import (check_meta, chunks, decode_data, encode_data, ids_from_bytes, meta_of,
                      raw_bytes, receive, take_field, with_data)
 
 

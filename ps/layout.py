@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from optim.validation import check, check_int
+from asyncps.optim.validation import check, check_int
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from ps.flat import Flat
+from asyncps.ps.flat import Flat
 
 
 class ShardClosed(RuntimeError):

@@ -31,10 +31,10 @@ import ray
 import torch
 from ray.exceptions import RayTaskError
 
-from ps.client import Client, Versions
-from ps.layout import Layout
-from ps.ray_server import tensor
-from ps.shard import Push
+from asyncps.ps.client import Client, Versions
+from asyncps.ps.layout import Layout
+from asyncps.ps.ray_server import tensor
+from asyncps.ps.shard import Push
 
 PUT_BYTES = 100 * 1024  # Ray's limit for arguments inlined in the call; larger ones go to the object store
 SETTLE_SECONDS = 1.0  # how long a failed fan-out waits for the other shards' answers

@@ -29,11 +29,11 @@ import warnings
 import numpy as np
 import torch
 
-from ps.flat import Flat
-from ps.publication import Buffer, ShardClosed
-from ps.recovery import Life, RecoveryPlan, Resumed
-from ps.rules import ServerRule
-from ps.shard import Shard
+from asyncps.ps.flat import Flat
+from asyncps.ps.publication import Buffer, ShardClosed
+from asyncps.ps.recovery import Life, RecoveryPlan, Resumed
+from asyncps.ps.rules import ServerRule
+from asyncps.ps.shard import Shard
 
 
 def _warn_once_quietly() -> None:

@@ -22,10 +22,10 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
-from ps.checkpoint import restore, save
-from ps.flat import Flat
-from ps.journal import Journal, read
-from ps.shard import Shard
+from asyncps.ps.checkpoint import restore, save
+from asyncps.ps.flat import Flat
+from asyncps.ps.journal import Journal, read
+from asyncps.ps.shard import Shard
 
 
 class Resumed(NamedTuple):

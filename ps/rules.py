@@ -13,9 +13,9 @@ from typing import Any, Protocol as Interface
 
 import torch
 
-import optim
-from ps.flat import Flat
-from ps.publication import Applied
+from asyncps import optim
+from asyncps.ps.flat import Flat
+from asyncps.ps.publication import Applied
 
 
 class ServerRule(Interface):

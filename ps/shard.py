@@ -24,12 +24,12 @@ from typing import NamedTuple
 
 import torch
 
-import optim
-from optim.validation import is_int, is_number
-from ps.flat import MAX_ABS, Flat, all_usable
-from ps.journal import Journal
-from ps.publication import Publication
-from ps.rules import ServerRule
+from asyncps import optim
+from asyncps.optim.validation import is_int, is_number
+from asyncps.ps.flat import MAX_ABS, Flat, all_usable
+from asyncps.ps.journal import Journal
+from asyncps.ps.publication import Publication
+from asyncps.ps.rules import ServerRule
 
 
 class Push(NamedTuple):

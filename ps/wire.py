@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from protos import MAX_MESSAGE_BYTES, ps_pb2
+from asyncps.protos import MAX_MESSAGE_BYTES, ps_pb2
 
 CHUNK_BYTES = 2 << 20  # 2 MiB: well under the 4 MB default, large enough that per-message costs vanish
 # A shard's part up to UNARY_BYTES moves in one Exchange message each way

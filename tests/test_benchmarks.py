@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import load_config
-from lab.reports.compare import parse_sweep
-from lab.reports.rundir import read_summary
-from lab.runner import run
+from asyncps.lab.config import load_config
+from asyncps.lab.reports.compare import parse_sweep
+from asyncps.lab.reports.rundir import read_summary
+from asyncps.lab.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "benchmarks"

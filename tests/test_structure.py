@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ORDER = ["optim", "ps", "protocols", "workers", "lab"]  # each may import only those before it
 ALLOWED = {package: set(ORDER[:i + 1]) | ({"protos"} if i >= ORDER.index("ps") else set())
            for i, package in enumerate(ORDER)}
+PROJECT = set(ORDER) | {"protos"}
 MAX_LINES = 400
 
 
@@ -19,14 +21,22 @@ def modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-def imported_packages(path: Path) -> set[str]:
-    found = set()
+def imported_names(path: Path) -> list[str]:
+    """The dotted name of every module ``path`` imports (``from asyncps import ps`` imports asyncps.ps)."""
+    names = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found & (set(ORDER) | {"protos"})
+            names += [f"{node.module}.{alias.name}" if node.module == "asyncps" else node.module
+                      for alias in node.names]
+    return names
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The project's packages ``path`` imports, by their folder names."""
+    return {name.split(".")[1] for name in imported_names(path)
+            if name.startswith("asyncps.") and name.split(".")[1] in PROJECT}
 
 
 @pytest.mark.parametrize("package", ORDER)
@@ -34,6 +44,21 @@ def test_no_import_runs_against_the_dependency_direction(package):
     against = {str(path.relative_to(ROOT)): sorted(imported_packages(path) - ALLOWED[package])
                for path in modules(package)}
     assert {path: names for path, names in against.items() if names} == {}
+
+
+def test_every_import_of_the_project_goes_through_the_asyncps_namespace():
+    # `import ps` from the repository's root would load a second copy of the module beside asyncps.ps, whose
+    # classes are other classes; and a user's own ps/ or workers/ folder must not matter.
+    bare = {str(path.relative_to(ROOT)): sorted(name for name in imported_names(path) if name.split(".")[0] in PROJECT)
+            for path in sorted(ROOT.rglob("*.py")) if ".venv" not in path.parts}
+    assert {path: names for path, names in bare.items() if names} == {}
+
+
+def test_the_package_lists_every_folder_of_the_project():
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = sorted("asyncps." + ".".join(init.parent.relative_to(ROOT).parts)
+                     for package in PROJECT for init in (ROOT / package).rglob("__init__.py"))
+    assert sorted(packages) == ["asyncps", *folders]
 
 
 def test_no_library_module_is_over_400_lines():

@@ -7,13 +7,13 @@ parameters for the server and computes a loss from them; a
 pulled values into the gradients to push.
 """
 
-from workers.data_shards import CURRICULA, DataShard, difficulty, shard_indices
-from workers.datasets import DATASETS, Dataset, load_dataset, split_examples
-from workers.gradient import loss_and_grad
-from workers.libsvm import read_libsvm
-from workers.model_base import Model
-from workers.models import MODELS, build_model
-from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
+from asyncps.workers.data_shards import CURRICULA, DataShard, difficulty, shard_indices
+from asyncps.workers.datasets import DATASETS, Dataset, load_dataset, split_examples
+from asyncps.workers.gradient import loss_and_grad
+from asyncps.workers.libsvm import read_libsvm
+from asyncps.workers.model_base import Model
+from asyncps.workers.models import MODELS, build_model
+from asyncps.workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
 
 __all__ = ["DATASETS", "Dataset", "load_dataset", "split_examples", "read_libsvm", "Split", "DenseSplit", "SparseSplit",
            "RatingsSplit", "MODELS", "Model", "build_model", "DataShard", "shard_indices", "difficulty", "CURRICULA",

@@ -30,8 +30,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from optim.validation import check, check_int, is_int, is_number
-from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
+from asyncps.optim.validation import check, check_int, is_int, is_number
+from asyncps.workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split
 
 __all__ = ["DataShard", "shard_indices", "difficulty", "CURRICULA", "MIXED_RANDOM_FRACTION"]
 

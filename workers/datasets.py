@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from optim.plugins import Interface, Registry
-from optim.validation import check, check_int, check_options, choose, is_int, is_number
-from workers.image_files import NUM_CLASSES, read_cifar10, read_idx_dataset
-from workers.libsvm import read_libsvm
-from workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
+from asyncps.optim.plugins import Interface, Registry
+from asyncps.optim.validation import check, check_int, check_options, choose, is_int, is_number
+from asyncps.workers.image_files import NUM_CLASSES, read_cifar10, read_idx_dataset
+from asyncps.workers.libsvm import read_libsvm
+from asyncps.workers.splits import DenseSplit, RatingsSplit, SparseSplit, Split, split_indices
 
 __all__ = ["Dataset", "Split", "DATASETS", "load_dataset", "split_examples"]
 

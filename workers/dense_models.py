@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from optim.validation import check, check_bool, is_int, is_number
-from workers.model_base import Model, Tensors
-from workers.splits import DenseSplit, Split
+from asyncps.optim.validation import check, check_bool, is_int, is_number
+from asyncps.workers.model_base import Model, Tensors
+from asyncps.workers.splits import DenseSplit, Split
 
 __all__ = ["TorchClassifier", "Softmax", "MLP", "CNN", "CALIBRATION_EXAMPLES"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from ps.layout import Layout
-from workers.model_base import Model
-from workers.splits import Split
-from optim.validation import check
+from asyncps.ps.layout import Layout
+from asyncps.workers.model_base import Model
+from asyncps.workers.splits import Split
+from asyncps.optim.validation import check
 
 __all__ = ["loss_and_grad"]
 

@@ -21,8 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-import optim
-from protocols import Gradient
+from asyncps import optim
+from asyncps.protocols import Gradient
 
 __all__ = ["GradientTransform"]
 

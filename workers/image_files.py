@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optim.validation import check
+from asyncps.optim.validation import check
 
 __all__ = ["IDX_FILES", "CIFAR_FOLDER", "CIFAR_TRAIN", "CIFAR_TEST", "NUM_CLASSES", "read_idx", "read_idx_images",
            "read_idx_dataset", "read_cifar_batch", "read_cifar10"]

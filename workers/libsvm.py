@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optim.validation import check, is_int
+from asyncps.optim.validation import check, is_int
 
 __all__ = ["LibsvmData", "read_libsvm"]
 

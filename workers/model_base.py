@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import torch
 
-from workers.splits import Split
-from optim.validation import check
+from asyncps.workers.splits import Split
+from asyncps.optim.validation import check
 
 __all__ = ["Model", "hogwild_l2"]
 

@@ -18,12 +18,12 @@ for the contract.
 
 from __future__ import annotations
 
-from optim.plugins import Interface, Registry
-from optim.validation import check, check_options, choose
-from workers.dense_models import CNN, MLP, Softmax
-from workers.model_base import Model
-from workers.sparse_models import MatrixFactorization, SparseLogReg
-from workers.splits import Split
+from asyncps.optim.plugins import Interface, Registry
+from asyncps.optim.validation import check, check_options, choose
+from asyncps.workers.dense_models import CNN, MLP, Softmax
+from asyncps.workers.model_base import Model
+from asyncps.workers.sparse_models import MatrixFactorization, SparseLogReg
+from asyncps.workers.splits import Split
 
 __all__ = ["Model", "MODELS", "build_model"]
 

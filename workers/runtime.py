@@ -17,12 +17,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from protocols import Gradient, Protocol
-from ps import Client, ClientWrapper, DelayedClient, Delays, Push, RealClock, ShardClosed
-from workers.data_shards import DataShard
-from workers.gradient import loss_and_grad
-from workers.gradient_transforms import GradientTransform
-from workers.model_base import Model
+from asyncps.protocols import Gradient, Protocol
+from asyncps.ps import Client, ClientWrapper, DelayedClient, Delays, Push, RealClock, ShardClosed
+from asyncps.workers.data_shards import DataShard
+from asyncps.workers.gradient import loss_and_grad
+from asyncps.workers.gradient_transforms import GradientTransform
+from asyncps.workers.model_base import Model
 
 Record = Callable[..., None]
 _DROPOUT_STREAM = 3  # distinct from the data shards' and the gradient noise's seed streams

@@ -15,10 +15,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from optim.validation import check, check_int, is_number
-from protocols.hogwild import frequency_scale
-from workers.model_base import Model, Tensors, hogwild_l2, unique_rows
-from workers.splits import RatingsSplit, SparseSplit, Split
+from asyncps.optim.validation import check, check_int, is_number
+from asyncps.protocols.hogwild import frequency_scale
+from asyncps.workers.model_base import Model, Tensors, hogwild_l2, unique_rows
+from asyncps.workers.splits import RatingsSplit, SparseSplit, Split
 
 __all__ = ["SparseLogReg", "MatrixFactorization"]
 

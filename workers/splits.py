@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from optim.validation import check, is_number
+from asyncps.optim.validation import check, is_number
 
 __all__ = ["Split", "DenseSplit", "SparseSplit", "RatingsSplit", "split_indices"]
 

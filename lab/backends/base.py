@@ -15,9 +15,9 @@ import asyncio
 import threading
 from typing import Callable, ClassVar, Coroutine
 
-from lab.experiment import Experiment
-from lab.metrics import Metrics
-from ps import Client
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import Metrics
+from asyncps.ps import Client
 
 Ended = Callable[[int, BaseException | None], None]  # (worker, None | its error | WorkerDied)
 

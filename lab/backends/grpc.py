@@ -26,14 +26,14 @@ from pathlib import Path
 
 import grpc
 
-from lab.backends.base import Backend, Threads, WorkerDied
-from lab.backends.grpc_processes import Forked, serve_shard, token_from_env, work
-from lab.backends.health import channel, wait_until_serving
-from lab.evaluator import EVALUATOR
-from lab.metrics import WORKER_PARTS
-from protos import ps_pb2, ps_pb2_grpc
-from ps.grpc_client import GrpcClient, token_metadata
-from ps.recovery import Resumed
+from asyncps.lab.backends.base import Backend, Threads, WorkerDied
+from asyncps.lab.backends.grpc_processes import Forked, serve_shard, token_from_env, work
+from asyncps.lab.backends.health import channel, wait_until_serving
+from asyncps.lab.evaluator import EVALUATOR
+from asyncps.lab.metrics import WORKER_PARTS
+from asyncps.protos import ps_pb2, ps_pb2_grpc
+from asyncps.ps.grpc_client import GrpcClient, token_metadata
+from asyncps.ps.recovery import Resumed
 
 RETRY_SECONDS = 30.0  # how long this process's calls retry a shard that does not answer (a restart takes seconds)
 STOP_SECONDS = 5.0  # once the run has ended, how long a worker has to exit before it is stopped

@@ -31,12 +31,12 @@ from typing import Callable
 
 import torch
 
-from lab.experiment import Experiment
-from lab.metrics import WORKER_PARTS, Metrics
-from ps import make_shards
-from ps.grpc_client import GrpcClient
-from ps.grpc_server import serve
-from workers.runtime import WorkerRuntime
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import WORKER_PARTS, Metrics
+from asyncps.ps import make_shards
+from asyncps.ps.grpc_client import GrpcClient
+from asyncps.ps.grpc_server import serve
+from asyncps.workers.runtime import WorkerRuntime
 
 
 def token_from_env() -> str | None:

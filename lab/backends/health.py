@@ -2,7 +2,7 @@
 
 Only grpc is imported here, so a container health check that runs every few
 seconds does not load torch each time (seconds of CPU per check on 2 cores).
-Run it as ``python -m lab.backends.health HOST:PORT``, or ``asyncps health HOST:PORT``.
+Run it as ``python -m asyncps.lab.backends.health HOST:PORT``, or ``asyncps health HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import CHANNEL_OPTIONS
+from asyncps.protos import CHANNEL_OPTIONS
 
 
 def channel(address: str, tls_ca: bytes | None = None) -> grpc.Channel:
@@ -69,5 +69,5 @@ def unreachable(addresses: list[str], timeout: float, tls_ca: bytes | None = Non
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m lab.backends.health HOST:PORT")
+        sys.exit("usage: python -m asyncps.lab.backends.health HOST:PORT")
     sys.exit(health_main(sys.argv[1]))

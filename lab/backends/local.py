@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
-from lab.backends.base import Backend, Threads, reported
-from lab.evaluator import EVALUATOR
-from ps import InProcessClient, make_shards
-from workers.runtime import WorkerRuntime
+from asyncps.lab.backends.base import Backend, Threads, reported
+from asyncps.lab.evaluator import EVALUATOR
+from asyncps.ps import InProcessClient, make_shards
+from asyncps.workers.runtime import WorkerRuntime
 
 
 class LocalBackend(Backend):

@@ -44,14 +44,14 @@ import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
 
-from lab.backends.base import Backend, Threads, WorkerDied
-from lab.evaluator import EVALUATOR
-from lab.experiment import Experiment
-from lab.metrics import WORKER_PARTS, Metrics
-from lab.backends.ray_worker import WorkerActor
-from ps.ray_client import RayClient, get
-from ps.ray_server import ShardActor
-from ps.recovery import Resumed
+from asyncps.lab.backends.base import Backend, Threads, WorkerDied
+from asyncps.lab.evaluator import EVALUATOR
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import WORKER_PARTS, Metrics
+from asyncps.lab.backends.ray_worker import WorkerActor
+from asyncps.ps.ray_client import RayClient, get
+from asyncps.ps.ray_server import ShardActor
+from asyncps.ps.recovery import Resumed
 
 
 @dataclass

@@ -18,14 +18,14 @@ from typing import Iterator
 
 import torch
 
-from protocols import Protocol
-from ps import Layout
-from ps.delays import Delays
-from ps.ray_client import RayClient
-from workers.data_shards import DataShard
-from workers.gradient_transforms import GradientTransform
-from workers.model_base import Model
-from workers.runtime import WorkerRuntime
+from asyncps.protocols import Protocol
+from asyncps.ps import Layout
+from asyncps.ps.delays import Delays
+from asyncps.ps.ray_client import RayClient
+from asyncps.workers.data_shards import DataShard
+from asyncps.workers.gradient_transforms import GradientTransform
+from asyncps.workers.model_base import Model
+from asyncps.workers.runtime import WorkerRuntime
 
 FLUSH_SECONDS = 0.05  # how often a worker sends its records: a few dozen small messages a second at most
 

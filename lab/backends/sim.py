@@ -23,11 +23,11 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Coroutine
 
-from lab.backends.base import reported
-from lab.backends.local import LocalBackend
-from ps import DelayedClient, InProcessClient, TraceRecorder
-from ps.delays import NO_WAIT
-from workers.runtime import WorkerRuntime
+from asyncps.lab.backends.base import reported
+from asyncps.lab.backends.local import LocalBackend
+from asyncps.ps import DelayedClient, InProcessClient, TraceRecorder
+from asyncps.ps.delays import NO_WAIT
+from asyncps.workers.runtime import WorkerRuntime
 
 
 class _Command:

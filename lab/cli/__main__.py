@@ -1,3 +1,3 @@
-from lab.cli.main import entry
+from asyncps.lab.cli.main import entry
 
 entry()

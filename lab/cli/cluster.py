@@ -18,14 +18,14 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from lab.backends.grpc import GrpcBackend
-from lab.backends.grpc_processes import serve_shard, token_from_env, work
-from lab.backends.health import unreachable
-from lab.config import load_config
-from lab.experiment import Experiment
-from lab.metrics import Metrics
-from lab.reports.compare import describe
-from lab.runner import Run, finish
+from asyncps.lab.backends.grpc import GrpcBackend
+from asyncps.lab.backends.grpc_processes import serve_shard, token_from_env, work
+from asyncps.lab.backends.health import unreachable
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import Metrics
+from asyncps.lab.reports.compare import describe
+from asyncps.lab.runner import Run, finish
 
 
 def progress_lines(echo: Callable[[str], None] = partial(print, flush=True)) -> Callable[[str, dict], None]:

@@ -28,8 +28,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lab.config import Config, load_config
-from optim.plugins import IMPORT_PATH
+from asyncps.lab.config import Config, load_config
+from asyncps.optim.plugins import IMPORT_PATH
 
 __all__ = ["compose_file", "add_compose"]
 
@@ -197,7 +197,7 @@ def compose_file(config: Config, config_path: Path, folder: Path, root: Path, ho
             text += BUILD.format(context=relative(root, folder), dockerfile=DOCKERFILE)
         serve = ["asyncps", "serve", "/config/experiment.toml", "--shard", str(i), "--host", host,
                  "--port", str(ports[i]), "--checkpoints", "/tmp/asyncps-checkpoints", "--run-id", run_name]
-        health = ["CMD", "python", "-m", "lab.backends.health", f"127.0.0.1:{ports[i]}"]
+        health = ["CMD", "python", "-m", "asyncps.lab.backends.health", f"127.0.0.1:{ports[i]}"]
         text += (f"    command: {flow(serve)}\n"
                  f"    healthcheck:\n      <<: *healthcheck\n      test: {flow(health)}\n\n")
     for w in range(workers):

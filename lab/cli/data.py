@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from workers.image_files import CIFAR_FOLDER, CIFAR_TEST, CIFAR_TRAIN, IDX_FILES
+from asyncps.workers.image_files import CIFAR_FOLDER, CIFAR_TEST, CIFAR_TRAIN, IDX_FILES
 
 __all__ = ["Remote", "Source", "SOURCES", "DownloadFailed", "download", "add_data"]
 

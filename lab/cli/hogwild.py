@@ -31,10 +31,10 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from lab.config import HOGWILD_MODELS, HogwildExperiment, load_hogwild_config, to_toml
-from optim.validation import choose
-from protocols import hogwild
-from workers import Dataset, load_dataset
+from asyncps.lab.config import HOGWILD_MODELS, HogwildExperiment, load_hogwild_config, to_toml
+from asyncps.optim.validation import choose
+from asyncps.protocols import hogwild
+from asyncps.workers import Dataset, load_dataset
 
 __all__ = ["problem_from_dataset", "run_hogwild_config", "add_hogwild"]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import PackageNotFoundError, version
 
-from lab.config import Config, HogwildExperiment
-from lab.schema import render
+from asyncps.lab.config import Config, HogwildExperiment
+from asyncps.lab.schema import render
 
 __all__ = ["add_config", "add_version", "installed_version"]
 

@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from lab.cli import cluster
-from lab.reports.compare import compare, default_out, describe, parse_sweep, plan
-from lab.config import BACKENDS, load_config
-from lab.backends.health import health_main
-from lab.cli.hogwild import add_hogwild
-from lab.cli.compose import add_compose
-from lab.cli.data import add_data
-from lab.cli.info import add_config, add_version
-from lab.runner import INTERRUPTED, run
-from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
+from asyncps.lab.cli import cluster
+from asyncps.lab.reports.compare import compare, default_out, describe, parse_sweep, plan
+from asyncps.lab.config import BACKENDS, load_config
+from asyncps.lab.backends.health import health_main
+from asyncps.lab.cli.hogwild import add_hogwild
+from asyncps.lab.cli.compose import add_compose
+from asyncps.lab.cli.data import add_data
+from asyncps.lab.cli.info import add_config, add_version
+from asyncps.lab.runner import INTERRUPTED, run
+from asyncps.lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES
 
 
 def number_type(parse: Callable[[str], float], allowed: Callable[[float], bool], expected: str):
@@ -85,7 +85,7 @@ def add_visualize(commands) -> None:
 
 def run_visualize(args: argparse.Namespace) -> int:
     surfaces = list(SURFACES) if args.surface == "all" else [args.surface]
-    from lab.visualize.trajectories import visualize  # matplotlib: imported by the commands that draw
+    from asyncps.lab.visualize.trajectories import visualize  # matplotlib: imported by the commands that draw
 
     print(visualize(args.out, args.steps, surfaces, args.optimizers, args.gif))
     print(f"\npictures and trajectories.json in {args.out}/")
@@ -140,7 +140,7 @@ def add_report(commands) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from lab.reports.report import report
+    from asyncps.lab.reports.report import report
 
     print(f"report: {report(args.runs, args.out)}")
     return 0

@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from lab.reports.figures import figure, histograms, id_ticks, note, save, staleness_bins
-from lab.reports.rundir import Run, ids, seconds
+from asyncps.lab.reports.figures import figure, histograms, id_ticks, note, save, staleness_bins
+from asyncps.lab.reports.rundir import Run, ids, seconds
 
 __all__ = ["plot_progress", "plot_staleness_breakdown"]
 

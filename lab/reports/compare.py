@@ -39,9 +39,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from lab.config import Config, load_config
-from lab.reports.rundir import Run, failed_run, load_run, read_summary
-from lab.runner import fresh_run_dir, run
+from asyncps.lab.config import Config, load_config
+from asyncps.lab.reports.rundir import Run, failed_run, load_run, read_summary
+from asyncps.lab.runner import fresh_run_dir, run
 
 __all__ = ["parse_sweep", "plan", "compare", "default_out", "SWEEP_FORM"]
 
@@ -157,7 +157,7 @@ def compare(configs: list[Config], out: str | Path, progress: bool = True,
     """Run ``configs`` one after another, going on past a run that fails, then
     write ``out/report.html``. Return its path and, for each failed run, a line
     naming it and its error. ``echo`` says how each run ended."""
-    from lab.reports.report import write_report  # matplotlib: only when there is something to draw
+    from asyncps.lab.reports.report import write_report  # matplotlib: only when there is something to draw
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

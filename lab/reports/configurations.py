@@ -14,8 +14,8 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from lab.reports.rundir import SKIPPED_KEYS
-from optim.validation import is_number
+from asyncps.lab.reports.rundir import SKIPPED_KEYS
+from asyncps.optim.validation import is_number
 
 __all__ = ["Configuration", "configurations", "spread", "failed"]
 

@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from lab.reports.configurations import Configuration, failed, spread
-from lab.reports.figures import figure, histograms, legend_below, log_if_positive, note, save
-from lab.reports.rundir import Run, differing, seconds
-from optim.validation import is_number
+from asyncps.lab.reports.configurations import Configuration, failed, spread
+from asyncps.lab.reports.figures import figure, histograms, legend_below, log_if_positive, note, save
+from asyncps.lab.reports.rundir import Run, differing, seconds
+from asyncps.optim.validation import is_number
 
 __all__ = ["plot_overlays", "run_colour"]
 

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.reports.configurations import Configuration, failed, spread
-from lab.reports.rundir import seconds
-from optim.validation import is_number
+from asyncps.lab.reports.configurations import Configuration, failed, spread
+from asyncps.lab.reports.rundir import seconds
+from asyncps.optim.validation import is_number
 
 __all__ = ["page", "Entry"]
 

@@ -22,9 +22,9 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from lab.reports.figures import figure, id_ticks, legend_below, log_if_positive, note, save, staleness_bins
-from lab.reports.rundir import Run, ids, load_run, seconds
-from optim.validation import is_number
+from asyncps.lab.reports.figures import figure, id_ticks, legend_below, log_if_positive, note, save, staleness_bins
+from asyncps.lab.reports.rundir import Run, ids, load_run, seconds
+from asyncps.optim.validation import is_number
 
 __all__ = ["plot_run", "draw_run"]
 

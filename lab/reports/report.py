@@ -20,12 +20,12 @@ from pathlib import Path
 
 import matplotlib.colors
 
-from lab.reports.breakdown import plot_progress, plot_staleness_breakdown
-from lab.reports.configurations import configurations
-from lab.reports.overlays import plot_overlays, run_colour
-from lab.reports.page import Entry, page
-from lab.reports.plots import draw_run
-from lab.reports.rundir import SKIPPED_KEYS, Run, differing, load_run
+from asyncps.lab.reports.breakdown import plot_progress, plot_staleness_breakdown
+from asyncps.lab.reports.configurations import configurations
+from asyncps.lab.reports.overlays import plot_overlays, run_colour
+from asyncps.lab.reports.page import Entry, page
+from asyncps.lab.reports.plots import draw_run
+from asyncps.lab.reports.rundir import SKIPPED_KEYS, Run, differing, load_run
 
 __all__ = ["report", "write_report"]
 

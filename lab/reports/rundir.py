@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.config import Config, TrainConfig, to_toml
-from lab.metrics import read_metrics, summarize
-from optim.validation import is_number
+from asyncps.lab.config import Config, TrainConfig, to_toml
+from asyncps.lab.metrics import read_metrics, summarize
+from asyncps.optim.validation import is_number
 
 __all__ = ["Run", "load_run", "failed_run", "read_summary", "ids", "differing", "SKIPPED_KEYS"]
 

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-import optim
+from asyncps import optim
 
 Point = tuple[float, float]
 

@@ -37,8 +37,8 @@ from matplotlib.colors import ListedColormap, LogNorm
 from PIL import Image
 from tqdm import tqdm
 
-from lab.reports.figures import save  # which also makes matplotlib headless: files only, never a window
-from lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES, Outcome, Surface, run
+from asyncps.lab.reports.figures import save  # which also makes matplotlib headless: files only, never a window
+from asyncps.lab.visualize.surfaces import DEFAULT_STEPS, RECIPES, SURFACES, Outcome, Surface, run
 
 GIF_FRAMES = 80
 GIF_DPI = 80

@@ -2,7 +2,7 @@
 parameter array without locks (``train``); see ``protocols.hogwild.train``
 for the algorithm and its citation."""
 
-from protocols.hogwild.train import (LOSSES, MODES, MatrixCompletion, Ratings, Result, Settings, SparseClassification,
+from asyncps.protocols.hogwild.train import (LOSSES, MODES, MatrixCompletion, Ratings, Result, Settings, SparseClassification,
                                      SparseExamples, epoch_orders, frequency_scale, initial_params, train)
 
 __all__ = ["SparseExamples", "Ratings", "SparseClassification", "MatrixCompletion", "Settings", "Result", "train",

@@ -82,9 +82,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from optim.validation import check, check_bool, check_int, is_number
-from protocols.hogwild import kernels
-from protocols.hogwild.workers import DTYPE, Job, ProcessTeam, ThreadTeam
+from asyncps.optim.validation import check, check_bool, check_int, is_number
+from asyncps.protocols.hogwild import kernels
+from asyncps.protocols.hogwild.workers import DTYPE, Job, ProcessTeam, ThreadTeam
 
 MODES = ("lockfree", "locked")
 LOSSES = {"logistic": kernels.LOGISTIC, "hinge": kernels.HINGE}

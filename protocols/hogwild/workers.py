@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocols.hogwild import kernels
+from asyncps.protocols.hogwild import kernels
 
 DTYPE = np.float32  # the parameters, as everywhere in asyncps
 

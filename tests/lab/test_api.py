@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import lab.api
-from lab.api import CompareResult, RunResult, compare, run
-from lab.config import load_config
-from lab.config_file import format_value, parse_value
-from lab.reports.compare import describe
+import asyncps.lab.api
+from asyncps.lab.api import CompareResult, RunResult, compare, run
+from asyncps.lab.config import load_config
+from asyncps.lab.config_file import format_value, parse_value
+from asyncps.lab.reports.compare import describe
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.toml"
@@ -35,7 +35,7 @@ def test_run_returns_the_run_directory_and_reads_each_of_its_files(tmp_path, cap
 
     lines = [json.loads(line) for line in (result.dir / "metrics.jsonl").read_text().splitlines()]
     assert result.records() == lines
-    by_kind = {kind: result.records(kind) for kind in lab.api.KINDS}
+    by_kind = {kind: result.records(kind) for kind in asyncps.lab.api.KINDS}
     assert sum(map(len, by_kind.values())) == len(lines) and by_kind["eval"] and by_kind["push"]  # every kind
     assert all(record["kind"] == kind for kind, records in by_kind.items() for record in records)
     with pytest.raises(ValueError, match=r"^Invalid record kind 'evals' \(choose one of: train, push, eval, "
@@ -58,7 +58,7 @@ def test_run_returns_the_run_directory_and_reads_each_of_its_files(tmp_path, cap
 
 def test_overrides_are_python_values_and_a_config_can_be_run_again(monkeypatch, tmp_path):
     ran = []
-    monkeypatch.setattr(lab.api.runner, "run", lambda config, progress, tensorboard: ran.append(config) or config.run_dir)
+    monkeypatch.setattr(asyncps.lab.api.runner, "run", lambda config, progress, tensorboard: ran.append(config) or config.run_dir)
     first = run(overrides={"name": "2024", "server.options": {"lr": 0.05, "momentum": 0.9}, "server.optimizer": "sgd",
                            "model.options.hidden": [64, 32], "out_dir": tmp_path, "data.batch_size": "full"})
     assert (first.config.name, first.config.server.options, first.config.model.options, first.config.out_dir,

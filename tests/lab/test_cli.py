@@ -6,7 +6,7 @@ import sys
 import pytest
 from PIL import Image
 
-from lab.cli.main import main
+from asyncps.lab.cli.main import main
 
 
 def test_visualize_writes_pictures_animations_and_trajectories(tmp_path, capsys):
@@ -58,7 +58,7 @@ def test_a_subcommand_is_required(capsys):
 
 
 def test_health_says_not_serving_where_nothing_listens(capsys):
-    from lab.backends.grpc import free_ports
+    from asyncps.lab.backends.grpc import free_ports
 
     port = free_ports(1)[0]
     assert main(["health", f"127.0.0.1:{port}"]) == 1
@@ -68,7 +68,7 @@ def test_health_says_not_serving_where_nothing_listens(capsys):
 def test_a_ray_run_where_ray_is_not_installed_says_what_to_install(tmp_path, monkeypatch, capsys):
     # The docker image leaves Ray out: its programs run the grpc backend.
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as it would without the package
-    for module in ("lab.backends.ray", "lab.backends.ray_worker"):
+    for module in ("asyncps.lab.backends.ray", "asyncps.lab.backends.ray_worker"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     assert main(["run", "--backend", "ray", "--set", f"out_dir={tmp_path}"]) == 2
     assert capsys.readouterr().err == ("asyncps run: error: Invalid backend 'ray' here: Ray is not installed (pip "

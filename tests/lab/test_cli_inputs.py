@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.backends.grpc import free_ports
-from lab.backends.health import wait_until_serving
-from lab.cli.main import main
+from asyncps.lab.backends.grpc import free_ports
+from asyncps.lab.backends.health import wait_until_serving
+from asyncps.lab.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "experiments" / "quickstart.toml")
@@ -18,7 +18,7 @@ QUICKSTART = str(ROOT / "experiments" / "quickstart.toml")
 
 def asyncps(*argv: str) -> subprocess.CompletedProcess:
     """The real program, in a process of its own."""
-    return subprocess.run([sys.executable, "-m", "lab.cli", *argv], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "asyncps.lab.cli", *argv], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
 
 
@@ -63,7 +63,7 @@ def test_serve_on_a_port_in_use_says_so(holder, tmp_path):
             second = asyncps("serve", QUICKSTART, "--shard", "1", "--port", str(port))
     else:
         port = free_ports(1)[0]
-        first = subprocess.Popen([sys.executable, "-m", "lab.cli", "serve", QUICKSTART, "--shard", "0",
+        first = subprocess.Popen([sys.executable, "-m", "asyncps.lab.cli", "serve", QUICKSTART, "--shard", "0",
                                   "--port", str(port)], stdout=subprocess.DEVNULL, cwd=ROOT)
         try:
             wait_until_serving(f"127.0.0.1:{port}", timeout=120, process=first)

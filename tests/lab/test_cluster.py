@@ -15,14 +15,14 @@ from typing import Callable
 
 import grpc
 
-from lab.backends.grpc import GrpcBackend
-from lab.cli.main import main
-from lab.backends.health import wait_until_serving
-from lab.config import load_config, to_toml
-from lab.experiment import Experiment
-from lab.metrics import Metrics
-from lab.runner import Run, finish
-from protos import ps_pb2, ps_pb2_grpc
+from asyncps.lab.backends.grpc import GrpcBackend
+from asyncps.lab.cli.main import main
+from asyncps.lab.backends.health import wait_until_serving
+from asyncps.lab.config import load_config, to_toml
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import Metrics
+from asyncps.lab.runner import Run, finish
+from asyncps.protos import ps_pb2, ps_pb2_grpc
 
 # Each gradient takes 20 ms: a worker trains for seconds, long enough to be killed in the middle.
 SLOW = ["backend=grpc", "train.epochs=12", "delays.compute={kind = 'constant', seconds = 0.02}"]

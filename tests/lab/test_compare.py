@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from lab.cli.main import main
-from lab.reports.compare import describe, plan
+from asyncps.lab.cli.main import main
+from asyncps.lab.reports.compare import describe, plan
 
 TINY = ["--backend", "sim", "--set", "train.epochs=0.2", "--set", "cluster.workers=2", "--set", "train.eval_every=2"]
 DIVERGED = "ValueError: Invalid gradient for the model: 6360 non-finite values (NaN or Inf); nothing was applied"

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli.cluster import progress_lines
-from lab.cli.compose import compose_file
-from lab.cli.main import main
-from lab.config import load_config
+from asyncps.lab.cli.cluster import progress_lines
+from asyncps.lab.cli.compose import compose_file
+from asyncps.lab.cli.main import main
+from asyncps.lab.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "experiments" / "quickstart.toml"
@@ -149,8 +149,9 @@ def test_every_readme_docker_compose_command_is_one_docker_compose_v1_takes():
 def test_the_build_context_is_the_sources_alone():
     ignore = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
     assert ignore[0] == "*", "an allow-list: .venv, runs/ and deploy/.wheelhouse stay out of the build context"
-    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    wanted = {f"!{name.rstrip('*')}" for name in packages["include"]} | {"!pyproject.toml", "!README.md"}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    folders = {name.split(".")[1] for name in packages if name.count(".") == 1}  # asyncps.optim: optim/
+    wanted = {f"!{folder}" for folder in folders} | {"!__init__.py", "!pyproject.toml", "!README.md"}
     assert {line for line in ignore if line.startswith("!")} == wanted
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import (Config, ClusterConfig, DataConfig, DelaysConfig, ModelConfig, ProtocolConfig, ServerConfig,
+from asyncps.lab.config import (Config, ClusterConfig, DataConfig, DelaysConfig, ModelConfig, ProtocolConfig, ServerConfig,
                         TrainConfig, load_config, to_toml)
-from optim import OPTIMIZERS
+from asyncps.optim import OPTIMIZERS
 
 FULL = """\
 name = "paper-fig3"
@@ -324,7 +324,7 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_a_warm_start_longer_than_worker_0s_updates_is_refused_rather_than_a_one_worker_run():
-    from lab.experiment import Experiment
+    from asyncps.lab.experiment import Experiment
 
     steps = Experiment.build(load_config(None, ["cluster.workers=32"])).steps  # worker 0 pushes every step
     assert Experiment.build(load_config(None, ["cluster.workers=32", f"protocol.options.warmstart_steps={steps}"]))
@@ -337,8 +337,8 @@ def test_a_warm_start_longer_than_worker_0s_updates_is_refused_rather_than_a_one
 
 
 def test_options_that_toml_cannot_write_are_refused_so_every_config_toml_re_runs():
-    import optim
-    from lab.config import Config, ServerConfig
+    from asyncps import optim
+    from asyncps.lab.config import Config, ServerConfig
 
     with pytest.raises(ValueError) as refused:
         Config(server=ServerConfig(options={"lr": optim.StepDecay(0.1, 10)}))

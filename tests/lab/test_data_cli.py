@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 
-from lab.cli.data import DownloadFailed, Remote, Source, SOURCES, download, unpack
-from lab.cli.main import main
-from workers import DATASETS, load_dataset
-from workers.image_files import CIFAR_FOLDER, IDX_FILES
+from asyncps.lab.cli.data import DownloadFailed, Remote, Source, SOURCES, download, unpack
+from asyncps.lab.cli.main import main
+from asyncps.workers import DATASETS, load_dataset
+from asyncps.workers.image_files import CIFAR_FOLDER, IDX_FILES
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ import json
 import pytest
 import torch
 
-import optim
-from lab.config import load_config
-from lab.experiment import Experiment
-from lab.runner import run
-from ps import ClientWrapper, InProcessClient, make_shards
-from workers.gradient import loss_and_grad
-from workers.runtime import WorkerRuntime
-from workers.splits import DenseSplit
+from asyncps import optim
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.runner import run
+from asyncps.ps import ClientWrapper, InProcessClient, make_shards
+from asyncps.workers.gradient import loss_and_grad
+from asyncps.workers.runtime import WorkerRuntime
+from asyncps.workers.splits import DenseSplit
 
 
 BACKENDS = ["local", "sim", "grpc", "ray"]

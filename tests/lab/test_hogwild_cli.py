@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli.main import main
-from lab.cli.hogwild import problem_from_dataset
-from lab.config import load_hogwild_config
-from protocols import hogwild
-from workers import load_dataset
+from asyncps.lab.cli.main import main
+from asyncps.lab.cli.hogwild import problem_from_dataset
+from asyncps.lab.config import load_hogwild_config
+from asyncps.protocols import hogwild
+from asyncps.workers import load_dataset
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 

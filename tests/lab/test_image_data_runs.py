@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import load_config
-from lab.experiment import Experiment
-from lab.cli.main import main
-from lab.runner import run
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.cli.main import main
+from asyncps.lab.runner import run
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 # two workers, two epochs of 200 training images, an evaluation every 5 updates

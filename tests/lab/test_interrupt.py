@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import load_config
+from asyncps.lab.config import load_config
 
 # Each gradient takes 20 ms, and there are many: a run that is interrupted, not one that finishes first.
 SLOW = ["train.epochs=200", "delays.compute={kind = 'constant', seconds = 0.02}", "train.eval_every=20"]
@@ -89,7 +89,7 @@ def outlived(pids: set[int], timeout: float) -> list[int]:
 def test_ctrl_c_stops_the_run_with_one_line_and_leaves_no_process(tmp_path, backend):
     overrides = [f"out_dir={tmp_path}", f"backend={backend}", *SLOW]
     run_dir = load_config(None, overrides).run_dir
-    program = subprocess.Popen([sys.executable, "-m", "lab.cli", "run", *(a for o in overrides for a in ("--set", o))],
+    program = subprocess.Popen([sys.executable, "-m", "asyncps.lab.cli", "run", *(a for o in overrides for a in ("--set", o))],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # Ray's settings: conftest.py
     try:
         # Training is under way once the bar shows an evaluation's accuracy (the first comes after

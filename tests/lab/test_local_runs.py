@@ -9,9 +9,9 @@ import math
 import pytest
 from PIL import Image
 
-from lab.cli.main import main
-from lab.config import load_config
-from lab.runner import run
+from asyncps.lab.cli.main import main
+from asyncps.lab.config import load_config
+from asyncps.lab.runner import run
 
 
 def records(run_dir, kind):

@@ -6,8 +6,8 @@ import json
 import math
 import threading
 
-import lab.metrics
-from lab.metrics import FLUSH_EVERY, Metrics, push_delays
+import asyncps.lab.metrics
+from asyncps.lab.metrics import FLUSH_EVERY, Metrics, push_delays
 
 
 def lines(path) -> list[dict]:
@@ -40,14 +40,14 @@ def test_a_full_batch_is_written_without_waiting_for_close(tmp_path):
 
 def test_a_record_waits_no_longer_than_flush_seconds_while_records_come(tmp_path, monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(lab.metrics.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(asyncps.lab.metrics.time, "monotonic", lambda: now[0])
     metrics = Metrics(tmp_path / "m.jsonl", clock=lambda: 0.0)
     metrics.record("train", step=0)
-    now[0] += lab.metrics.FLUSH_WITHIN_SECONDS / 2
+    now[0] += asyncps.lab.metrics.FLUSH_WITHIN_SECONDS / 2
     metrics.record("train", step=1)
     metrics._file.flush()
     assert (tmp_path / "m.jsonl").read_text() == ""
-    now[0] += lab.metrics.FLUSH_WITHIN_SECONDS
+    now[0] += asyncps.lab.metrics.FLUSH_WITHIN_SECONDS
     metrics.record("train", step=2)
     metrics._file.flush()
     assert [m["step"] for m in lines(tmp_path / "m.jsonl")] == [0, 1, 2]

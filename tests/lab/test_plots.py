@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab.metrics import read_metrics
-from lab.reports.plots import plot_run
+from asyncps.lab.metrics import read_metrics
+from asyncps.lab.reports.plots import plot_run
 
 WORKERS, SHARDS, SECONDS = 4, 2, 30.0
 
@@ -152,10 +152,10 @@ def overlapping_tick_labels(fig) -> list[str]:
 
 
 def test_with_64_workers_no_tick_labels_overlap(tmp_path, monkeypatch):
-    from lab.reports import breakdown, figures, plots
-    from lab.reports.report import report
-    from lab.runner import run
-    from lab.config import load_config
+    from asyncps.lab.reports import breakdown, figures, plots
+    from asyncps.lab.reports.report import report
+    from asyncps.lab.runner import run
+    from asyncps.lab.config import load_config
 
     run_dir = run(load_config(None, [f"out_dir={tmp_path}", "backend=sim", "cluster.workers=64",
                                      "train.epochs=2"]), progress=False)

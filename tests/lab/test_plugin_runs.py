@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.api import run
-from lab.backends.grpc import free_ports
-from lab.backends.grpc_processes import start_fork_server
-from lab.backends.health import wait_until_serving
-from lab.cli.compose import compose_file
-from lab.config import load_config
-from lab.experiment import Experiment
-from workers import MODELS
+from asyncps.lab.api import run
+from asyncps.lab.backends.grpc import free_ports
+from asyncps.lab.backends.grpc_processes import start_fork_server
+from asyncps.lab.backends.health import wait_until_serving
+from asyncps.lab.cli.compose import compose_file
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.workers import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ["model", "data", "protocol", "optimizer"]  # examples/<name>.toml
@@ -141,7 +141,7 @@ def project(tmp_path_factory) -> Path:
 
 def asyncps(*args: str) -> list[str]:
     # -P: the working directory is not on sys.path at start, as for the asyncps script (its own directory is)
-    return [sys.executable, "-P", "-m", "lab.cli", *args]
+    return [sys.executable, "-P", "-m", "asyncps.lab.cli", *args]
 
 
 @pytest.mark.parametrize("backend", ["grpc", "ray"])  # forked processes; actors of a Ray the run starts itself

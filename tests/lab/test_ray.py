@@ -24,16 +24,16 @@ import pytest
 import ray
 import torch
 
-import optim
-from lab.cli.main import main
-from lab.backends.grpc import free_ports
-from lab.config import load_config, to_toml
-from lab.experiment import Experiment
-from lab.metrics import Metrics
-from lab.runner import Run, finish
-from ps import ApplyEach, ShardClosed
-from ps.ray_server import ShardActor
-from ps.recovery import RecoveryPlan
+from asyncps import optim
+from asyncps.lab.cli.main import main
+from asyncps.lab.backends.grpc import free_ports
+from asyncps.lab.config import load_config, to_toml
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.metrics import Metrics
+from asyncps.lab.runner import Run, finish
+from asyncps.ps import ApplyEach, ShardClosed
+from asyncps.ps.ray_server import ShardActor
+from asyncps.ps.recovery import RecoveryPlan
 
 RAY = Path(sys.executable).parent / "ray"  # the venv's: the head's workers then import asyncps too
 SLOW_WORKER_1 = 'delays.compute={kind = "constant", seconds = 0.005, slowdown = {"1" = 40.0}}'
@@ -49,7 +49,7 @@ def summary(run_dir: Path) -> dict:
 
 def run_watched(tmp_path, watch, *overrides) -> tuple[Path, Experiment]:
     """``asyncps run --backend ray`` with a ``watch`` callback on the records streamed back."""
-    from lab.backends.ray import RayBackend
+    from asyncps.lab.backends.ray import RayBackend
 
     config = load_config(None, [f"out_dir={tmp_path}", "backend=ray", *overrides])
     experiment = Experiment.build(config)
@@ -82,7 +82,7 @@ def test_asyncps_run_joins_a_head_started_with_ray_start(tmp_path):
         else:
             pytest.fail(f"ray start exited with {head.wait()}")
         threading.Thread(target=head.stdout.read, daemon=True).start()  # a full pipe would stall the head
-        done = subprocess.run([sys.executable, "-m", "lab.cli", "run", "--backend", "ray", "--ray-address",
+        done = subprocess.run([sys.executable, "-m", "asyncps.lab.cli", "run", "--backend", "ray", "--ray-address",
                                f"127.0.0.1:{port}", "--no-progress", "--set", f"out_dir={tmp_path}",
                                "--set", "cluster.workers=2", "--set", "cluster.shards=1", "--set", "train.epochs=1",
                                "--set", "name=joined"],

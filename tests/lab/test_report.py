@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lab.cli.main import main
-from lab.reports.compare import parse_sweep, plan
+from asyncps.lab.cli.main import main
+from asyncps.lab.reports.compare import parse_sweep, plan
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "experiments" / "quickstart.toml"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,10 +8,10 @@ from typing import ClassVar
 
 import pytest
 
-import lab.cli.info
-from lab.cli.main import main
-from lab.config import Config, HogwildExperiment
-from lab.schema import OPEN_TABLES, meanings, schema, undocumented
+import asyncps.lab.cli.info
+from asyncps.lab.cli.main import main
+from asyncps.lab.config import Config, HogwildExperiment
+from asyncps.lab.schema import OPEN_TABLES, meanings, schema, undocumented
 
 ROOTS = {"asyncps run": (Config, []), "asyncps hogwild": (HogwildExperiment, ["--hogwild"])}
 
@@ -100,7 +100,7 @@ def test_version_of_a_package_not_installed_says_how(monkeypatch, capsys):
     def not_installed(name):
         raise PackageNotFoundError(name)
 
-    monkeypatch.setattr(lab.cli.info, "version", not_installed)
+    monkeypatch.setattr(asyncps.lab.cli.info, "version", not_installed)
     with pytest.raises(SystemExit) as exit:
         main(["--version"])
     assert exit.value.code == 2

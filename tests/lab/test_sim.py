@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import load_config
-from lab.runner import run
-from lab.backends.sim import VirtualTime
+from asyncps.lab.config import load_config
+from asyncps.lab.runner import run
+from asyncps.lab.backends.sim import VirtualTime
 
 ROOT = Path(__file__).parents[2]
 
@@ -136,8 +136,8 @@ def test_every_evaluation_carries_the_staleness_of_the_pushes_since_the_previous
 
 
 def test_virtual_time_is_called_virtual_time_on_the_console_in_the_summary_and_on_the_plots(tmp_path, capsys):
-    from lab.cli.main import main
-    from lab.reports.rundir import load_run, seconds
+    from asyncps.lab.cli.main import main
+    from asyncps.lab.reports.rundir import load_run, seconds
 
     assert main(["run", "--no-progress", "--set", f"out_dir={tmp_path}", "--set", "backend=sim",
                  "--set", "train.epochs=1"]) == 0

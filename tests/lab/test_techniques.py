@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import load_config
-from lab.runner import run
+from asyncps.lab.config import load_config
+from asyncps.lab.runner import run
 
 README = Path(__file__).parents[2] / "README.md"
 # A small run in virtual time: 2 workers, 2 epochs of the digits, an MLP of 32 units, an evaluation every 10 updates.

@@ -8,10 +8,10 @@ import sys
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lab.config import load_config
-from lab.metrics import read_metrics
-from lab.runner import run
-from lab.tensorboard import STALENESS_WINDOW
+from asyncps.lab.config import load_config
+from asyncps.lab.metrics import read_metrics
+from asyncps.lab.runner import run
+from asyncps.lab.tensorboard import STALENESS_WINDOW
 
 SMALL = ["backend=sim", "cluster.workers=2", "train.epochs=2", "train.eval_every=10", "model.options.hidden=[16]"]
 
@@ -42,7 +42,7 @@ def test_the_scalars_are_the_runs_records(tmp_path):
 
 def test_without_tensorboard_installed_the_flag_says_what_to_install_and_nothing_is_run(tmp_path):
     blocked = ("import sys; sys.modules['torch.utils.tensorboard'] = None; "
-               "from lab.cli.main import main; sys.exit(main(sys.argv[1:]))")
+               "from asyncps.lab.cli.main import main; sys.exit(main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", blocked, "run", "--tensorboard", "--set", "backend=sim",
                            "--set", f"out_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

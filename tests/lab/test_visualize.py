@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import optim
-from lab.visualize.surfaces import (BEALE, DEFAULT_STEPS, RECIPES, SADDLE, SADDLE_ESCAPE, SURFACES, Recipe, outcome,
+from asyncps import optim
+from asyncps.lab.visualize.surfaces import (BEALE, DEFAULT_STEPS, RECIPES, SADDLE, SADDLE_ESCAPE, SURFACES, Recipe, outcome,
                                     run, trajectory)
-from lab.visualize.trajectories import summary
+from asyncps.lab.visualize.trajectories import summary
 
 ADAPTIVE = ["adagrad", "adadelta", "rmsprop", "adam", "adamw", "amsgrad", "adamax", "nadam"]
 # The three adaptive methods of Ruder's Images 5 and 6.

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from optim.schedules import CosineAnnealing, ExponentialDecay, StepDecay
+from asyncps.optim.schedules import CosineAnnealing, ExponentialDecay, StepDecay
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from optim.early_stopping import EarlyStopping
+from asyncps.optim.early_stopping import EarlyStopping
 
 # (constructor kwargs, values fed one per update, the update's return values)
 SEQUENCES = {

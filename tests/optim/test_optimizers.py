@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-import optim
-from optim import State
-from optim.schedules import CosineAnnealing
+from asyncps import optim
+from asyncps.optim import State
+from asyncps.optim.schedules import CosineAnnealing
 
 from cases import CASES, NAMES
 

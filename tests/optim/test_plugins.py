@@ -10,10 +10,10 @@ import textwrap
 import pytest
 import torch
 
-import optim
-from optim.base import Optimizer
-from optim.plugins import PluginError, Registry
-from optim.validation import choose
+from asyncps import optim
+from asyncps.optim.base import Optimizer
+from asyncps.optim.plugins import PluginError, Registry
+from asyncps.optim.validation import choose
 
 
 KIND = optim.OPTIMIZER  # what a plugin optimizer must be: the interface these tests load plugins against
@@ -41,7 +41,7 @@ def project(tmp_path, monkeypatch):
 def test_a_plugin_is_found_in_the_working_directory_which_goes_first_on_the_import_path(project, tmp_path):
     project("plugpkg/__init__.py", "")
     project("plugpkg/rules.py", """
-        from optim import Optimizer
+        from asyncps.optim import Optimizer
 
         class Plain(Optimizer):
             name = "plain"
@@ -76,7 +76,7 @@ def test_a_plugin_is_found_in_the_working_directory_which_goes_first_on_the_impo
 def test_a_plugin_that_is_not_there_or_not_of_the_kind_is_refused_saying_why(project, path, reason):
     project("plugbad/__init__.py", "")
     project("plugbad/rules.py", """
-        from optim import Optimizer
+        from asyncps.optim import Optimizer
 
         value = 3
 
@@ -112,7 +112,7 @@ def test_a_module_missing_inside_the_users_own_code_is_raised_as_it_is_with_its_
 
 def test_choose_takes_a_name_or_from_a_registry_a_plugin_and_says_both(project):
     project("plugopt.py", """
-        from optim.sgd import SGD
+        from asyncps.optim.sgd import SGD
 
         class Mine(SGD):
             name = "mine"

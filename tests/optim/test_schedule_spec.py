@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-import optim
-from optim.schedule_spec import KINDS, from_spec, plateau_of
+from asyncps import optim
+from asyncps.optim.schedule_spec import KINDS, from_spec, plateau_of
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from optim.schedules import (
+from asyncps.optim.schedules import (
     SGDR,
     Constant,
     CosineAnnealing,

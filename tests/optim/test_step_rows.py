@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import optim
+from asyncps import optim
 
 from cases import CASES
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
+from asyncps.optim.transforms import GradientNoise, clip_by_global_norm, clip_by_value
 
 
 def noise_of(noise: GradientNoise, step: int, n: int = 1000, dtype=torch.float64) -> torch.Tensor:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import optim
-from optim.validation import check_int, check_options, is_int
+from asyncps import optim
+from asyncps.optim.validation import check_int, check_options, is_int
 
 INVALID_HPARAMS = [
     ("sgd", {"lr": -1.0}, r"Invalid learning rate: -1.0 \(lr must be a finite number >= 0"),

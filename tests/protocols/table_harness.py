@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-import optim
-import protocols
-from ps import InProcessClient, Layout, Shard, make_shards
-from workers import DataShard, Dataset, Model, build_model, load_dataset
-from workers.runtime import WorkerRuntime
+from asyncps import optim
+from asyncps import protocols
+from asyncps.ps import InProcessClient, Layout, Shard, make_shards
+from asyncps.workers import DataShard, Dataset, Model, build_model, load_dataset
+from asyncps.workers.runtime import WorkerRuntime
 
 SEED = 0
 BATCH_SIZE = 32

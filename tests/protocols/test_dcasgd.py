@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-import optim
-from ps import Flat
-from lab.config import load_config
-from lab.runner import run
-from protocols import DCASGD
+from asyncps import optim
+from asyncps.ps import Flat
+from asyncps.lab.config import load_config
+from asyncps.lab.runner import run
+from asyncps.protocols import DCASGD
 
 
 def push(rule, values, grad, state, *, worker=0, read, version, out=None):

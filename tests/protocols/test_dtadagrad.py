@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-import optim
-from ps import Flat
-from lab.config import load_config
-from lab.experiment import Experiment
-from lab.runner import run
-from protocols import AdaptiveRevision
-from protocols.update_log import UpdateLog
+from asyncps import optim
+from asyncps.ps import Flat
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.runner import run
+from asyncps.protocols import AdaptiveRevision
+from asyncps.protocols.update_log import UpdateLog
 
 
 def make_rule(num_workers: int = 1, **adagrad):

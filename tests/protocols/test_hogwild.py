@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protocols import hogwild
-from protocols.hogwild import kernels
-from protocols.hogwild import (MatrixCompletion, Ratings, SparseClassification, SparseExamples, epoch_orders,
+from asyncps.protocols import hogwild
+from asyncps.protocols.hogwild import kernels
+from asyncps.protocols.hogwild import (MatrixCompletion, Ratings, SparseClassification, SparseExamples, epoch_orders,
                                initial_params, train)
 
 

@@ -11,14 +11,14 @@ import re
 import pytest
 import torch
 
-import optim
-import protocols
-from lab.config import load_config
-from lab.experiment import Experiment
-from lab.runner import run
-from ps import Flat, InProcessClient, Shard, checkpoint, make_shards
-from workers.gradient import loss_and_grad
-from workers.runtime import WorkerRuntime
+from asyncps import optim
+from asyncps import protocols
+from asyncps.lab.config import load_config
+from asyncps.lab.experiment import Experiment
+from asyncps.lab.runner import run
+from asyncps.ps import Flat, InProcessClient, Shard, checkpoint, make_shards
+from asyncps.workers.gradient import loss_and_grad
+from asyncps.workers.runtime import WorkerRuntime
 
 # name, protocol options, [server] optimizer and options: each protocol as a user would set it up.
 PROTOCOLS = [

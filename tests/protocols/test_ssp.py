@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import optim
-import protocols
-from lab.backends.sim import VirtualTime
-from ps import ClientWrapper, DelayedClient, Flat, InProcessClient, Layout, Shard, make_shards
+from asyncps import optim
+from asyncps import protocols
+from asyncps.lab.backends.sim import VirtualTime
+from asyncps.ps import ClientWrapper, DelayedClient, Flat, InProcessClient, Layout, Shard, make_shards
 from table_harness import assert_same, digits_softmax
-from workers.runtime import WorkerRuntime
+from asyncps.workers.runtime import WorkerRuntime
 
 LR = 0.1
 

@@ -14,11 +14,11 @@ from typing import Callable
 import pytest
 import torch
 
-import optim
-import protocols
-from ps import checkpoint
+from asyncps import optim
+from asyncps import protocols
+from asyncps.ps import checkpoint
 from table_harness import Cluster, Problem, assert_same, digits_softmax
-from workers.gradient import loss_and_grad
+from asyncps.workers.gradient import loss_and_grad
 
 # The sequential run one worker without delay must equal, bit for bit: the
 # final parameters and the loss of every step. It is given the protocol, its

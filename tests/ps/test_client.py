@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-import optim
-from ps import ApplyEach, InProcessClient, Layout, Shard, ShardClosed, Versions, make_shards
+from asyncps import optim
+from asyncps.ps import ApplyEach, InProcessClient, Layout, Shard, ShardClosed, Versions, make_shards
 
 # 19 floats over 3 shards, cut at 6 and 12: "w" (15 floats) straddles all three.
 DENSE = {"w": (3, 5), "b": (4,)}

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import optim
-from lab.config import load_config
-from lab.runner import run
-from ps import ApplyEach, InProcessClient, Layout, make_shards
-from ps.delays import EVENTS, KINDS, NO_WAIT, DelayedClient, Delays, RealClock, TraceRecorder
+from asyncps import optim
+from asyncps.lab.config import load_config
+from asyncps.lab.runner import run
+from asyncps.ps import ApplyEach, InProcessClient, Layout, make_shards
+from asyncps.ps.delays import EVENTS, KINDS, NO_WAIT, DelayedClient, Delays, RealClock, TraceRecorder
 
 DRAWS = 20_000
 Z90 = 1.2815515655446004  # the standard normal's 90% quantile

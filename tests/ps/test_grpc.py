@@ -15,20 +15,20 @@ import numpy as np
 import pytest
 import torch
 
-from lab.backends.grpc import free_ports
-from lab.backends.health import wait_until_serving
-from lab.config import load_config, to_toml
-from lab.experiment import Experiment
-from protos import ps_pb2, ps_pb2_grpc
-from ps.grpc_client import GrpcClient
-from ps.wire import UNARY_BYTES, meta_of
+from asyncps.lab.backends.grpc import free_ports
+from asyncps.lab.backends.health import wait_until_serving
+from asyncps.lab.config import load_config, to_toml
+from asyncps.lab.experiment import Experiment
+from asyncps.protos import ps_pb2, ps_pb2_grpc
+from asyncps.ps.grpc_client import GrpcClient
+from asyncps.ps.wire import UNARY_BYTES, meta_of
 
 ROOT = Path(__file__).parents[2]
 
 
 def start_server(config_path: Path, shard: int, *extra: str, env: dict | None = None):
     port = free_ports(1)[0]
-    process = subprocess.Popen([sys.executable, "-m", "lab.cli", "serve", str(config_path), "--shard", str(shard),
+    process = subprocess.Popen([sys.executable, "-m", "asyncps.lab.cli", "serve", str(config_path), "--shard", str(shard),
                                 "--port", str(port), *extra], env={**os.environ, **(env or {})},
                                stdout=subprocess.DEVNULL)
     return process, f"127.0.0.1:{port}"
@@ -59,11 +59,10 @@ def cluster(tmp_path_factory):
 
 
 def test_committed_stubs_are_what_ps_proto_generates(tmp_path):
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT}", f"--python_out={tmp_path}",
-                    f"--pyi_out={tmp_path}", f"--grpc_python_out={tmp_path}", str(ROOT / "protos/ps.proto")],
+    subprocess.run(["bash", str(ROOT / "protos/gen.sh"), str(tmp_path)], env={**os.environ, "PYTHON": sys.executable},
                    check=True)
     for name in ("ps_pb2.py", "ps_pb2.pyi", "ps_pb2_grpc.py"):
-        assert (tmp_path / "protos" / name).read_text() == (ROOT / "protos" / name).read_text(), \
+        assert (tmp_path / name).read_text() == (ROOT / "protos" / name).read_text(), \
             f"protos/{name} is stale: run `make protos` and commit the result"
 
 
@@ -305,7 +304,7 @@ def test_tls_round_trip(tmp_path):
         with pytest.raises(ConnectionError):  # a plaintext client cannot talk to a TLS port
             asyncio.run(pull(None, retry_seconds=2))
         # The health check speaks TLS too, given the authority; in plaintext it finds nothing serving.
-        health = [sys.executable, "-m", "lab.cli", "health", address]
+        health = [sys.executable, "-m", "asyncps.lab.cli", "health", address]
         assert subprocess.run([*health, "--tls-ca", str(cert)], capture_output=True).returncode == 0
         assert subprocess.run(health, capture_output=True).returncode == 1
         wait_until_serving(address, timeout=30, tls_ca=cert.read_bytes())
@@ -317,7 +316,7 @@ def test_tls_round_trip(tmp_path):
 def test_half_a_tls_setting_is_an_error_not_a_plaintext_server(tmp_path, given):
     config_path = write_config(tmp_path, "cluster.shards=1", "cluster.workers=1")
     (tmp_path / "one.pem").write_text("")
-    done = subprocess.run([sys.executable, "-m", "lab.cli", "serve", str(config_path), "--shard", "0", "--port",
+    done = subprocess.run([sys.executable, "-m", "asyncps.lab.cli", "serve", str(config_path), "--shard", "0", "--port",
                            str(free_ports(1)[0]), given, str(tmp_path / "one.pem")], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0

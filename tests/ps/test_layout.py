@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ps import Layout, Range
+from asyncps.ps import Layout, Range
 
 # Three dense tensors of 12, 5 and 1 floats (18 in all); "w" straddles the cut
 # between shards 0 and 1 for every S from 2 to 18.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ps import Applied, Flat, Publication, ShardClosed
+from asyncps.ps import Applied, Flat, Publication, ShardClosed
 
 SIZE = 5
 STEP = 0.25  # a power of two: the values after v updates are exactly v * STEP in float32

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import optim
-import protocols
-from ps import Flat, Shard
-from ps.journal import Journal, read
-from ps.recovery import Recovery, RecoveryPlan, Resumed
+from asyncps import optim
+from asyncps import protocols
+from asyncps.ps import Flat, Shard
+from asyncps.ps.journal import Journal, read
+from asyncps.ps.recovery import Recovery, RecoveryPlan, Resumed
 
 # Each push reads two versions back (the delay-aware rules keep a log window),
 # but synchronous SGD's, which drops a stale gradient.

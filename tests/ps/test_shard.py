@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import optim
-from ps import ApplyEach, Flat, Push, Shard, ShardClosed, checkpoint
-from ps.flat import MAX_ABS, NUMBA_SCAN_BELOW, all_usable
+from asyncps import optim
+from asyncps.ps import ApplyEach, Flat, Push, Shard, ShardClosed, checkpoint
+from asyncps.ps.flat import MAX_ABS, NUMBA_SCAN_BELOW, all_usable
 
 WIDTH, ROWS, DIM = 6, 5, 2
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from workers import CURRICULA, DataShard, DenseSplit, RatingsSplit, SparseSplit, difficulty, shard_indices
-from workers.data_shards import MIXED_RANDOM_FRACTION, interleave
+from asyncps.workers import CURRICULA, DataShard, DenseSplit, RatingsSplit, SparseSplit, difficulty, shard_indices
+from asyncps.workers.data_shards import MIXED_RANDOM_FRACTION, interleave
 
 
 def numbered(n: int) -> DenseSplit:
@@ -252,7 +252,7 @@ def test_every_curriculum_runs():
 
 
 def test_a_growing_batch_grows_by_its_factor_at_each_epoch_given_and_the_steps_count_it():
-    from workers.splits import DenseSplit
+    from asyncps.workers.splits import DenseSplit
 
     split = DenseSplit(torch.zeros(100, 2), torch.zeros(100, dtype=torch.int64))
     shard = DataShard(split, 0, 1, batch_size=10, seed=0, growth=(2.0, (1, 3)))
@@ -265,7 +265,7 @@ def test_a_growing_batch_grows_by_its_factor_at_each_epoch_given_and_the_steps_c
 
 
 def test_every_workers_batch_sizes_follow_a_growing_batch_as_its_own_shard_yields_them():
-    from workers.splits import DenseSplit
+    from asyncps.workers.splits import DenseSplit
 
     split = DenseSplit(torch.zeros(103, 2), torch.zeros(103, dtype=torch.int64))
     shards = [DataShard(split, w, 3, batch_size=6, seed=0, growth=(2.0, (1, 2))) for w in range(3)]

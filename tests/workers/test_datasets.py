@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from workers import DATASETS, DenseSplit, RatingsSplit, SparseSplit, load_dataset, read_libsvm
-from workers.splits import split_indices
+from asyncps.workers import DATASETS, DenseSplit, RatingsSplit, SparseSplit, load_dataset, read_libsvm
+from asyncps.workers.splits import split_indices
 
 SMALL_SPARSE = {"num_examples": 2_000, "num_features": 5_000, "nnz": 8}
 SMALL_RATINGS = {"num_users": 40, "num_items": 30, "rank": 3, "observed": 0.5}

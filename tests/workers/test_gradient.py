@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ps import Layout
-from workers import build_model, load_dataset, loss_and_grad
+from asyncps.ps import Layout
+from asyncps.workers import build_model, load_dataset, loss_and_grad
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from protocols import Gradient
-from workers.gradient_transforms import GradientTransform
+from asyncps.protocols import Gradient
+from asyncps.workers.gradient_transforms import GradientTransform
 
 
 def gradient(seed=0) -> Gradient:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from workers import DenseSplit, load_dataset
-from workers.image_files import read_cifar_batch, read_idx
+from asyncps.workers import DenseSplit, load_dataset
+from asyncps.workers.image_files import read_cifar_batch, read_idx
 
 
 def rows(split: DenseSplit) -> list[tuple]:

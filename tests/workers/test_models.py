@@ -11,10 +11,10 @@ from itertools import islice
 import pytest
 import torch
 
-import optim
-from ps import Layout
-from workers import DataShard, DenseSplit, build_model, load_dataset, loss_and_grad, MODELS
-from workers.dense_models import CALIBRATION_EXAMPLES
+from asyncps import optim
+from asyncps.ps import Layout
+from asyncps.workers import DataShard, DenseSplit, build_model, load_dataset, loss_and_grad, MODELS
+from asyncps.workers.dense_models import CALIBRATION_EXAMPLES
 
 DATA = {
     "digits": ("digits", {}),
