@@ -1,0 +1,1 @@
+"""Experiments: configuration, runners and backends, reports, and the command line."""

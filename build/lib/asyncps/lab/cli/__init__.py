@@ -1,0 +1,1 @@
+"""The ``asyncps`` command line."""

@@ -1,0 +1,3 @@
+from asyncps.lab.cli.main import entry
+
+entry()

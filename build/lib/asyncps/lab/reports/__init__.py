@@ -1,0 +1,1 @@
+"""What a run directory becomes for a reader: plots, reports, comparisons."""
