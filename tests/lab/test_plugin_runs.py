@@ -63,8 +63,9 @@ REFUSALS = [
     ("model.name=examples.nets:Foo", "Invalid config value model.name = 'examples.nets:Foo' (examples.nets has no Foo)"),
     ("model.name=examples.data:spirals", "Invalid config value model.name = 'examples.data:spirals' "
                                          "(examples.data:spirals is not a workers.Model subclass)"),
-    ("model.name=workers.model_base:Model", "Invalid config value model.name = 'workers.model_base:Model' "
-     "(workers.model_base:Model does not define name (a workers.Model subclass must define name, init, loss, "
+    ("model.name=asyncps.workers.model_base:Model",
+     "Invalid config value model.name = 'asyncps.workers.model_base:Model' "
+     "(asyncps.workers.model_base:Model does not define name (a workers.Model subclass must define name, init, loss, "
      "evaluate))"),
     ("model.name=examples.nets:", "Invalid config value model.name = 'examples.nets:' "
                                   "(an import path is 'package.module:Name')"),
@@ -76,16 +77,18 @@ REFUSALS = [
      "(examples.nets:SmallConvNet does not take rng: it is called as loader(rng, **options))"),
     ("protocol.name=examples.nets:SmallConvNet", "Invalid config value protocol.name = 'examples.nets:SmallConvNet' "
      "(examples.nets:SmallConvNet is not a protocols.Protocol subclass)"),
-    ("protocol.name=protocols.base:Protocol", "Invalid config value protocol.name = 'protocols.base:Protocol' "
-     "(protocols.base:Protocol does not define name (a protocols.Protocol subclass must define name, server_rule, "
+    ("protocol.name=asyncps.protocols.base:Protocol",
+     "Invalid config value protocol.name = 'asyncps.protocols.base:Protocol' "
+     "(asyncps.protocols.base:Protocol does not define name (a protocols.Protocol subclass must define name, server_rule, "
      "work))"),
     ("server.optimizer=examples.protocols:LazyDownpour", "Invalid config value server.optimizer = "
      "'examples.protocols:LazyDownpour' (examples.protocols:LazyDownpour is not an optim.Optimizer subclass)"),
     ("server.optimizer=nopkg:Lion", "Invalid config value server.optimizer = 'nopkg:Lion' (no module named 'nopkg')"),
     ("delays.push.kind=examples.optimizers:Lion", "Invalid delays.push.kind: 'examples.optimizers:Lion' "
      "(examples.optimizers:Lion is not a ps.delay_models.DelayModel subclass)"),
-    ("delays.push.kind=ps.delay_models:DelayModel", "Invalid delays.push.kind: 'ps.delay_models:DelayModel' "
-     "(ps.delay_models:DelayModel does not define kind (a ps.delay_models.DelayModel subclass must define kind, "
+    ("delays.push.kind=asyncps.ps.delay_models:DelayModel",
+     "Invalid delays.push.kind: 'asyncps.ps.delay_models:DelayModel' "
+     "(asyncps.ps.delay_models:DelayModel does not define kind (a ps.delay_models.DelayModel subclass must define kind, "
      "sample or sampler or source))"),
     ("delays.push.kind=examples.delays:Nope", "Invalid delays.push.kind: 'examples.delays:Nope' "
                                               "(examples.delays has no Nope)"),
