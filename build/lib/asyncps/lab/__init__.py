@@ -1,1 +1,0 @@
-"""Experiments: configuration, runners and backends, reports, and the command line."""

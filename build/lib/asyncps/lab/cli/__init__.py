@@ -1,1 +1,0 @@
-"""The ``asyncps`` command line."""

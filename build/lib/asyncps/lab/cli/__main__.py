@@ -1,3 +1,0 @@
-from asyncps.lab.cli.main import entry
-
-entry()

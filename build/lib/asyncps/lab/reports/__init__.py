@@ -1,1 +1,0 @@
-"""What a run directory becomes for a reader: plots, reports, comparisons."""
