@@ -288,7 +288,7 @@ watch_cluster() {  # watch_cluster WHAT CONDITION...: poll until CONDITION succe
 # is killed with the container.
 WAIT_AND_KILL='import os, signal, sys, time, grpc
 from pathlib import Path
-from protos import ps_pb2, ps_pb2_grpc
+from asyncps.protos import ps_pb2, ps_pb2_grpc
 address, at, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 token = os.environ.get("ASYNCPS_TOKEN")
 metadata = [("authorization", f"Bearer {token}")] if token else None
