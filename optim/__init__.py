@@ -38,7 +38,10 @@ OPTIMIZERS: dict[str, type[Optimizer]] = Registry(OPTIMIZER, {
 
 def base_lr(name: str, hparams: dict) -> float:
     """The learning rate ``hparams`` give optimizer ``name`` (its default when they give none)."""
-    cls = choose(OPTIMIZERS, name, "optimizer name")
+    return _base_lr(choose(OPTIMIZERS, name, "optimizer name"), hparams)
+
+
+def _base_lr(cls: type, hparams: dict) -> float:
     return hparams.get("lr", inspect.signature(cls).parameters["lr"].default)
 
 
@@ -56,7 +59,7 @@ def create(name: str, schedule: dict | None = None, **hparams) -> Optimizer:
     cls = choose(OPTIMIZERS, name, "optimizer name")
     check_options(cls, hparams, f"optimizer {name!r}")
     if schedule:
-        hparams = {**hparams, "lr": from_spec(schedule, base_lr(name, hparams))}
+        hparams = {**hparams, "lr": from_spec(schedule, _base_lr(cls, hparams))}
     return cls(**hparams)
 
 

@@ -83,6 +83,10 @@ class Shard:
         self.lock = threading.Lock()  # one update at a time: the tables, the rule's state, staleness
         self.accepted = 0  # pushes handed to the rule (applied or kept by it): the journal numbers them
         self.journal: Journal | None = None  # writes each push before it is applied (ps.recovery)
+        # The rule's optimizer's rate when it is a plateau schedule (the evaluator sets its factor), else None:
+        # the rule is the shard's for life, so this is looked up once.
+        lr = getattr(getattr(rule, "optimizer", None), "lr", None)
+        self.scaled_lr = lr if isinstance(lr, optim.Scaled) else None
 
     @property
     def version(self) -> int:
@@ -175,7 +179,7 @@ class Shard:
         """From the next update, the rule's optimizer's rate is its schedule's times ``factor``
         (the evaluator's plateau cut, ``optim.plateau``); a ValueError when the optimizer's
         lr is not a plateau schedule or the factor is not in (0, 1]."""
-        scaled = self._scaled_lr()
+        scaled = self.scaled_lr
         if scaled is None:
             raise ValueError(f"Invalid lr factor for shard {self.index}: its optimizer's lr is not a plateau schedule "
                              "(set [server] schedule = {kind = \"plateau\"})")
@@ -183,10 +187,6 @@ class Shard:
             raise ValueError(f"Invalid lr factor for shard {self.index}: {factor!r} (must be a number in (0, 1])")
         with self.lock:
             scaled.factor = float(factor)
-
-    def _scaled_lr(self) -> optim.Scaled | None:
-        lr = getattr(getattr(self.rule, "optimizer", None), "lr", None)
-        return lr if isinstance(lr, optim.Scaled) else None
 
     # -- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -200,7 +200,7 @@ class Shard:
                 "tables": {name: t.clone() for name, t in self.tables.items()},
                 "rule_state": self.rule.state_dict(self.rule_state),
                 "table_states": {name: self.rule.state_dict(s) for name, s in self.table_states.items()},
-                "lr_factor": None if self._scaled_lr() is None else self._scaled_lr().factor,
+                "lr_factor": None if self.scaled_lr is None else self.scaled_lr.factor,
             }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -210,8 +210,8 @@ class Shard:
             self.rule_state = self.rule.load_state_dict(saved["rule_state"])
             self.table_states = {name: self.rule.load_state_dict(s) for name, s in saved["table_states"].items()}
             self.accepted = int(saved["accepted"])
-            if saved.get("lr_factor") is not None and self._scaled_lr() is not None:
-                self._scaled_lr().factor = float(saved["lr_factor"])
+            if saved.get("lr_factor") is not None and self.scaled_lr is not None:
+                self.scaled_lr.factor = float(saved["lr_factor"])
             self.dense.restore(saved["values"], int(saved["version"]))
 
 
